@@ -1,0 +1,81 @@
+"""`maild`: run the daemon for one mailbox root (normally auto-started by `mailctl`).
+
+Takes the single-instance lock before importing anything heavy: a racing second daemon exits 0
+within milliseconds. Start-up failures (unwritable dir, corrupt or future database) print one
+actionable line to stderr (and the log) and exit 2; never a traceback, never a silent reset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from maild.lifecycle import InstanceLock, StartupError, exclude_from_user_repo, prepare_state_dir
+from shared import __version__
+from shared.config import ConfigError, load_settings
+from shared.errors import MailError
+from shared.paths import MailboxPaths, resolve_root
+
+EXIT_STARTUP_FAILED = 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="maild",
+        description="Agent Mail daemon: serves one mailbox root on a Unix socket. "
+        "Usually started for you by `mailctl`; run it by hand to watch its log in a terminal.",
+        epilog="example: maild --root ~/src/myrepo --idle-timeout 600",
+    )
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve"], help="what to do (serve)")
+    parser.add_argument("--root", help="mailbox root (default: $AGENT_MAIL_ROOT or the git top-level)")
+    parser.add_argument("--idle-timeout", type=float, help="seconds without connections before exiting")
+    parser.add_argument("--log-json", action="store_true", default=None, help="log JSON lines")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--backend", choices=["asyncio", "trio"], help="async backend (default asyncio)")
+    parser.add_argument("--version", action="version", version=f"maild {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    paths = MailboxPaths(resolve_root(args.root))
+    try:
+        prepare_state_dir(paths)
+        settings = load_settings(
+            paths.state_dir,
+            {"idle_timeout_seconds": args.idle_timeout, "log_json": args.log_json, "log_level": args.log_level},
+        )
+    except (StartupError, ConfigError) as exc:
+        print(f"maild: {exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    lock = InstanceLock(paths)
+    if not lock.try_acquire():
+        print(f"maild: another maild already serves {paths.root}", file=sys.stderr)
+        return 0
+    try:
+        from maild.logs import configure_logging
+
+        configure_logging(paths.log_file, settings.log_level, settings.log_json)
+        exclude_from_user_repo(paths.root)
+        import os
+
+        import anyio
+
+        from maild.app import run_daemon
+
+        backend = args.backend or os.environ.get("AGENT_MAIL_BACKEND") or "asyncio"
+        anyio.run(run_daemon, paths, settings, backend=backend)
+    except MailError as exc:
+        logging.getLogger("maild").error("cannot start: %s", exc.message)
+        print(f"maild: {exc.message}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        lock.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

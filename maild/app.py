@@ -1,0 +1,118 @@
+"""The composition root: open the store, build the services and the MCP server, serve the socket.
+
+Read the daemon from here down. `run_daemon` is entered with the instance lock already held (see
+`maild/__main__.py`) and returns when the daemon has shut down cleanly: socket unlinked first (so
+new clients start a successor), connections closed, writer drained, WAL checkpointed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+from mcp.server.lowlevel.server import NotificationOptions
+
+from maild.lifecycle import remove_status, write_status
+from maild.mcp_surface.context import Services
+from maild.mcp_surface.server import build_registries, build_server
+from maild.services.health import Health
+from maild.services.projects import Projects
+from maild.services.sessions import Sessions
+from maild.store import open_store
+from maild.transport.unix import ConnectionCounter, UnixTransport
+from shared import __version__
+from shared.config import Settings
+from shared.paths import MailboxPaths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IdleTimer:
+    """Fires when there have been no connections for `timeout` seconds."""
+
+    timeout: float
+    count: int = 0
+    idle_since: float = field(default_factory=anyio.current_time)
+    _changed: anyio.Event = field(default_factory=anyio.Event)
+
+    def on_change(self, count: int) -> None:
+        self.count = count
+        if count == 0:
+            self.idle_since = anyio.current_time()
+        self._changed.set()
+
+    async def wait_idle(self) -> None:
+        while True:
+            self._changed = anyio.Event()
+            if self.count == 0:
+                remaining = self.idle_since + self.timeout - anyio.current_time()
+                if remaining <= 0:
+                    return
+                with anyio.move_on_after(remaining):
+                    await self._changed.wait()
+            else:
+                await self._changed.wait()
+
+
+async def _wait_for_signal(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
+    socket_path = paths.socket
+    async with open_store(paths.db, settings) as store:
+        sessions = Sessions(store)
+        await sessions.mark_all_disconnected()
+        health = Health(store, sessions, paths.root)
+        services = Services(settings=settings, projects=Projects(store), sessions=sessions, health=health)
+        tools, resources = build_registries()
+        server = build_server(services, tools, resources)
+        init_options = server.create_initialization_options(
+            NotificationOptions(tools_changed=True, resources_changed=True)
+        )
+        idle = IdleTimer(settings.idle_timeout_seconds)
+        transport = UnixTransport(server, init_options, sessions, ConnectionCounter(idle.on_change))
+        stop = anyio.Event()
+
+        async def stop_when_idle() -> None:
+            await idle.wait_idle()
+            log.info("idle for %.0f s with no connections: shutting down", settings.idle_timeout_seconds)
+            stop.set()
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(transport.serve, socket_path)
+            write_status(
+                paths,
+                {
+                    "pid": os.getpid(),
+                    "socket": str(socket_path),
+                    "version": __version__,
+                    "started_at": health.started_at,
+                    "root": str(paths.root),
+                    "backend": _backend_name(),
+                },
+            )
+            log.info("maild %s ready (pid %d, root %s)", __version__, os.getpid(), paths.root)
+            tg.start_soon(_wait_for_signal, stop)
+            tg.start_soon(stop_when_idle)
+            await stop.wait()
+            # Lame duck: unlink first so new clients start a successor instead of talking to us.
+            socket_path.unlink(missing_ok=True)
+            tg.cancel_scope.cancel()
+        remove_status(paths)
+    log.info("maild stopped")
+
+
+def _backend_name() -> str:
+    import sniffio
+
+    return sniffio.current_async_library()

@@ -1,0 +1,1 @@
+"""The MCP surface: thin adapters from MCP tools/resources to services. No domain rules here."""

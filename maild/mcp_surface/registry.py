@@ -1,0 +1,218 @@
+"""Tool and resource registries: schemas, argument validation, and error conversion.
+
+Every tool is an async function `fn(services, args)` whose `args` is a pydantic model; its JSON
+Schema (compacted: no titles, `X | None` shown as `X`) is what `tools/list` advertises, and the
+same model validates every call — the low-level SDK server validates nothing itself. This is one
+of the two places where `MailError` becomes a wire error (the CLI is the other).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import re
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shared.errors import InvalidArgument, MailError, NotFound
+
+log = logging.getLogger(__name__)
+
+
+class Args(BaseModel):
+    """Base for tool argument models: unknown parameters are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=10 * 1024 * 1024)
+
+
+Handler = Callable[[Any, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    args: type[Args]
+    handler: Handler
+    core: bool
+    category: str
+    read_only: bool
+    idempotent: bool
+
+    def input_schema(self) -> dict[str, Any]:
+        return compact_schema(self.args.model_json_schema())
+
+
+def compact_schema(schema: Any) -> Any:
+    """Drop what a model does not need to read: titles, and `anyOf [X, null]` becomes `X`."""
+    if isinstance(schema, list):
+        return [compact_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: compact_schema(v) for k, v in schema.items() if k != "title"}
+    options = out.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+        (other,) = [o for o in options if o != {"type": "null"}]
+        del out["anyOf"]
+        out = {**other, **out}
+        if out.get("default", ...) is None:
+            del out["default"]
+    return out
+
+
+def describe_validation_error(tool: str, exc: ValidationError, model: type[Args]) -> InvalidArgument:
+    problems = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        problems.append(f"{where}: {err['msg']}")
+    allowed = ", ".join(
+        f"{name}{'' if field.is_required() else '?'}" for name, field in model.model_fields.items()
+    )
+    return InvalidArgument(
+        f"invalid arguments for {tool}: {'; '.join(problems)}. Parameters: {allowed or 'none'}",
+        data={"errors": problems},
+    )
+
+
+class ToolRegistry:
+    def __init__(self) -> None:
+        self._tools: dict[str, ToolSpec] = {}
+
+    def tool(
+        self, *, core: bool, category: str, read_only: bool = False, idempotent: bool = False
+    ) -> Callable[[Handler], Handler]:
+        """Register `fn(services, args: SomeArgs)`; its docstring is the description a model reads."""
+
+        def register(fn: Handler) -> Handler:
+            hints = get_type_hints(fn)
+            params = list(inspect.signature(fn).parameters)
+            args_model = hints[params[1]]
+            name = fn.__name__
+            if name in self._tools:
+                raise ValueError(f"tool {name} registered twice")
+            self._tools[name] = ToolSpec(
+                name=name,
+                description=inspect.cleandoc(fn.__doc__ or ""),
+                args=args_model,
+                handler=fn,
+                core=core,
+                category=category,
+                read_only=read_only,
+                idempotent=idempotent,
+            )
+            return fn
+
+        return register
+
+    def get(self, name: str) -> ToolSpec | None:
+        return self._tools.get(name)
+
+    def all(self) -> list[ToolSpec]:
+        return sorted(self._tools.values(), key=lambda spec: spec.name)
+
+    def listed(self, mode: str) -> list[ToolSpec]:
+        """The tools `tools/list` shows: everything in `extended` mode, the core ones otherwise."""
+        return [spec for spec in self.all() if mode == "extended" or spec.core]
+
+    async def call(self, services: Any, name: str, arguments: dict[str, Any] | None) -> Any:
+        """Validate and run one tool. Raises MailError (NOT_FOUND for an unknown tool)."""
+        spec = self._tools.get(name)
+        if spec is None:
+            raise NotFound(
+                f"unknown tool {name!r}; call tools/list (or list_extended_tools) to see the available tools",
+                data={"tool": name},
+            )
+        try:
+            args = spec.args.model_validate(arguments or {})
+        except ValidationError as exc:
+            raise describe_validation_error(name, exc, spec.args) from None
+        return await spec.handler(services, args)
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    """The structured body of a failed call: stable code, message, and recoverability."""
+    if isinstance(exc, MailError):
+        return exc.to_dict()
+    return {
+        "code": "INTERNAL_ERROR",
+        "message": "internal error in maild; see .mcp_mail/maild.log (mailctl daemon logs)",
+        "recoverable": False,
+    }
+
+
+def to_text(result: Any) -> str:
+    return json.dumps(result, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources: URI templates such as `resource://inbox/{agent}` with optional `?k=v` query params.
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    template: str
+    name: str
+    description: str
+    handler: Callable[..., Awaitable[Any]]
+    pattern: re.Pattern[str]
+
+    def match(self, uri: str) -> dict[str, str] | None:
+        base, _, query = uri.partition("?")
+        found = self.pattern.fullmatch(base)
+        if found is None:
+            return None
+        values = {k: urllib.parse.unquote(v) for k, v in found.groupdict().items()}
+        for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+            values.setdefault(key, value)
+        return values
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[a-z_]+\*?\})", template)
+    out = []
+    for part in parts:
+        if part.startswith("{"):
+            name = part.strip("{}*")
+            out.append(f"(?P<{name}>.+)" if part.endswith("*}") else f"(?P<{name}>[^/]+)")
+        else:
+            out.append(re.escape(part))
+    return re.compile("".join(out))
+
+
+class ResourceRegistry:
+    def __init__(self) -> None:
+        self._resources: list[ResourceSpec] = []
+
+    def resource(self, template: str, name: str) -> Callable[[Handler], Handler]:
+        """Register `fn(services, **params)` for a URI template; query parameters arrive as kwargs."""
+
+        def register(fn: Handler) -> Handler:
+            self._resources.append(
+                ResourceSpec(template, name, inspect.cleandoc(fn.__doc__ or ""), fn, _template_regex(template))
+            )
+            return fn
+
+        return register
+
+    def all(self) -> list[ResourceSpec]:
+        return list(self._resources)
+
+    async def read(self, services: Any, uri: str) -> Any:
+        for spec in self._resources:
+            params = spec.match(uri)
+            if params is None:
+                continue
+            accepted = set(inspect.signature(spec.handler).parameters) - {"services"}
+            unknown = sorted(set(params) - accepted)
+            if unknown:
+                raise InvalidArgument(
+                    f"unknown parameter(s) {', '.join(unknown)} for {spec.template}; "
+                    f"accepted: {', '.join(sorted(accepted))}"
+                )
+            return await spec.handler(services, **params)
+        raise NotFound(f"no resource matches {uri!r}; list them with resources/templates/list", data={"uri": uri})

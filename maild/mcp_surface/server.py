@@ -1,0 +1,137 @@
+"""Build the MCP `Server` (the SDK's low-level one) over the tool and resource registries.
+
+One `Server` object serves every connection (the transport calls `server.run` per connection) and
+both protocol eras. The caller's session comes from `current_session`, set by the transport.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import mcp.types as types
+from mcp.server import Server
+from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
+
+from maild.mcp_surface import tools_infra
+from maild.mcp_surface.context import Services
+from maild.mcp_surface.registry import ResourceRegistry, ToolRegistry, error_payload, to_text
+from maild.services.sessions import current_session
+from shared import __version__
+from shared.errors import MailError, NotFound
+from shared.protocol import INVALID_PARAMS
+
+log = logging.getLogger(__name__)
+
+INSTRUCTIONS = (
+    "Agent Mail: coordinate with other coding agents in this repository. Register once "
+    "(register_agent), then send_message / fetch_inbox / acknowledge_message; reserve files before "
+    "editing shared paths (file_reservation_paths). Inbox reads never mark mail read."
+)
+
+
+def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
+    tools, resources = ToolRegistry(), ResourceRegistry()
+    tools_infra.register(tools)
+    return tools, resources
+
+
+def tools_mode_for_request(services: Services) -> str:
+    session = current_session.get()
+    mode = session.tools_mode if session is not None and session.tools_mode else services.settings.tools_mode
+    return "extended" if mode == "extended" else "core"
+
+
+def build_server(services: Services, tools: ToolRegistry, resources: ResourceRegistry) -> Server[Any]:
+    async def list_tools(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(
+            tools=[
+                types.Tool(
+                    name=spec.name,
+                    description=spec.description,
+                    input_schema=spec.input_schema(),
+                    annotations=types.ToolAnnotations(
+                        read_only_hint=spec.read_only,
+                        destructive_hint=False,
+                        idempotent_hint=spec.idempotent,
+                        open_world_hint=False,
+                    ),
+                )
+                for spec in tools.listed(tools_mode_for_request(services))
+            ]
+        )
+
+    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        if tools.get(params.name) is None:
+            raise MCPError(INVALID_PARAMS, f"Unknown tool: {params.name}", data={"tool": params.name})
+        try:
+            result = await tools.call(services, params.name, dict(params.arguments or {}))
+        except MailError as exc:
+            return tool_error(exc)
+        except Exception as exc:
+            log.exception("tool %s failed", params.name)
+            return tool_error(exc)
+        structured = result if isinstance(result, dict) else {"result": result}
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=to_text(structured))], structured_content=structured
+        )
+
+    async def list_resources(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        static = [spec for spec in resources.all() if "{" not in spec.template]
+        return types.ListResourcesResult(
+            resources=[
+                types.Resource(uri=s.template, name=s.name, description=s.description, mime_type="application/json")
+                for s in static
+            ]
+        )
+
+    async def list_templates(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        templated = [spec for spec in resources.all() if "{" in spec.template]
+        return types.ListResourceTemplatesResult(
+            resource_templates=[
+                types.ResourceTemplate(
+                    uri_template=s.template, name=s.name, description=s.description, mime_type="application/json"
+                )
+                for s in templated
+            ]
+        )
+
+    async def read_resource(
+        ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        try:
+            result = await resources.read(services, params.uri)
+        except NotFound as exc:
+            raise MCPError(INVALID_PARAMS, exc.message, data={"uri": params.uri, **exc.to_dict()}) from None
+        except MailError as exc:
+            raise MCPError(INVALID_PARAMS, exc.message, data=exc.to_dict()) from None
+        return types.ReadResourceResult(
+            contents=[types.TextResourceContents(uri=params.uri, text=to_text(result), mime_type="application/json")]
+        )
+
+    return Server(
+        "agent-mail",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+    )
+
+
+def tool_error(exc: BaseException) -> types.CallToolResult:
+    payload = error_payload(exc)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=f"{payload['code']}: {payload['message']}")],
+        structured_content={"error": payload},
+        is_error=True,
+    )

@@ -1,0 +1,36 @@
+"""Infrastructure tools: `health_check` and `ensure_project`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from maild.mcp_surface.context import Services
+from maild.mcp_surface.registry import Args, ToolRegistry
+
+
+class HealthCheckArgs(Args):
+    pass
+
+
+class EnsureProjectArgs(Args):
+    human_key: str = Field(description="Project key: the repo's absolute path or any label.")
+
+
+def register(tools: ToolRegistry) -> None:
+    @tools.tool(core=True, category="infrastructure", read_only=True, idempotent=True)
+    async def health_check(services: Services, args: HealthCheckArgs) -> dict[str, Any]:
+        """Check the mail daemon is up: live DB check, archive queue, uptime, version, sessions.
+
+        Use when a mail tool fails unexpectedly or at the start of a session.
+        """
+        return await services.health.check()
+
+    @tools.tool(core=True, category="infrastructure", idempotent=True)
+    async def ensure_project(services: Services, args: EnsureProjectArgs) -> dict[str, Any]:
+        """Create the project if missing and return it ({id, slug, human_key, created_at}). Idempotent.
+
+        Keys that slugify alike are one project (`/backend`, `Backend`). register_agent also creates it.
+        """
+        return await services.projects.ensure(args.human_key)

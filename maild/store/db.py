@@ -1,0 +1,173 @@
+"""The apsw store: one writer connection (the only door for writes) and one reader connection.
+
+Each unit of work is a plain sync function `fn(conn, *args)` run whole on the connection's own
+worker thread (apsw's `as_async`), so a transaction never spans an `await`. Writes run inside
+`BEGIN IMMEDIATE`, which makes check-then-act writes (name claims, reservations) atomic.
+apsw errors are translated to `StorageError` here and never leak upward. Schema: migrations.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import apsw
+import apsw.bestpractice
+
+from maild.store.migrations import apply_migrations
+from shared.config import Settings
+from shared.errors import MailError, StorageError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# WAL, foreign keys, no double-quoted strings, `pragma optimize`, SQLite log -> logging.
+apsw.bestpractice.apply(apsw.bestpractice.recommended)
+
+Connection = apsw.Connection
+
+
+def utcnow() -> str:
+    """The one timestamp representation: fixed-width ISO-8601 UTC with microseconds and `Z`."""
+    return format_ts(dt.datetime.now(dt.UTC))
+
+
+def format_ts(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _configure(conn: apsw.Connection, settings: Settings, *, writer: bool) -> None:
+    conn.set_busy_timeout(settings.busy_timeout_ms)
+    conn.execute(f"PRAGMA synchronous = {settings.synchronous}")
+    if writer:
+        conn.transaction_mode = "IMMEDIATE"
+    else:
+        conn.execute("PRAGMA query_only = 1")
+
+
+def _describe(exc: apsw.Error, path: Path) -> StorageError:
+    if isinstance(exc, apsw.NotADBError):
+        return StorageError(
+            f"{path} is not a SQLite database (corrupt or foreign file); move it away and restart maild, "
+            "or rebuild it from the archive with `mailctl doctor --rebuild`"
+        )
+    if isinstance(exc, apsw.CantOpenError | apsw.ReadOnlyError | apsw.PermissionsError):
+        return StorageError(f"cannot open {path} for writing ({exc}); check the directory's permissions")
+    if isinstance(exc, apsw.CorruptError):
+        return StorageError(f"{path} is corrupt ({exc}); rebuild it with `mailctl doctor --rebuild`")
+    if isinstance(exc, apsw.BusyError):
+        err = StorageError(f"the database is busy ({exc}); retry")
+        err.recoverable = True
+        return err
+    return StorageError(f"database error: {exc}")
+
+
+class Store:
+    """Async façade over the two connections. Create it with `open_store`."""
+
+    def __init__(self, path: Path, writer: Any, reader: Any, schema_version: int) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self.schema_version = schema_version
+        self._writes = 0
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` in one IMMEDIATE transaction on the single writer connection."""
+
+        def unit(conn: apsw.Connection) -> T:
+            with conn:
+                return fn(conn, *args)
+
+        # Shielded: a write that has been submitted always completes (and commits or rolls back
+        # whole); cancelling the caller must not abort SQLite mid-transaction.
+        with anyio.CancelScope(shield=True):
+            result = await self._run(self._writer, unit)
+        self._writes += 1
+        return result
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` on the read-only connection (a consistent WAL snapshot per statement)."""
+
+        def unit(conn: apsw.Connection) -> T:
+            with conn:  # one snapshot for the whole unit of work
+                return fn(conn, *args)
+
+        return await self._run(self._reader, unit)
+
+    async def _run(self, target: Any, unit: Callable[[apsw.Connection], T]) -> T:
+        try:
+            result: T = await target.async_run(unit, target)
+        except MailError:
+            raise
+        except apsw.Error as exc:
+            raise _describe(exc, self.path) from exc
+        return result
+
+    async def ping(self) -> bool:
+        """A live check: the reader can run a query."""
+        try:
+            await self.read(lambda conn: conn.execute("SELECT 1").get)
+        except StorageError:
+            return False
+        return True
+
+    def statistics(self) -> dict[str, Any]:
+        return {"path": str(self.path), "schema_version": self.schema_version, "writes": self._writes}
+
+    async def aclose(self) -> None:
+        """Drain: checkpoint the WAL and close both connections (waits for in-flight work)."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._writer.async_run(
+                    lambda conn: conn.execute("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE)").fetchall(),
+                    self._writer,
+                )
+            except apsw.Error as exc:  # closing must not fail because a checkpoint could not run
+                log.warning("WAL checkpoint at shutdown failed: %s", exc)
+            await self._reader.aclose()
+            await self._writer.aclose()
+
+
+async def _open_connection(path: Path, settings: Settings, *, writer: bool) -> Any:
+    flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if writer else 0)
+    conn = await apsw.Connection.as_async(str(path), flags=flags)
+    try:
+        await conn.async_run(functools.partial(_configure, settings=settings, writer=writer), conn)
+    except BaseException:
+        await conn.aclose()
+        raise
+    return conn
+
+
+@asynccontextmanager
+async def open_store(path: Path, settings: Settings) -> AsyncIterator[Store]:
+    """Open (creating and migrating if needed) the database at `path`; close it on exit."""
+    try:
+        writer = await _open_connection(path, settings, writer=True)
+    except apsw.Error as exc:
+        raise _describe(exc, path) from exc
+    reader = None
+    try:
+        try:
+            version = await writer.async_run(lambda conn: apply_migrations(conn, str(path), utcnow()), writer)
+            reader = await _open_connection(path, settings, writer=False)
+        except apsw.Error as exc:
+            raise _describe(exc, path) from exc
+        store = Store(path, writer, reader, version)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            if reader is not None:
+                await reader.aclose()
+            await writer.aclose()
+        raise
+    try:
+        yield store
+    finally:
+        await store.aclose()

@@ -1,0 +1,164 @@
+"""Append-only, numbered schema migrations. Never edit a shipped migration: add the next one.
+
+Each migration is (version, name, sql). `apply_migrations` runs the missing ones in one IMMEDIATE
+transaction each and records them in `schema_migrations`. It refuses a database whose recorded
+version is newer than this code knows (a downgrade would silently misread it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.errors import StorageError
+
+# 'AGML' in ASCII: marks the file as ours so a foreign SQLite file is never migrated in place.
+APPLICATION_ID = 0x41474D4C
+
+M001_INITIAL = """
+CREATE TABLE projects (
+    id          INTEGER PRIMARY KEY,
+    slug        TEXT NOT NULL UNIQUE,
+    human_key   TEXT NOT NULL,
+    created_ts  TEXT NOT NULL
+);
+
+CREATE TABLE agents (
+    id                  INTEGER PRIMARY KEY,
+    project_id          INTEGER NOT NULL REFERENCES projects(id),
+    name                TEXT NOT NULL,
+    program             TEXT NOT NULL DEFAULT '',
+    model               TEXT NOT NULL DEFAULT '',
+    task_description    TEXT NOT NULL DEFAULT '',
+    attachments_policy  TEXT NOT NULL DEFAULT 'auto',
+    contact_policy      TEXT NOT NULL DEFAULT 'auto',
+    inception_ts        TEXT NOT NULL,
+    last_active_ts      TEXT NOT NULL,
+    is_active           INTEGER NOT NULL DEFAULT 1,
+    deleted_ts          TEXT,
+    token_hash          TEXT          -- sha256 of the registration token; the token itself is never stored
+);
+-- Active names are unique per mailbox root, case-insensitively: races are settled here, not by luck.
+CREATE UNIQUE INDEX agents_active_name ON agents(lower(name)) WHERE is_active = 1;
+CREATE INDEX agents_project ON agents(project_id, last_active_ts);
+
+CREATE TABLE messages (
+    id            INTEGER PRIMARY KEY,
+    project_id    INTEGER NOT NULL REFERENCES projects(id),
+    sender_id     INTEGER NOT NULL REFERENCES agents(id),
+    thread_id     TEXT,
+    subject       TEXT NOT NULL,
+    body_md       TEXT NOT NULL,
+    importance    TEXT NOT NULL DEFAULT 'normal' CHECK (importance IN ('low', 'normal', 'high', 'urgent')),
+    ack_required  INTEGER NOT NULL DEFAULT 0,
+    created_ts    TEXT NOT NULL,
+    attachments   TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX messages_project_created ON messages(project_id, created_ts);
+CREATE INDEX messages_thread ON messages(project_id, thread_id) WHERE thread_id IS NOT NULL;
+CREATE INDEX messages_sender ON messages(sender_id, id);
+
+CREATE TABLE message_recipients (
+    message_id  INTEGER NOT NULL REFERENCES messages(id),
+    agent_id    INTEGER NOT NULL REFERENCES agents(id),
+    kind        TEXT NOT NULL CHECK (kind IN ('to', 'cc', 'bcc')),
+    read_ts     TEXT,
+    ack_ts      TEXT,
+    PRIMARY KEY (message_id, agent_id)
+) WITHOUT ROWID;
+CREATE INDEX recipients_inbox ON message_recipients(agent_id, message_id);
+CREATE INDEX recipients_unread ON message_recipients(agent_id, message_id) WHERE read_ts IS NULL;
+
+-- Full-text index kept in sync by triggers inside the writing transaction.
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    subject, body_md, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, subject, body_md) VALUES (new.id, new.subject, new.body_md);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, subject, body_md)
+        VALUES ('delete', old.id, old.subject, old.body_md);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF subject, body_md ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, subject, body_md)
+        VALUES ('delete', old.id, old.subject, old.body_md);
+    INSERT INTO messages_fts(rowid, subject, body_md) VALUES (new.id, new.subject, new.body_md);
+END;
+
+CREATE TABLE file_reservations (
+    id            INTEGER PRIMARY KEY,
+    project_id    INTEGER NOT NULL REFERENCES projects(id),
+    agent_id      INTEGER NOT NULL REFERENCES agents(id),
+    path_pattern  TEXT NOT NULL,
+    exclusive     INTEGER NOT NULL DEFAULT 1,
+    reason        TEXT NOT NULL DEFAULT '',
+    created_ts    TEXT NOT NULL,
+    expires_ts    TEXT NOT NULL,
+    released_ts   TEXT
+);
+CREATE INDEX reservations_active ON file_reservations(project_id, expires_ts) WHERE released_ts IS NULL;
+CREATE INDEX reservations_agent ON file_reservations(agent_id);
+
+-- One row per client session (a shim, a CLI call, an HTTP session). Bindings survive restarts.
+CREATE TABLE sessions (
+    id            TEXT PRIMARY KEY,
+    agent_id      INTEGER REFERENCES agents(id),
+    client        TEXT NOT NULL DEFAULT '',
+    pid           INTEGER,
+    ppid          INTEGER,
+    cwd           TEXT,
+    created_ts    TEXT NOT NULL,
+    last_seen_ts  TEXT NOT NULL,
+    connected     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX sessions_agent ON sessions(agent_id) WHERE agent_id IS NOT NULL;
+
+-- Pending archive writes, recorded in the same transaction as the change they mirror.
+CREATE TABLE archive_outbox (
+    id            INTEGER PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    project_slug  TEXT,
+    payload       TEXT NOT NULL,
+    created_ts    TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT
+);
+"""
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "initial", M001_INITIAL),)
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def apply_migrations(conn: Any, path: str, now: str) -> int:
+    """Bring the schema up to date; return the version. Raises StorageError on a foreign/future DB."""
+    app_id = conn.execute("PRAGMA application_id").get
+    user_tables = conn.execute(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    ).get
+    if app_id != APPLICATION_ID:
+        if user_tables:
+            raise StorageError(
+                f"{path} is a SQLite database that does not belong to Agent Mail; "
+                "move it away or point AGENT_MAIL_ROOT elsewhere"
+            )
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ts TEXT NOT NULL)"
+    )
+    current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").get
+    if current > LATEST_VERSION:
+        raise StorageError(
+            f"{path} has schema version {current}, newer than this maild understands "
+            f"({LATEST_VERSION}); upgrade agent-mail (pip install -U agent-mail)"
+        )
+    for version, name, sql in MIGRATIONS:
+        if version <= current:
+            continue
+        with conn:
+            conn.execute(sql)
+            conn.execute(
+                "INSERT INTO schema_migrations(version, name, applied_ts) VALUES (?, ?, ?)",
+                (version, name, now),
+            )
+    return LATEST_VERSION

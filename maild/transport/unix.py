@@ -1,0 +1,197 @@
+"""The Unix-socket transport: newline-delimited JSON-RPC 2.0, one MCP server session per connection.
+
+Framing and hygiene live here: frames over the size limit, invalid JSON and non-JSON-RPC objects
+get a JSON-RPC error on the same connection, which stays open (so does the daemon). An optional
+first `maild/hello` notification is consumed here and handed to the session registry; every
+other frame goes to the SDK's `Server.run`, which answers MCP in whichever era the client speaks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import mcp.types as types
+from anyio.streams.memory import MemoryObjectSendStream
+from mcp.server import Server
+from mcp.server.models import InitializationOptions
+from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
+
+from maild.services.sessions import Session, Sessions, current_session
+from shared.protocol import HELLO_METHOD, INVALID_REQUEST, MAX_FRAME_BYTES, PARSE_ERROR
+
+log = logging.getLogger(__name__)
+
+_OVERSIZE = object()
+
+
+class LineReader:
+    """Split a byte stream into lines, refusing (but skipping past) lines over `limit` bytes."""
+
+    def __init__(self, stream: anyio.abc.ByteReceiveStream, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._buffer = bytearray()
+        self._discarding = False
+
+    async def next(self) -> bytes | object | None:
+        """The next line (without newline), `_OVERSIZE` for a refused one, or None at EOF."""
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline >= 0:
+                line = bytes(self._buffer[:newline])
+                del self._buffer[: newline + 1]
+                if self._discarding:
+                    self._discarding = False
+                    return _OVERSIZE
+                if len(line) > self._limit:
+                    return _OVERSIZE
+                return line
+            if len(self._buffer) > self._limit:
+                self._buffer.clear()
+                self._discarding = True
+            try:
+                chunk = await self._stream.receive(65536)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return None
+            self._buffer += chunk
+
+
+def _error_frame(request_id: Any, code: int, message: str) -> bytes:
+    frame = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+    return json.dumps(frame).encode() + b"\n"
+
+
+@dataclass
+class ConnectionCounter:
+    """Live connection count plus a callback, so the lifecycle can run its idle timer."""
+
+    on_change: Callable[[int], None]
+    count: int = 0
+
+    def add(self, delta: int) -> None:
+        self.count += delta
+        self.on_change(self.count)
+
+
+class UnixTransport:
+    def __init__(
+        self,
+        server: Server[Any],
+        init_options: InitializationOptions,
+        sessions: Sessions,
+        counter: ConnectionCounter,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+    ) -> None:
+        self._server = server
+        self._init_options = init_options
+        self._sessions = sessions
+        self._counter = counter
+        self._max_frame = max_frame_bytes
+
+    async def serve(self, path: Path, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Bind `path` (mode 0600) and serve until cancelled. Only the lock holder may call this."""
+        path.unlink(missing_ok=True)  # a stale socket left by a dead daemon; we hold the lock
+        old_umask = os.umask(0o177)
+        try:
+            listener = await anyio.create_unix_listener(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        log.info("listening on %s", path)
+        async with listener:
+            task_status.started()
+            await listener.serve(self._handle)
+
+    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+        session = self._sessions.connect()
+        current_session.set(session)
+        self._counter.add(1)
+        try:
+            async with stream:
+                await self._serve_connection(stream, session)
+        except Exception:
+            log.exception("connection %s failed", session.id)
+        finally:
+            self._counter.add(-1)
+            with anyio.CancelScope(shield=True):
+                await self._sessions.close(session)
+
+    async def _serve_connection(self, stream: anyio.abc.SocketStream, session: Session) -> None:
+        send_lock = anyio.Lock()
+
+        async def send_raw(data: bytes) -> None:
+            async with send_lock:
+                await stream.send(data)
+
+        to_server_send, to_server_recv = anyio.create_memory_object_stream[SessionMessage | Exception](64)
+        from_server_send, from_server_recv = anyio.create_memory_object_stream[SessionMessage](64)
+
+        async def pump_out() -> None:
+            async with from_server_recv:
+                async for item in from_server_recv:
+                    payload = item.message.model_dump_json(by_alias=True, exclude_unset=True)
+                    try:
+                        await send_raw(payload.encode() + b"\n")
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        return  # the client left; drain nothing more
+
+        async def pump_in() -> None:
+            async with to_server_send:
+                await self._read_frames(stream, session, to_server_send, send_raw)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump_out)
+            tg.start_soon(pump_in)
+            await self._server.run(to_server_recv, from_server_send, self._init_options)
+            tg.cancel_scope.cancel()
+
+    async def _read_frames(
+        self,
+        stream: anyio.abc.SocketStream,
+        session: Session,
+        to_server: MemoryObjectSendStream[SessionMessage | Exception],
+        send_raw: Callable[[bytes], Any],
+    ) -> None:
+        reader = LineReader(stream, self._max_frame)
+        first = True
+        while True:
+            line = await reader.next()
+            if line is None:
+                return
+            if line is _OVERSIZE:
+                await send_raw(_error_frame(None, INVALID_REQUEST, f"frame exceeds {self._max_frame} bytes"))
+                continue
+            assert isinstance(line, bytes)
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except (ValueError, UnicodeDecodeError) as exc:
+                await send_raw(_error_frame(None, PARSE_ERROR, f"Parse error: {exc}"))
+                continue
+            if first and isinstance(obj, dict) and obj.get("method") == HELLO_METHOD and "id" not in obj:
+                first = False
+                params = obj.get("params")
+                await self._sessions.hello(session, params if isinstance(params, dict) else {})
+                continue
+            first = False
+            try:
+                message = types.jsonrpc_message_adapter.validate_python(obj, by_name=False)
+            except ValidationError:
+                request_id = obj.get("id") if isinstance(obj, dict) else None
+                if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+                    request_id = None
+                await send_raw(
+                    _error_frame(request_id, INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message")
+                )
+                continue
+            await to_server.send(SessionMessage(message))

@@ -1,0 +1,128 @@
+"""Settings, resolved in one function with one documented precedence.
+
+    command-line flag  >  environment variable  >  <root>/.mcp_mail/config.toml  >  default
+
+Environment names follow upstream MCP Agent Mail where it had one (`MCP_TOOLS_MODE`,
+`AGENT_NAME_ENFORCEMENT_MODE`, ...) so existing setups keep working. The TOML file uses the field
+names below. This module only resolves values; it does not watch files or apply settings.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
+
+
+def _env(*names: str) -> dict[str, Any]:
+    return {"env": names}
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Daemon lifecycle
+    idle_timeout_seconds: float = field(default=900.0, metadata=_env("AGENT_MAIL_IDLE_TIMEOUT"))
+    log_level: str = field(default="INFO", metadata=_env("AGENT_MAIL_LOG_LEVEL", "LOG_LEVEL"))
+    log_json: bool = field(default=False, metadata=_env("AGENT_MAIL_LOG_JSON", "LOG_JSON_ENABLED"))
+    # Store. NORMAL survives any process crash (kill -9); FULL also survives power loss.
+    synchronous: str = field(default="NORMAL", metadata=_env("AGENT_MAIL_SYNCHRONOUS"))
+    busy_timeout_ms: int = field(default=5000, metadata=_env("AGENT_MAIL_BUSY_TIMEOUT_MS"))
+    # MCP surface
+    tools_mode: str = field(default="core", metadata=_env("MCP_TOOLS_MODE"))
+    # Identity and messaging (used by the messaging services)
+    name_enforcement_mode: str = field(default="coerce", metadata=_env("AGENT_NAME_ENFORCEMENT_MODE"))
+    auto_register_recipients: bool = field(
+        default=False, metadata=_env("MESSAGING_AUTO_REGISTER_RECIPIENTS")
+    )
+    max_body_bytes: int = field(default=1024 * 1024, metadata=_env("AGENT_MAIL_MAX_BODY_BYTES"))
+    # Archive
+    archive_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_ARCHIVE_ENABLED"))
+    git_author_name: str = field(default="agent-mail", metadata=_env("GIT_AUTHOR_NAME"))
+    git_author_email: str = field(default="agent-mail@localhost", metadata=_env("GIT_AUTHOR_EMAIL"))
+
+
+_CHOICES = {
+    "tools_mode": ("core", "extended"),
+    "name_enforcement_mode": ("strict", "coerce", "always_auto"),
+    "synchronous": ("NORMAL", "FULL"),
+    "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+}
+# Upstream treats an invalid tools mode as `core`; we keep that lenience for this one key only.
+_LENIENT = {"tools_mode": "core"}
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the key and the allowed values."""
+
+
+def _convert(name: str, kind: type, raw: Any, source: str) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        value = str(raw).strip()
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} from {source} must be a {kind.__name__}, got {raw!r}") from None
+    choices = _CHOICES.get(name)
+    if choices is not None:
+        normalised = value.upper() if name in ("synchronous", "log_level") else value.lower()
+        if normalised not in choices:
+            if name in _LENIENT:
+                return _LENIENT[name]
+            raise ConfigError(f"{name} from {source} must be one of {', '.join(choices)}, got {raw!r}")
+        return normalised
+    return value
+
+
+def load_settings(
+    state_dir: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every setting: overrides (flags) > environment > config.toml > defaults."""
+    env = os.environ if environ is None else environ
+    file_values: dict[str, Any] = {}
+    if state_dir is not None:
+        path = state_dir / "config.toml"
+        try:
+            with path.open("rb") as handle:
+                file_values = tomllib.load(handle)
+        except FileNotFoundError:
+            pass
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}; fix or delete the file") from None
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(file_values) - known)
+    if unknown:
+        raise ConfigError(f"unknown keys in {state_dir}/config.toml: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    types = {"bool": bool, "int": int, "float": float, "str": str}
+    for spec in fields(Settings):
+        kind = types[str(spec.type)]
+        if overrides and overrides.get(spec.name) is not None:
+            values[spec.name] = _convert(spec.name, kind, overrides[spec.name], "the command line")
+            continue
+        for env_name in spec.metadata.get("env", ()):
+            if env.get(env_name, "") != "":
+                values[spec.name] = _convert(spec.name, kind, env[env_name], f"${env_name}")
+                break
+        else:
+            if spec.name in file_values:
+                values[spec.name] = _convert(spec.name, kind, file_values[spec.name], "config.toml")
+    return Settings(**values)

@@ -1,0 +1,106 @@
+"""The one error hierarchy, with stable codes shared by every surface (MCP, CLI, HTTP).
+
+Domain code raises `MailError` subclasses; they are converted in exactly two places: the MCP
+surface (a tool error result carrying `code`) and the CLI's top-level handler (one stderr line and
+an exit code). Messages must say what to do next, not only what went wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MailError(Exception):
+    """An error a caller can act on. `code` is stable; `message` is for people and models."""
+
+    code = "INTERNAL_ERROR"
+    recoverable = False
+
+    def __init__(self, message: str, *, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message, "recoverable": self.recoverable}
+        if self.data:
+            out["data"] = self.data
+        return out
+
+
+class InvalidArgument(MailError):
+    code = "INVALID_ARGUMENT"
+    recoverable = True
+
+
+class NotFound(MailError):
+    code = "NOT_FOUND"
+    recoverable = True
+
+
+class NameTaken(MailError):
+    code = "NAME_TAKEN"
+    recoverable = True
+
+
+class RecipientNotFound(MailError):
+    code = "RECIPIENT_NOT_FOUND"
+    recoverable = True
+
+
+class AuthenticationRequired(MailError):
+    code = "AUTHENTICATION_REQUIRED"
+    recoverable = True
+
+
+class StorageError(MailError):
+    """The database could not be opened or used (corrupt, foreign, future schema, unwritable)."""
+
+    code = "STORAGE_ERROR"
+
+
+class DaemonUnavailable(MailError):
+    """The client could not reach or start maild."""
+
+    code = "DAEMON_UNAVAILABLE"
+    recoverable = True
+
+
+class ProtocolError(MailError):
+    code = "PROTOCOL_ERROR"
+
+
+class InternalError(MailError):
+    code = "INTERNAL_ERROR"
+
+
+_BY_CODE: dict[str, type[MailError]] = {
+    cls.code: cls
+    for cls in (
+        MailError,
+        InvalidArgument,
+        NotFound,
+        NameTaken,
+        RecipientNotFound,
+        AuthenticationRequired,
+        StorageError,
+        DaemonUnavailable,
+        ProtocolError,
+        InternalError,
+    )
+}
+
+
+def from_dict(payload: dict[str, Any]) -> MailError:
+    """Rebuild an error received over the wire (the CLI uses this to print and pick an exit code)."""
+    cls = _BY_CODE.get(str(payload.get("code")), MailError)
+    err = cls(str(payload.get("message", "unknown error")), data=payload.get("data") or {})
+    err.code = str(payload.get("code", cls.code))
+    return err
+
+
+# CLI exit codes, documented in the README.
+EXIT_OK = 0
+EXIT_TOOL_ERROR = 1
+EXIT_USAGE = 2
+EXIT_DAEMON = 3

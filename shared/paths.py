@@ -1,0 +1,135 @@
+"""Where a mailbox lives: root discovery, the state directory, the socket path and the status file.
+
+Pure functions of the root, so the daemon and every client agree on the same paths without talking.
+Does not create daemons or open sockets (see `shared.client`), and imports only the standard
+library (platformdirs only for the shared user-level root).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATE_DIR_NAME = ".mcp_mail"
+ROOT_ENV = "AGENT_MAIL_ROOT"
+USER_ROOT_ALIASES = ("user", "@user", "~user")
+# sun_path holds 108 bytes on Linux and 104 on macOS, NUL included: stay under the smaller.
+MAX_SOCKET_PATH_BYTES = 103
+
+
+def find_git_toplevel(start: Path) -> Path | None:
+    """The nearest ancestor holding `.git` (a dir, or a file in worktrees), like `git rev-parse`."""
+    start = start.resolve()
+    for candidate in (start, *start.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def user_root() -> Path:
+    """The shared, user-level mailbox root, for coordinating across several repositories."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("agent-mail", appauthor=False))
+
+
+def resolve_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
+    """Pick the mailbox root: `--root` > `AGENT_MAIL_ROOT` > git top-level of cwd > user root."""
+    chosen = explicit if explicit not in (None, "") else os.environ.get(ROOT_ENV) or None
+    if chosen is not None:
+        text = os.fspath(chosen)
+        if text in USER_ROOT_ALIASES:
+            return user_root()
+        return Path(text).expanduser().resolve()
+    here = cwd or Path.cwd()
+    return find_git_toplevel(here) or user_root()
+
+
+@dataclass(frozen=True)
+class MailboxPaths:
+    """Every file maild and its clients use for one mailbox root."""
+
+    root: Path
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR_NAME
+
+    @property
+    def db(self) -> Path:
+        return self.state_dir / "mail.sqlite3"
+
+    @property
+    def archive(self) -> Path:
+        return self.state_dir / "archive"
+
+    @property
+    def status_file(self) -> Path:
+        return self.state_dir / "maild.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / "maild.lock"
+
+    @property
+    def spawn_lock_file(self) -> Path:
+        return self.state_dir / "spawn.lock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "maild.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.state_dir / "config.toml"
+
+    @property
+    def preferred_socket(self) -> Path:
+        return self.state_dir / "maild.sock"
+
+    @property
+    def socket(self) -> Path:
+        """The socket path: in the state dir when it fits AF_UNIX, else a short per-user dir."""
+        if len(os.fsencode(self.preferred_socket)) <= MAX_SOCKET_PATH_BYTES:
+            return self.preferred_socket
+        digest = hashlib.sha256(os.fsencode(self.root)).hexdigest()[:16]
+        return short_runtime_dir() / f"{digest}.sock"
+
+
+def short_runtime_dir() -> Path:
+    """A short 0700 directory owned by this user for sockets whose natural path is too long."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) / "agent-mail" if runtime else Path(tempfile.gettempdir()) / f"agent-mail-{os.getuid()}"
+    if len(os.fsencode(base)) > 60:  # a long XDG dir would defeat the purpose
+        base = Path("/tmp") / f"agent-mail-{os.getuid()}"  # noqa: S108 - private 0700 dir, owner checked below
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = base.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(
+            f"{base} must be a directory owned by you with mode 0700; remove it or fix its permissions"
+        )
+    return base
+
+
+def read_status(paths: MailboxPaths) -> dict[str, Any] | None:
+    """The daemon's status file (pid, socket, version, started_at), or None if absent or unreadable."""
+    try:
+        data = json.loads(paths.status_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
