@@ -1,0 +1,5 @@
+import sys
+
+from mailctl.cli import main
+
+sys.exit(main())

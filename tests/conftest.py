@@ -1,0 +1,86 @@
+"""Shared fixtures: real mailbox roots (git repos in tmp dirs) served by real maild processes.
+
+`mailbox` gives a fresh root whose daemon is auto-started by the first client call and stopped
+at teardown. It is parametrised over the daemon's async backend, so every end-to-end test runs
+against maild on asyncio and on trio. Tests isolate all state through the root (no global env).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.client import DaemonClient, stop_daemon
+from shared.paths import MailboxPaths, read_status
+
+BACKENDS = ["asyncio", "trio"]
+
+
+def git_init(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    return path
+
+
+class Mailbox:
+    """A mailbox root in a tmp dir plus helpers to talk to (and manage) its real daemon."""
+
+    def __init__(self, root: Path, backend: str) -> None:
+        self.root = root
+        self.paths = MailboxPaths(root)
+        self.backend = backend
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for subprocesses (mailctl, maild, shims) aimed at this mailbox."""
+        env = dict(os.environ)
+        env["AGENT_MAIL_ROOT"] = str(self.root)
+        env["AGENT_MAIL_BACKEND"] = self.backend
+        return env
+
+    def client(self, **kwargs: Any) -> DaemonClient:
+        os.environ["AGENT_MAIL_BACKEND"] = self.backend  # inherited by an auto-started daemon
+        return DaemonClient(self.paths, **kwargs)
+
+    def call(self, tool: str, **arguments: Any) -> Any:
+        with self.client() as conn:
+            return conn.call_tool(tool, arguments)
+
+    def mailctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mailctl", *args],
+            env=self.env, cwd=self.root, capture_output=True, text=True, check=check, timeout=timeout,
+        )
+
+    def status(self) -> dict[str, Any] | None:
+        return read_status(self.paths)
+
+    def stop(self) -> None:
+        stop_daemon(self.paths, force=True)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def mailbox(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mailbox]:
+    monkeypatch.setenv("AGENT_MAIL_BACKEND", backend)
+    box = Mailbox(git_init(tmp_path / "repo"), backend)
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+@pytest.fixture
+def anyio_backend(backend: str) -> str:
+    """Async tests (pytest's anyio plugin) run on both backends too."""
+    return backend
