@@ -31,6 +31,10 @@ from shared.protocol import (
 
 DEFAULT_START_TIMEOUT = 15.0
 
+# Daemons this process spawned. maild outlives us by design; keeping the handles avoids
+# Popen's "still running" warning when they would otherwise be garbage-collected.
+_SPAWNED: list[subprocess.Popen[bytes]] = []
+
 
 def try_connect(path: Path) -> socket.socket | None:
     """Connect to the daemon's socket, or None if nobody listens (missing or stale socket)."""
@@ -40,9 +44,11 @@ def try_connect(path: Path) -> socket.socket | None:
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         return None
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise DaemonUnavailable(
+            f"cannot reach {path}: {exc.strerror}; make sure {path.parent} is a directory you own"
+        ) from None
     return sock
 
 
@@ -64,7 +70,7 @@ def spawn_daemon(paths: MailboxPaths, extra_args: list[str] | None = None) -> su
             f"cannot prepare {paths.state_dir}: {exc.strerror}; check that the directory is writable"
         ) from None
     with log:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "maild", "--root", os.fspath(paths.root), *(extra_args or [])],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -73,6 +79,8 @@ def spawn_daemon(paths: MailboxPaths, extra_args: list[str] | None = None) -> su
             start_new_session=True,
             close_fds=True,
         )
+    _SPAWNED.append(proc)
+    return proc
 
 
 def connect(
@@ -92,7 +100,13 @@ def connect(
     except OSError as exc:
         raise DaemonUnavailable(f"cannot create {paths.state_dir}: {exc.strerror}; check permissions") from None
     spawn_lock = fasteners.InterProcessLock(os.fspath(paths.spawn_lock_file))
-    if not spawn_lock.acquire(blocking=True, timeout=timeout):
+    try:
+        acquired = spawn_lock.acquire(blocking=True, timeout=timeout)
+    except OSError as exc:
+        raise DaemonUnavailable(
+            f"cannot write in {paths.state_dir}: {exc.strerror}; make it writable (chmod u+rwx) or move it away"
+        ) from None
+    if not acquired:
         raise DaemonUnavailable(f"timed out waiting for another client to start maild; see {paths.log_file}")
     try:
         sock = try_connect(paths.socket)
@@ -134,7 +148,7 @@ def stop_daemon(paths: MailboxPaths, timeout: float = 10.0, *, force: bool = Fal
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while pid_alive(pid) and not _is_zombie(pid):
+    while pid_alive(pid):
         if time.monotonic() >= deadline:
             if not force:
                 raise DaemonUnavailable(f"maild (pid {pid}) did not stop within {timeout:.0f} s; retry with --force")
@@ -143,13 +157,6 @@ def stop_daemon(paths: MailboxPaths, timeout: float = 10.0, *, force: bool = Fal
             force = False
         time.sleep(0.02)
     return True
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return False
 
 
 def envelope_meta() -> dict[str, Any]:

@@ -126,10 +126,15 @@ def read_status(paths: MailboxPaths) -> dict[str, Any] | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie, dead but not yet reaped by its parent, counts as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return True  # no procfs (macOS): kill(0) succeeding is all we know
+    return state != "Z"
