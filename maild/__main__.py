@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = args.backend or os.environ.get("AGENT_MAIL_BACKEND") or "asyncio"
         anyio.run(run_daemon, paths, settings, backend=backend)
     except MailError as exc:
-        logging.getLogger("maild").error("cannot start: %s", exc.message)
+        logging.getLogger("maild").error("cannot start: %s", exc.message)  # noqa: TRY400 - one line, by design
         print(f"maild: {exc.message}", file=sys.stderr)
         return EXIT_STARTUP_FAILED
     except KeyboardInterrupt:

@@ -87,7 +87,7 @@ def write_status(paths: MailboxPaths, status: dict[str, Any]) -> None:
     """Write the status file atomically (temp file + rename): readers never see half a file."""
     tmp = paths.status_file.with_suffix(f".tmp.{os.getpid()}")
     tmp.write_text(json.dumps(status, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, paths.status_file)
+    tmp.replace(paths.status_file)
 
 
 def remove_status(paths: MailboxPaths) -> None:

@@ -71,7 +71,7 @@ def _convert(name: str, kind: type, raw: Any, source: str) -> Any:
                 return True
             if text in _FALSE:
                 return False
-            raise ValueError(raw)
+            raise ValueError(raw)  # noqa: TRY301 - joins the conversion errors handled just below
         if kind is int:
             return int(raw)
         if kind is float:

@@ -45,7 +45,8 @@ class ToolSpec:
     idempotent: bool
 
     def input_schema(self) -> dict[str, Any]:
-        return compact_schema(self.args.model_json_schema())
+        schema: dict[str, Any] = compact_schema(self.args.model_json_schema())
+        return schema
 
 
 def compact_schema(schema: Any) -> Any:

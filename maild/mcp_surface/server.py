@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import mcp.types as types
+from mcp import types
 from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError

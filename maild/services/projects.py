@@ -44,14 +44,16 @@ _COLUMNS = "id, slug, human_key, created_ts"
 def ensure_in(conn: Connection, human_key: str) -> dict[str, Any]:
     """Find or create the project inside the caller's write transaction."""
     slug = slugify(human_key)
-    row = conn.execute(f"SELECT {_COLUMNS} FROM projects WHERE slug = ?", (slug,)).fetchone()
-    if row is None:
-        row = conn.execute(
-            f"INSERT INTO projects(slug, human_key, created_ts) VALUES (?, ?, ?) RETURNING {_COLUMNS}",
-            (slug, human_key, utcnow()),
-        ).fetchone()
-        enqueue(conn, "project", slug, {"project": project_dict(row)})
-    return project_dict(row)
+    found = conn.execute(f"SELECT {_COLUMNS} FROM projects WHERE slug = ?", (slug,)).fetchone()
+    if found is not None:
+        return project_dict(found)
+    created = conn.execute(
+        f"INSERT INTO projects(slug, human_key, created_ts) VALUES (?, ?, ?) RETURNING {_COLUMNS}",
+        (slug, human_key, utcnow()),
+    ).fetchone()
+    project = project_dict(created)
+    enqueue(conn, "project", slug, {"project": project})
+    return project
 
 
 def find_in(conn: Connection, human_key: str) -> dict[str, Any]:

@@ -83,7 +83,8 @@ class Store:
 
         def unit(conn: apsw.Connection) -> T:
             with conn:
-                return fn(conn, *args)
+                result = fn(conn, *args)
+            return result
 
         # Shielded: a write that has been submitted always completes (and commits or rolls back
         # whole); cancelling the caller must not abort SQLite mid-transaction.
@@ -97,7 +98,8 @@ class Store:
 
         def unit(conn: apsw.Connection) -> T:
             with conn:  # one snapshot for the whole unit of work
-                return fn(conn, *args)
+                result = fn(conn, *args)
+            return result
 
         return await self._run(self._reader, unit)
 

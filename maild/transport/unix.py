@@ -18,8 +18,8 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import mcp.types as types
 from anyio.streams.memory import MemoryObjectSendStream
+from mcp import types
 from mcp.server import Server
 from mcp.server.models import InitializationOptions
 from mcp.shared.message import SessionMessage
@@ -99,13 +99,13 @@ class UnixTransport:
 
     async def serve(self, path: Path, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind `path` (mode 0600) and serve until cancelled. Only the lock holder may call this."""
-        path.unlink(missing_ok=True)  # a stale socket left by a dead daemon; we hold the lock
+        await anyio.Path(path).unlink(missing_ok=True)  # a stale socket of a dead daemon; we hold the lock
         old_umask = os.umask(0o177)
         try:
             listener = await anyio.create_unix_listener(path)
         finally:
             os.umask(old_umask)
-        os.chmod(path, 0o600)
+        await anyio.Path(path).chmod(0o600)
         log.info("listening on %s", path)
         async with listener:
             task_status.started()

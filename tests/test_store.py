@@ -1,0 +1,69 @@
+"""The apsw store on both anyio backends: migrations, one writer door, a read-only reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from maild.store import open_store, utcnow
+from maild.store.migrations import LATEST_VERSION
+from shared.config import Settings
+from shared.errors import MailError, StorageError
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_migrations_are_recorded_once_and_reopening_is_a_no_op(tmp_path: Path) -> None:
+    path = tmp_path / "mail.sqlite3"
+    async with open_store(path, Settings()) as store:
+        assert store.schema_version == LATEST_VERSION
+    async with open_store(path, Settings()) as store:
+        rows = await store.read(lambda c: c.execute("SELECT version, name FROM schema_migrations").fetchall())
+        assert rows == [(1, "initial")]
+        mode = await store.read(lambda c: c.execute("PRAGMA journal_mode").get)
+        assert mode == "wal"
+
+
+async def test_concurrent_writes_all_land_and_check_then_act_is_atomic(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "m.db", Settings()) as store:
+        await store.write(lambda c: c.execute("CREATE TABLE counter(n INTEGER)"))
+        await store.write(lambda c: c.execute("INSERT INTO counter VALUES (0)"))
+
+        def increment(conn: object) -> None:
+            value = conn.execute("SELECT n FROM counter").get  # type: ignore[attr-defined]
+            conn.execute("UPDATE counter SET n = ?", (value + 1,))  # type: ignore[attr-defined]
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(200):
+                tg.start_soon(store.write, increment)
+        assert await store.read(lambda c: c.execute("SELECT n FROM counter").get) == 200
+
+
+async def test_a_failing_unit_of_work_rolls_back_whole(tmp_path: Path) -> None:
+    class Refused(MailError):
+        code = "REFUSED"
+
+    async with open_store(tmp_path / "m.db", Settings()) as store:
+        def half_then_fail(conn: object) -> None:
+            conn.execute("INSERT INTO projects(slug, human_key, created_ts) VALUES ('a', 'a', ?)", (utcnow(),))  # type: ignore[attr-defined]
+            raise Refused("no")
+
+        with pytest.raises(Refused):
+            await store.write(half_then_fail)
+        assert await store.read(lambda c: c.execute("SELECT count(*) FROM projects").get) == 0
+
+
+async def test_the_reader_cannot_write(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "m.db", Settings()) as store:
+        with pytest.raises(StorageError):
+            await store.read(
+                lambda c: c.execute("INSERT INTO projects(slug, human_key, created_ts) VALUES ('a','a','x')")
+            )
+
+
+async def test_timestamps_are_fixed_width_utc_with_z() -> None:
+    stamp = utcnow()
+    assert len(stamp) == len("2026-01-01T00:00:00.000000Z")
+    assert stamp.endswith("Z")
