@@ -34,7 +34,7 @@ def validate_project_key(human_key: object) -> str:
     return human_key.strip()
 
 
-def project_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+def project_dict(row: Any) -> dict[str, Any]:
     return {"id": row[0], "slug": row[1], "human_key": row[2], "created_at": row[3]}
 
 
