@@ -150,3 +150,12 @@ def test_client_vanishing_mid_request_does_not_hurt_the_daemon(mailbox: Mailbox)
         conn.close()
     assert mailbox.call("health_check")["status"] == "ok"
     assert mailbox.call("ensure_project", human_key="/p")["slug"] == "p"
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(raw: RawConnection) -> None:
+    """What `echo '{...}' | socat - UNIX-CONNECT:...` does: write, shut down writing, then read."""
+    raw.send_json(modern_call(1, "ensure_project", {"human_key": "/half/closed"}))
+    raw.sock.shutdown(socket.SHUT_WR)
+    reply = raw.receive()
+    assert reply["id"] == 1
+    assert reply["result"]["structuredContent"]["slug"] == "half-closed"

@@ -70,6 +70,31 @@ def _error_frame(request_id: Any, code: int, message: str) -> bytes:
     return json.dumps(frame).encode() + b"\n"
 
 
+class PendingRequests:
+    """Ids of requests handed to the server and not yet answered.
+
+    A client may half-close its side right after its last request (`socat`, `printf | nc`):
+    we keep the session open until those requests are answered instead of cancelling them.
+    """
+
+    def __init__(self) -> None:
+        self._ids: set[Any] = set()
+        self._drained = anyio.Event()
+        self._drained.set()
+
+    def add(self, request_id: Any) -> None:
+        self._ids.add(request_id)
+        self._drained = anyio.Event()
+
+    def answered(self, request_id: Any) -> None:
+        self._ids.discard(request_id)
+        if not self._ids:
+            self._drained.set()
+
+    async def wait_drained(self) -> None:
+        await self._drained.wait()
+
+
 @dataclass
 class ConnectionCounter:
     """Live connection count plus a callback, so the lifecycle can run its idle timer."""
@@ -134,10 +159,13 @@ class UnixTransport:
 
         to_server_send, to_server_recv = anyio.create_memory_object_stream[SessionMessage | Exception](64)
         from_server_send, from_server_recv = anyio.create_memory_object_stream[SessionMessage](64)
+        pending = PendingRequests()
 
         async def pump_out() -> None:
             async with from_server_recv:
                 async for item in from_server_recv:
+                    if isinstance(item.message, types.JSONRPCResponse | types.JSONRPCError):
+                        pending.answered(item.message.id)
                     payload = item.message.model_dump_json(by_alias=True, exclude_unset=True)
                     try:
                         await send_raw(payload.encode() + b"\n")
@@ -146,7 +174,8 @@ class UnixTransport:
 
         async def pump_in() -> None:
             async with to_server_send:
-                await self._read_frames(stream, session, to_server_send, send_raw)
+                await self._read_frames(stream, session, to_server_send, send_raw, pending)
+                await pending.wait_drained()  # EOF from the client: answer what it already asked
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(pump_out)
@@ -160,6 +189,7 @@ class UnixTransport:
         session: Session,
         to_server: MemoryObjectSendStream[SessionMessage | Exception],
         send_raw: Callable[[bytes], Any],
+        pending: PendingRequests,
     ) -> None:
         reader = LineReader(stream, self._max_frame)
         first = True
@@ -194,4 +224,6 @@ class UnixTransport:
                     _error_frame(request_id, INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message")
                 )
                 continue
+            if isinstance(message, types.JSONRPCRequest):
+                pending.add(message.id)
             await to_server.send(SessionMessage(message))
