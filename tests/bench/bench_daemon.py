@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
-from shared.client import DaemonClient  # noqa: E402
-from tests.bench.common import stop, summarise, temp_mailbox, write_report  # noqa: E402
+from shared.client import DaemonClient
+from tests.bench.common import stop, summarise, temp_mailbox, write_report
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def summarise(samples_s: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in samples_s)
 
     def pct(p: float) -> float:
-        return ms[min(len(ms) - 1, int(round(p / 100 * (len(ms) - 1))))]
+        return ms[min(len(ms) - 1, round(p / 100 * (len(ms) - 1)))]
 
     return {
         "n": len(ms),
