@@ -1,0 +1,30 @@
+"""The README's commands are the real ones: CI runs its test command, its examples work."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from tests.conftest import Mailbox
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    blocks = re.findall(r"```console\n\$ (\.venv/bin/python -m pytest[^\n]*)\n```", README)
+    assert blocks, "README must show its test command"
+    assert blocks[0] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_everyday_mailctl_command_in_the_readme_works(mailbox: Mailbox) -> None:
+    commands = re.findall(r"^\$ mailctl ([^#\n]+?)\s*(?:#.*)?$", README, flags=re.MULTILINE)
+    assert len(commands) >= 5
+    for command in commands:
+        args = shlex.split(command.replace("/home/me/app", str(mailbox.root)))
+        if args[:2] == ["daemon", "status"]:
+            run = mailbox.mailctl(*args, check=False)
+            assert run.returncode in (0, 3), run.stderr
+        else:
+            mailbox.mailctl(*args)
