@@ -188,3 +188,14 @@ def test_client_without_autostart_reports_daemon_unavailable(tmp_path: Path) -> 
     assert try_connect(tmp_path / "nope.sock") is None
     s = socket.socket(socket.AF_UNIX)
     s.close()
+
+
+def test_logs_can_be_json_lines(mailbox: Mailbox) -> None:
+    mailbox.paths.state_dir.mkdir(mode=0o700)
+    mailbox.paths.config_file.write_text("log_json = true\n")
+    mailbox.call("health_check")
+    mailbox.stop()
+    entries = [json.loads(line) for line in mailbox.paths.log_file.read_text().splitlines() if line.startswith("{")]
+    messages = [entry["msg"] for entry in entries]
+    assert any(message.startswith("maild 0.1.0 ready") for message in messages)
+    assert all({"ts", "level", "logger", "msg"} <= set(entry) for entry in entries)
