@@ -19,7 +19,10 @@ from mcp.server.lowlevel.server import NotificationOptions
 from maild.lifecycle import remove_status, write_status
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.server import build_registries, build_server
+from maild.services.agents import Agents
 from maild.services.health import Health
+from maild.services.mail_views import MailViews
+from maild.services.messaging import Messaging
 from maild.services.projects import Projects
 from maild.services.sessions import Sessions
 from maild.store import open_store
@@ -73,7 +76,17 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
         sessions = Sessions(store)
         await sessions.mark_all_disconnected()
         health = Health(store, sessions, paths.root)
-        services = Services(settings=settings, projects=Projects(store), sessions=sessions, health=health)
+        agents = Agents(store, sessions, settings, paths.archive)
+        sessions.on_hello = agents.bind_requested
+        services = Services(
+            settings=settings,
+            projects=Projects(store),
+            sessions=sessions,
+            health=health,
+            agents=agents,
+            messaging=Messaging(store, settings),
+            views=MailViews(store, agents),
+        )
         tools, resources = build_registries()
         server = build_server(services, tools, resources)
         init_options = server.create_initialization_options(

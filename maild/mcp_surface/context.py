@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from maild.services.agents import Agents
 from maild.services.health import Health
+from maild.services.mail_views import MailViews
+from maild.services.messaging import Messaging
 from maild.services.projects import Projects
 from maild.services.sessions import Sessions
 from shared.config import Settings
@@ -16,3 +19,6 @@ class Services:
     projects: Projects
     sessions: Sessions
     health: Health
+    agents: Agents
+    messaging: Messaging
+    views: MailViews

@@ -30,7 +30,7 @@ class Args(BaseModel):
     model_config = ConfigDict(extra="forbid", str_max_length=10 * 1024 * 1024)
 
 
-Handler = Callable[[Any, Any], Awaitable[Any]]
+Handler = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,8 @@ class Sessions:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._live: dict[int, Session] = {}
+        # Set by the composition root: binds a hello's named agent (the identity layer owns that rule).
+        self.on_hello: Callable[[Session], Awaitable[None]] | None = None
 
     async def mark_all_disconnected(self) -> None:
         """At start-up nobody is connected yet, whatever a crashed daemon left in the table."""
@@ -80,6 +83,8 @@ class Sessions:
         session.tools_mode = _str_or_none(hello.get("tools"), 16)
         session.persisted = True
         session.agent_id = await self._store.write(self._upsert, session)
+        if self.on_hello is not None:
+            await self.on_hello(session)
 
     @staticmethod
     def _upsert(conn: Connection, session: Session) -> int | None:

@@ -31,6 +31,8 @@ T = TypeVar("T")
 apsw.bestpractice.apply(apsw.bestpractice.recommended)
 
 Connection = apsw.Connection
+# A constraint (e.g. the unique active-name index) refused a write; services catch this one.
+IntegrityError = apsw.ConstraintError
 
 
 def utcnow() -> str:

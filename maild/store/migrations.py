@@ -125,7 +125,25 @@ CREATE TABLE archive_outbox (
 );
 """
 
-MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "initial", M001_INITIAL),)
+# Unread counts kept by triggers, so "how much unread mail do I have" is O(1) at any mailbox size.
+M002_UNREAD_COUNTS = """
+ALTER TABLE agents ADD COLUMN unread_count INTEGER NOT NULL DEFAULT 0;
+CREATE TRIGGER recipients_unread_insert AFTER INSERT ON message_recipients WHEN new.read_ts IS NULL BEGIN
+    UPDATE agents SET unread_count = unread_count + 1 WHERE id = new.agent_id;
+END;
+CREATE TRIGGER recipients_unread_read AFTER UPDATE OF read_ts ON message_recipients
+WHEN old.read_ts IS NULL AND new.read_ts IS NOT NULL BEGIN
+    UPDATE agents SET unread_count = unread_count - 1 WHERE id = new.agent_id;
+END;
+CREATE TRIGGER recipients_unread_delete AFTER DELETE ON message_recipients WHEN old.read_ts IS NULL BEGIN
+    UPDATE agents SET unread_count = unread_count - 1 WHERE id = old.agent_id;
+END;
+"""
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "initial", M001_INITIAL),
+    (2, "unread_counts", M002_UNREAD_COUNTS),
+)
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

@@ -1,0 +1,67 @@
+"""Mail resources (upstream URIs). Agent views accept `?project=&limit=&since_ts=&agent_token=`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from maild.mcp_surface.context import Services
+from maild.mcp_surface.registry import ResourceRegistry
+from maild.services.mail_views import to_bool
+from maild.services.sessions import current_session
+
+
+def register(resources: ResourceRegistry) -> None:
+    @resources.resource("resource://projects", "projects")
+    async def projects(services: Services) -> Any:
+        """All projects in this mailbox, in creation order."""
+        return await services.views.projects()
+
+    @resources.resource("resource://project/{slug}", "project")
+    async def project(services: Services, slug: str) -> Any:
+        """One project with its active agents."""
+        return await services.views.project(slug)
+
+    @resources.resource("resource://agents/{project}", "agents")
+    async def agents(services: Services, project: str) -> Any:
+        """Active agents of a project with unread counts and presence (online, last_seen_ts)."""
+        return await services.views.agents(project)
+
+    def mailbox(box: str, doc: str) -> None:
+        async def view(services: Services, agent: str, **params: Any) -> Any:
+            return await services.views.mailbox(current_session.get(), agent, params, box=box)
+
+        view.__doc__ = doc
+        # Declared parameters (for the registry's unknown-parameter check).
+        view.__signature__ = _signature(  # type: ignore[attr-defined]
+            ["project", "limit", "since_ts", "include_bodies", "urgent_only", "ttl_minutes", "agent_token"]
+        )
+        template = f"resource://{box}/{{agent}}" if box in ("inbox", "outbox") else f"resource://views/{box}/{{agent}}"
+        resources.resource(template, box)(view)
+
+    mailbox("inbox", "An agent's inbox, newest first (never marks read). ?project=&limit=20&since_ts=")
+    mailbox("outbox", "Messages an agent sent, newest first, with recipients. ?project=&limit=20")
+    mailbox("urgent-unread", "High/urgent messages not yet read. ?project=&limit=20")
+    mailbox("ack-required", "Messages awaiting your acknowledgement. ?project=&limit=20")
+    mailbox("ack-overdue", "Acknowledgements pending longer than ttl_minutes (default 60). ?project=")
+
+    @resources.resource("resource://message/{message_id}", "message")
+    async def message(services: Services, message_id: str, project: str | None = None) -> Any:
+        """One message with body and recipients (only for its sender and recipients)."""
+        return await services.views.message(current_session.get(), message_id)
+
+    @resources.resource("resource://thread/{thread_id*}", "thread")
+    async def thread(
+        services: Services, thread_id: str, project: str | None = None, include_bodies: str | None = None
+    ) -> Any:
+        """A thread, oldest first (by thread id or the seed message id)."""
+        return await services.views.thread(current_session.get(), thread_id, to_bool(include_bodies, "include_bodies"))
+
+
+def _signature(extra: list[str]) -> Any:
+    import inspect
+
+    params = [
+        inspect.Parameter("services", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("agent", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    ] + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in extra]
+    return inspect.Signature(params)

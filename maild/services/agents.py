@@ -1,0 +1,362 @@
+"""Agents: registration, naming modes, identity checks (who may act as whom) and presence.
+
+Identity rule (beyond upstream): a session acts as the agent it is bound to (by register_agent,
+or by the shim's hello naming `AGENT_MAIL_NAME`). Acting as any *other* agent needs that agent's
+registration token, returned once at creation and stored only as a SHA-256 hash. Names are unique
+among active agents of the mailbox root, case-insensitively; the database's unique index is the
+arbiter, and all name claims run inside the single writer's IMMEDIATE transactions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from maild.services import names
+from maild.services.projects import ensure_in, find_in, validate_project_key
+from maild.services.sessions import Session, Sessions
+from maild.store import Connection, IntegrityError, Store, utcnow
+from maild.store.outbox import enqueue
+from shared.config import Settings
+from shared.errors import AuthenticationRequired, InvalidArgument, NameTaken, NotFound
+
+OPERATOR_CLIENT = "mailctl"
+ATTACHMENT_POLICIES = ("auto", "inline", "file")
+MAX_FIELD_CHARS = {"program": 128, "model": 128, "task_description": 2048}
+
+AGENT_COLUMNS = (
+    "a.id, a.name, a.program, a.model, a.task_description, a.inception_ts, a.last_active_ts, a.project_id,"
+    " a.attachments_policy, a.contact_policy, a.is_active, a.deleted_ts, a.unread_count, p.slug"
+)
+AGENT_FROM = "agents a JOIN projects p ON p.id = a.project_id"
+
+
+def agent_dict(row: Any) -> dict[str, Any]:
+    return {
+        "id": row[0],
+        "name": row[1],
+        "program": row[2],
+        "model": row[3],
+        "task_description": row[4],
+        "inception_ts": row[5],
+        "last_active_ts": row[6],
+        "project_id": row[7],
+        "attachments_policy": row[8],
+        "contact_policy": row[9],
+        "is_active": bool(row[10]),
+        "deleted_ts": row[11],
+        "project_slug": row[13],
+    }
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(conn: Connection, agent_id: int, token: str | None) -> bool:
+    if not token:
+        return False
+    stored = conn.execute("SELECT token_hash FROM agents WHERE id = ?", (agent_id,)).get
+    return bool(stored) and hmac.compare_digest(str(stored), hash_token(token))
+
+
+def validate_name(name: object, what: str = "name") -> str:
+    if not isinstance(name, str):
+        raise InvalidArgument(f"{what} must be a string such as 'BlueLake'")
+    if len(name) > names.MAX_NAME_CHARS:
+        raise InvalidArgument(f"{what} is {len(name)} characters; agent names have at most {names.MAX_NAME_CHARS}")
+    return name
+
+
+def find_active(conn: Connection, name: str) -> Any:
+    """The active agent answering to `name` (case- and punctuation-insensitive), or None."""
+    key = names.lookup_key(name)
+    if not key:
+        return None
+    return conn.execute(
+        f"SELECT {AGENT_COLUMNS} FROM {AGENT_FROM} WHERE lower(a.name) = ? AND a.is_active = 1", (key,)
+    ).fetchone()
+
+
+def get_by_id(conn: Connection, agent_id: int) -> Any:
+    return conn.execute(f"SELECT {AGENT_COLUMNS} FROM {AGENT_FROM} WHERE a.id = ?", (agent_id,)).fetchone()
+
+
+def require_active(conn: Connection, name: str, project: dict[str, Any] | None = None) -> Any:
+    row = find_active(conn, name)
+    if row is None or (project is not None and row[7] != project["id"]):
+        where = f" in project {project['slug']!r}" if project is not None else ""
+        raise NotFound(
+            f"no active agent named {name!r}{where}; list agents with resource://agents/<project> "
+            "or register one with register_agent",
+            data={"agent_name": name},
+        )
+    return row
+
+
+def is_operator(session: Session | None) -> bool:
+    return session is not None and session.client == OPERATOR_CLIENT
+
+
+def bind(conn: Connection, session: Session | None, agent_id: int) -> None:
+    """Bind the calling session to an agent, persistently when the session has a row."""
+    if session is None:
+        return
+    session.agent_id = agent_id
+    if session.persisted:
+        conn.execute("UPDATE sessions SET agent_id = ? WHERE id = ?", (agent_id, session.id))
+
+
+def acting_agent(
+    conn: Connection, session: Session | None, name: str | None, token: str | None, *, param: str = "agent_name"
+) -> Any:
+    """The agent the caller acts as: its bound agent, or `name` if bound to it or holding its token."""
+    if name is None or not name.strip():
+        if session is not None and session.agent_id is not None:
+            row = get_by_id(conn, session.agent_id)
+            if row is not None and row[10]:
+                return row
+            raise AuthenticationRequired(
+                "the agent this session was bound to has been retired; call register_agent again",
+                data={"parameter": param},
+            )
+        raise InvalidArgument(
+            f"{param} is required: this session is not bound to an agent yet. Call register_agent first "
+            "(it binds the session), or pass the agent's name",
+            data={"parameter": param},
+        )
+    validate_name(name, param)
+    row = find_active(conn, name)
+    if row is None:
+        raise NotFound(
+            f"no active agent named {name!r}; register it with register_agent", data={"agent_name": name}
+        )
+    if session is not None and session.agent_id == row[0]:
+        return row
+    if token_matches(conn, row[0], token):
+        return row
+    bound = ""
+    if session is not None and session.agent_id is not None:
+        current = get_by_id(conn, session.agent_id)
+        bound = f" This session is bound to {current[1]}." if current is not None else ""
+    raise AuthenticationRequired(
+        f"acting as {row[1]} requires {row[1]}'s registration_token (returned once by register_agent; "
+        f"pass it as sender_token / registration_token), or calling from {row[1]}'s own session.{bound} "
+        "Omit the name to act as your own agent.",
+        data={"agent_name": row[1], "parameter": param},
+    )
+
+
+def _generate_free_name(conn: Connection) -> str:
+    rng = secrets.SystemRandom()
+    for _ in range(256):
+        candidate = names.generate(rng)
+        if find_active(conn, candidate) is None:
+            return candidate
+    for _ in range(1000):  # an extremely crowded mailbox: add digits rather than fail
+        candidate = f"{names.generate(rng)}{rng.randint(2, 9999)}"
+        if find_active(conn, candidate) is None:
+            return candidate
+    raise NameTaken("could not find a free agent name; retire unused agents and retry")
+
+
+def _retire(conn: Connection, row: Any, now: str) -> None:
+    conn.execute("UPDATE agents SET is_active = 0, deleted_ts = ? WHERE id = ?", (now, row[0]))
+    conn.execute(
+        "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL", (now, row[0])
+    )
+    conn.execute("UPDATE sessions SET agent_id = NULL WHERE agent_id = ?", (row[0],))
+    enqueue(conn, "agent", row[13], {"agent": agent_dict(get_by_id(conn, row[0]))})
+
+
+def _create(conn: Connection, project: dict[str, Any], name: str, fields: dict[str, str]) -> tuple[Any, str]:
+    now = utcnow()
+    token = secrets.token_urlsafe(24)
+    try:
+        agent_id = conn.execute(
+            "INSERT INTO agents(project_id, name, program, model, task_description, attachments_policy,"
+            " inception_ts, last_active_ts, token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (project["id"], name, fields["program"], fields["model"], fields["task_description"],
+             fields["attachments_policy"], now, now, hash_token(token)),
+        ).get
+    except IntegrityError:
+        raise NameTaken(
+            f"the name {name!r} was just claimed by another registration; retry or pick another name",
+            data={"name": name, "race_condition": True},
+        ) from None
+    row = get_by_id(conn, agent_id)
+    enqueue(conn, "agent", project["slug"], {"agent": agent_dict(row)})
+    return row, token
+
+
+def register_in(
+    conn: Connection,
+    session: Session | None,
+    mode: str,
+    online: set[int],
+    project_key: str,
+    requested: str | None,
+    fields: dict[str, str],
+    *,
+    force_reclaim: bool,
+    token: str | None,
+    always_new: bool = False,
+) -> dict[str, Any]:
+    """The whole name-claim decision, inside one IMMEDIATE transaction."""
+    project = ensure_in(conn, project_key) if not always_new else find_in(conn, project_key)
+    clean: str | None = None
+    if mode != "always_auto" and requested is not None:
+        clean = names.sanitize(validate_name(requested))
+        if not clean:
+            if mode == "strict":
+                raise InvalidArgument(
+                    f"{requested!r} has no letters or digits; agent names look like 'BlueLake' (or omit the name)"
+                )
+            clean = None
+    now = utcnow()
+    if clean is not None:
+        existing = find_active(conn, clean)
+        if existing is not None:
+            authorized = (session is not None and session.agent_id == existing[0]) or token_matches(
+                conn, existing[0], token
+            )
+            if authorized and not always_new:
+                conn.execute(
+                    "UPDATE agents SET program = ?, model = ?, task_description = ?, attachments_policy = ?,"
+                    " last_active_ts = ?, project_id = ? WHERE id = ?",
+                    (fields["program"], fields["model"], fields["task_description"],
+                     fields["attachments_policy"], now, project["id"], existing[0]),
+                )
+                bind(conn, session, existing[0])
+                row = get_by_id(conn, existing[0])
+                enqueue(conn, "agent", project["slug"], {"agent": agent_dict(row)})
+                return {**agent_dict(row), "created": False}
+            conflict = {"name": existing[1], "project": existing[13], "online": existing[0] in online}
+            if mode == "strict" and not force_reclaim:
+                raise NameTaken(
+                    f"{existing[1]} is already registered (project {existing[13]!r}); pass its "
+                    "registration_token to re-register it, choose another name, or force_reclaim=true",
+                    data={"conflicting_agents": [conflict]},
+                )
+            if existing[0] in online and not force_reclaim:
+                raise NameTaken(
+                    f"{existing[1]} is online in another session; pass its registration_token, "
+                    "choose another name, or force_reclaim=true to retire it",
+                    data={"conflicting_agents": [conflict]},
+                )
+            _retire(conn, existing, now)
+    name = clean if clean is not None else _generate_free_name(conn)
+    row, new_token = _create(conn, project, name, fields)
+    bind(conn, session, row[0])
+    return {**agent_dict(row), "created": True, "registration_token": new_token}
+
+
+def clean_fields(program: str, model: str, task_description: str, attachments_policy: str) -> dict[str, str]:
+    values = {"program": program, "model": model, "task_description": task_description}
+    for key, value in values.items():
+        if len(value) > MAX_FIELD_CHARS[key]:
+            raise InvalidArgument(f"{key} is {len(value)} characters; at most {MAX_FIELD_CHARS[key]}")
+    policy = attachments_policy if attachments_policy in ATTACHMENT_POLICIES else "auto"
+    return {**values, "attachments_policy": policy}
+
+
+def recent_commits(archive: Path, project_slug: str, name: str, limit: int) -> list[dict[str, Any]]:
+    """The last commits touching this agent's archive folder (empty until the archive exists)."""
+    if not (archive / ".git").exists() and not (archive / "HEAD").exists():
+        return []
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(archive), "log", f"-n{limit}", "--format=%H%x1f%s%x1f%aI", "--",
+             f"projects/{project_slug}/agents/{name}"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    commits = []
+    for line in out.splitlines():
+        sha, summary, when = [*line.split("\x1f"), "", ""][:3]
+        commits.append({"hexsha": sha[:12], "summary": summary, "authored_ts": when})
+    return commits
+
+
+class Agents:
+    def __init__(self, store: Store, sessions: Sessions, settings: Settings, archive: Path) -> None:
+        self._store = store
+        self._sessions = sessions
+        self._settings = settings
+        self._archive = archive
+
+    def online_ids(self) -> set[int]:
+        return {s.agent_id for s in self._sessions.live() if s.agent_id is not None}
+
+    async def register(
+        self,
+        session: Session | None,
+        project_key: str,
+        program: str,
+        model: str,
+        name: str | None,
+        task_description: str,
+        attachments_policy: str,
+        *,
+        force_reclaim: bool,
+        token: str | None,
+        always_new: bool = False,
+    ) -> dict[str, Any]:
+        key = validate_project_key(project_key)
+        fields = clean_fields(program, model, task_description, attachments_policy)
+        requested = name if name is not None else (session.requested_agent if session is not None else None)
+        mode, online = self._settings.name_enforcement_mode, self.online_ids()
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            return register_in(
+                conn, session, mode, online, key, requested, fields,
+                force_reclaim=force_reclaim, token=token, always_new=always_new,
+            )
+
+        return await self._store.write(unit)
+
+    async def bind_requested(self, session: Session) -> None:
+        """Bind a session whose hello named an existing agent (the shim's AGENT_MAIL_NAME)."""
+        if session.agent_id is not None or not session.requested_agent:
+            return
+
+        def bind_if_exists(conn: Connection) -> None:
+            row = find_active(conn, session.requested_agent or "")
+            if row is not None:
+                bind(conn, session, row[0])
+
+        await self._store.write(bind_if_exists)
+
+    async def whois(
+        self, project_key: str, agent_name: str, include_recent_commits: bool, commit_limit: int
+    ) -> dict[str, Any]:
+        key = validate_project_key(project_key)
+        validate_name(agent_name, "agent_name")
+
+        def lookup(conn: Connection) -> tuple[Any, Any]:
+            row = require_active(conn, agent_name, find_in(conn, key))
+            seen = conn.execute(
+                "SELECT max(last_seen_ts) FROM sessions WHERE agent_id = ?", (row[0],)
+            ).get
+            return row, seen
+
+        row, seen = await self._store.read(lookup)
+        result = {**agent_dict(row), **self.presence(row, seen)}
+        if include_recent_commits:
+            limit = max(1, min(50, commit_limit))
+            result["recent_commits"] = await anyio.to_thread.run_sync(
+                recent_commits, self._archive, row[13], row[1], limit
+            )
+        return result
+
+    def presence(self, row: Any, last_session_ts: str | None) -> dict[str, Any]:
+        online = row[0] in self.online_ids()
+        last_seen = max(filter(None, [last_session_ts, row[6]]), default=None)
+        return {"online": online, "last_seen_ts": utcnow() if online else last_seen}

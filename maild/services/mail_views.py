@@ -1,0 +1,197 @@
+"""Read models behind the mail resources: inbox/outbox/views, a message, a thread, agent lists.
+
+Agent-scoped views obey the identity rule of `agents.acting_agent` (own session or token); the
+operator (mailctl) may read any message and thread. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from maild.services import agents as ag
+from maild.services.messaging import (
+    MESSAGE_COLUMNS,
+    _visible_message,
+    inbox_rows,
+    message_row_dict,
+    parse_ts,
+    recipients_of,
+    unread_count,
+)
+from maild.services.projects import find_in, project_dict
+from maild.services.sessions import Session
+from maild.store import Connection, Store, format_ts
+from shared.errors import InvalidArgument
+
+
+def to_int(value: str | int | None, what: str, default: int, low: int = 1, high: int = 1000) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{what} must be an integer, got {value!r}") from None
+    if not low <= number <= high:
+        raise InvalidArgument(f"{what} must be between {low} and {high}, got {number}")
+    return number
+
+
+def to_bool(value: str | bool | None, what: str) -> bool:
+    if value is None or value == "" or isinstance(value, bool):
+        return bool(value)
+    text = value.lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InvalidArgument(f"{what} must be true or false, got {value!r}")
+
+
+class MailViews:
+    def __init__(self, store: Store, agents: ag.Agents) -> None:
+        self._store = store
+        self._agents = agents
+
+    async def projects(self) -> dict[str, Any]:
+        rows = await self._store.read(
+            lambda c: c.execute("SELECT id, slug, human_key, created_ts FROM projects ORDER BY id").fetchall()
+        )
+        return {"projects": [project_dict(r) for r in rows]}
+
+    async def agents(self, project_key: str) -> dict[str, Any]:
+        def unit(conn: Connection) -> tuple[dict[str, Any], list[tuple[Any, Any]]]:
+            project = find_in(conn, project_key)
+            rows = conn.execute(
+                f"SELECT {ag.AGENT_COLUMNS}, (SELECT max(last_seen_ts) FROM sessions WHERE agent_id = a.id)"
+                f" FROM {ag.AGENT_FROM} WHERE a.project_id = ? AND a.is_active = 1 ORDER BY a.last_active_ts DESC",
+                (project["id"],),
+            ).fetchall()
+            return project, [(r, r[14]) for r in rows]
+
+        project, rows = await self._store.read(unit)
+        return {
+            "project": {"slug": project["slug"], "human_key": project["human_key"]},
+            "agents": [
+                {**ag.agent_dict(r), "unread_count": r[12], **self._agents.presence(r, seen)} for r, seen in rows
+            ],
+        }
+
+    async def project(self, slug: str) -> dict[str, Any]:
+        listing = await self.agents(slug)
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            return find_in(conn, slug)
+
+        return {**await self._store.read(unit), "agents": listing["agents"]}
+
+    async def mailbox(
+        self, session: Session | None, agent: str, params: dict[str, Any], *, box: str
+    ) -> dict[str, Any]:
+        """inbox / outbox / urgent-unread / ack-required / ack-overdue for one agent."""
+        limit = to_int(params.get("limit"), "limit", 50 if box == "ack-overdue" else 20)
+        include_bodies = to_bool(params.get("include_bodies"), "include_bodies")
+        urgent_only = to_bool(params.get("urgent_only"), "urgent_only")
+        since = parse_ts(params.get("since_ts"))
+        ttl_minutes = to_int(params.get("ttl_minutes"), "ttl_minutes", 60, 0, 10**6)
+        project_key = params.get("project")
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            me = ag.acting_agent(conn, session, agent, params.get("agent_token"), param="agent")
+            project = find_in(conn, project_key) if project_key else None
+            project_id = project["id"] if project else None
+            if box == "outbox":
+                items = _outbox(conn, me[0], project_id, limit, include_bodies, since)
+            else:
+                extra = {
+                    "inbox": "",
+                    "urgent-unread": "m.importance IN ('high', 'urgent') AND r.read_ts IS NULL",
+                    "ack-required": "m.ack_required = 1 AND r.ack_ts IS NULL",
+                    "ack-overdue": "m.ack_required = 1 AND r.ack_ts IS NULL AND m.created_ts < "
+                    + _quote(format_ts(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=ttl_minutes))),
+                }[box]
+                items = inbox_rows(conn, me[0], project_id, limit, urgent_only, include_bodies, since,
+                                   extra_where=extra)
+            return {
+                "project": project["slug"] if project else None,
+                "agent": me[1],
+                "count": len(items),
+                "unread_count": unread_count(conn, me[0]),
+                "messages": items,
+            }
+
+        return await self._store.read(unit)
+
+    async def message(self, session: Session | None, message_id: str) -> dict[str, Any]:
+        number = to_int(message_id, "message id", 0, 1, 2**62)
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            row = _visible_message(conn, session, number, None)
+            lists = recipients_of(conn, number)
+            if not ag.is_operator(session) and (session is None or session.agent_id != row[2]):
+                lists["bcc"] = [n for n in lists["bcc"] if session is not None and _is_me(conn, session, n)]
+            return {**message_row_dict(row, include_body=True), **lists}
+
+        return await self._store.read(unit)
+
+    async def thread(self, session: Session | None, thread_id: str, include_bodies: bool) -> dict[str, Any]:
+        def unit(conn: Connection) -> dict[str, Any]:
+            seed = int(thread_id) if thread_id.isdigit() else None
+            rows: list[Any] = conn.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
+                " WHERE m.thread_id = ? OR m.id = ? ORDER BY m.id",
+                (thread_id, seed if seed is not None else -1),
+            ).fetchall()
+            visible = []
+            for row in rows:
+                if ag.is_operator(session) or _involves(conn, session, row[0], row[2]):
+                    visible.append({**message_row_dict(row, include_body=include_bodies),
+                                    **_public_recipients(conn, row[0])})
+            return {"thread_id": thread_id, "count": len(visible), "messages": visible}
+
+        return await self._store.read(unit)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _is_me(conn: Connection, session: Session, name: str) -> bool:
+    row = ag.find_active(conn, name)
+    return row is not None and row[0] == session.agent_id
+
+
+def _involves(conn: Connection, session: Session | None, message_id: int, sender_id: int) -> bool:
+    if session is None or session.agent_id is None:
+        return False
+    if sender_id == session.agent_id:
+        return True
+    return (
+        conn.execute(
+            "SELECT 1 FROM message_recipients WHERE message_id = ? AND agent_id = ?", (message_id, session.agent_id)
+        ).fetchone()
+        is not None
+    )
+
+
+def _public_recipients(conn: Connection, message_id: int) -> dict[str, list[str]]:
+    lists = recipients_of(conn, message_id)
+    return {"to": lists["to"], "cc": lists["cc"]}
+
+
+def _outbox(
+    conn: Connection, agent_id: int, project_id: int | None, limit: int, include_bodies: bool, since: str | None
+) -> list[dict[str, Any]]:
+    where, params = ["m.sender_id = ?"], [agent_id]
+    if project_id is not None:
+        where.append("m.project_id = ?")
+        params.append(project_id)
+    if since is not None:
+        where.append("m.created_ts > ?")
+        params.append(since)  # type: ignore[arg-type]
+    rows: list[Any] = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
+        f" WHERE {' AND '.join(where)} ORDER BY m.id DESC LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return [{**message_row_dict(r, include_body=include_bodies), **recipients_of(conn, r[0])} for r in rows]

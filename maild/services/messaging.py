@@ -1,0 +1,412 @@
+"""Mail: send, reply, inbox, read/ack, and the read models behind the mail resources.
+
+Every send is one IMMEDIATE transaction: resolve sender and recipients, insert the message and its
+recipient rows (FTS and unread counters follow by trigger), record the archive write in the
+outbox. Nothing else — in particular no git — sits on the send path. Reading never changes state:
+read and ack are explicit calls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from maild.services import agents as ag
+from maild.services import names
+from maild.services.projects import find_in, validate_project_key
+from maild.services.sessions import Session
+from maild.store import Connection, Store, format_ts, utcnow
+from maild.store.outbox import enqueue
+from shared.config import Settings
+from shared.errors import InvalidArgument, NotFound, RecipientNotFound
+
+IMPORTANCE = ("low", "normal", "high", "urgent")
+URGENT = ("high", "urgent")
+MAX_SUBJECT_CHARS = 512
+MAX_RECIPIENTS = 256
+THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_QUALIFIED = re.compile(r"^project:(?P<project>[^#]+)#(?P<name>.+)$")
+
+MESSAGE_COLUMNS = (
+    "m.id, m.project_id, m.sender_id, m.thread_id, m.subject, m.importance, m.ack_required, m.created_ts,"
+    " m.attachments, m.body_md, s.name"
+)
+
+
+def parse_ts(value: str | None, what: str = "since_ts") -> str | None:
+    """ISO-8601 in (with Z, an offset, or naive meaning UTC); our canonical form out."""
+    if value is None or value == "":
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidArgument(
+            f"{what} {value!r} is not an ISO-8601 timestamp; use e.g. 2026-11-25T10:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return format_ts(moment)
+
+
+def as_name_list(value: Any, what: str) -> list[str]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise InvalidArgument(f"{what} must be an agent name or a list of agent names")
+    cleaned = [item.strip() for item in items if item.strip()]
+    if len(cleaned) > MAX_RECIPIENTS:
+        raise InvalidArgument(f"{what} has {len(cleaned)} names; at most {MAX_RECIPIENTS}")
+    return cleaned
+
+
+def message_row_dict(row: Any, *, include_body: bool) -> dict[str, Any]:
+    out = {
+        "id": row[0],
+        "project_id": row[1],
+        "sender_id": row[2],
+        "thread_id": row[3],
+        "subject": row[4],
+        "importance": row[5],
+        "ack_required": bool(row[6]),
+        "created_ts": row[7],
+        "attachments": json.loads(row[8]),
+        "from": row[10],
+    }
+    if include_body:
+        out["body_md"] = row[9]
+    return out
+
+
+def recipients_of(conn: Connection, message_id: int) -> dict[str, list[str]]:
+    lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
+    for kind, name in conn.execute(
+        "SELECT r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
+        " WHERE r.message_id = ? ORDER BY a.name",
+        (message_id,),
+    ):
+        lists[kind].append(name)
+    return lists
+
+
+@dataclass
+class Outgoing:
+    """A validated message about to be sent (send_message and reply_message both build one)."""
+
+    project_key: str
+    subject: str
+    body_md: str
+    to: list[str]
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)
+    importance: str = "normal"
+    ack_required: bool = False
+    thread_id: str | None = None
+
+
+def validate_outgoing(out: Outgoing, max_body_bytes: int) -> None:
+    if not out.subject.strip():
+        raise InvalidArgument("subject must not be empty; say in a few words what the message is about")
+    if len(out.subject) > MAX_SUBJECT_CHARS:
+        raise InvalidArgument(f"subject is {len(out.subject)} characters; at most {MAX_SUBJECT_CHARS}")
+    size = len(out.body_md.encode("utf-8", "surrogatepass"))
+    if size > max_body_bytes:
+        raise InvalidArgument(
+            f"body_md is {size} bytes; the limit is {max_body_bytes} (AGENT_MAIL_MAX_BODY_BYTES). "
+            "Put large content in a file and reference its path"
+        )
+    if "\x00" in out.body_md or "\x00" in out.subject:
+        raise InvalidArgument("subject and body_md must not contain NUL characters")
+    if out.importance not in IMPORTANCE:
+        raise InvalidArgument(f"importance must be one of {', '.join(IMPORTANCE)}, got {out.importance!r}")
+    if out.thread_id is not None and not THREAD_ID.fullmatch(out.thread_id):
+        raise InvalidArgument(
+            f"thread_id {out.thread_id!r} is not valid: 1-128 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def _resolve(
+    conn: Connection,
+    address: str,
+    sender: Any,
+    auto_register: bool,
+    unknown: list[str],
+) -> Any:
+    """One recipient address -> agent row; unknown names are collected (or auto-registered)."""
+    project_key: str | None = None
+    name = address
+    qualified = _QUALIFIED.match(address)
+    if qualified:
+        project_key, name = qualified["project"], qualified["name"]
+    elif "@" in address:
+        name, _, project_key = address.partition("@")
+    if len(name) > names.MAX_NAME_CHARS:
+        raise InvalidArgument(f"recipient {address[:40]!r}… is longer than {names.MAX_NAME_CHARS} characters")
+    row = ag.find_active(conn, name)
+    if row is not None and project_key is not None:
+        try:
+            project = find_in(conn, project_key)
+        except NotFound:
+            row = None
+        else:
+            row = row if row[7] == project["id"] else None
+    if row is not None:
+        return row
+    clean = names.sanitize(name)
+    if auto_register and clean and project_key is None:
+        project = {"id": sender[7], "slug": sender[13]}
+        created, _token = ag._create(
+            conn, project, clean,
+            {"program": sender[2], "model": sender[3], "task_description": "", "attachments_policy": "auto"},
+        )
+        return created
+    unknown.append(address)
+    return None
+
+
+def send_in(
+    conn: Connection,
+    session: Session | None,
+    out: Outgoing,
+    sender_name: str | None,
+    sender_token: str | None,
+    auto_register: bool,
+) -> dict[str, Any]:
+    project = find_in(conn, out.project_key)
+    sender = ag.acting_agent(conn, session, sender_name, sender_token, param="sender_name")
+    resolved: dict[int, tuple[str, Any]] = {}
+    unknown: list[str] = []
+    for kind, addresses in (("to", out.to), ("cc", out.cc), ("bcc", out.bcc)):
+        for address in addresses:
+            row = _resolve(conn, address, sender, auto_register, unknown)
+            if row is not None and row[0] not in resolved:
+                resolved[row[0]] = (kind, row)
+    if unknown:
+        raise RecipientNotFound(
+            f"unknown recipient(s): {', '.join(unknown)}. Check the names (resource://agents/{project['slug']}) "
+            "or register them first",
+            data={
+                "unknown_recipients": unknown,
+                "suggested_tool_calls": [
+                    {"tool": "register_agent",
+                     "arguments": {"project_key": project["human_key"], "name": names.sanitize(u.split("@")[0]),
+                                   "program": sender[2], "model": sender[3]}}
+                    for u in unknown
+                ],
+            },
+        )
+    if not resolved:
+        raise InvalidArgument("at least one recipient is required in to, cc or bcc")
+    now = utcnow()
+    message_id = conn.execute(
+        "INSERT INTO messages(project_id, sender_id, thread_id, subject, body_md, importance, ack_required,"
+        " created_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (project["id"], sender[0], out.thread_id, out.subject, out.body_md, out.importance,
+         int(out.ack_required), now),
+    ).get
+    conn.executemany(
+        "INSERT INTO message_recipients(message_id, agent_id, kind) VALUES (?, ?, ?)",
+        [(message_id, agent_id, kind) for agent_id, (kind, _row) in resolved.items()],
+    )
+    conn.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, sender[0]))
+    lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
+    for kind, row in resolved.values():
+        lists[kind].append(row[1])
+    payload = {
+        "id": message_id,
+        "project_id": project["id"],
+        "sender_id": sender[0],
+        "thread_id": out.thread_id,
+        "subject": out.subject,
+        "body_md": out.body_md,
+        "importance": out.importance,
+        "ack_required": out.ack_required,
+        "created_ts": now,
+        "attachments": [],
+        "from": sender[1],
+        **lists,
+    }
+    enqueue(conn, "message", project["slug"], {"message": {**payload, "project_slug": project["slug"]}})
+    return {"deliveries": [{"project": project["human_key"], "payload": payload}], "count": 1}
+
+
+def _visible_message(conn: Connection, session: Session | None, message_id: int, agent: Any | None) -> Any:
+    row = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id = ?",
+        (message_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"message {message_id} does not exist", data={"message_id": message_id})
+    if ag.is_operator(session) and agent is None:
+        return row
+    viewer = agent[0] if agent is not None else (session.agent_id if session is not None else None)
+    involved = viewer is not None and (
+        row[2] == viewer
+        or conn.execute(
+            "SELECT 1 FROM message_recipients WHERE message_id = ? AND agent_id = ?", (message_id, viewer)
+        ).fetchone()
+        is not None
+    )
+    if not involved:
+        # Same answer as a missing message: do not reveal that it exists.
+        raise NotFound(f"message {message_id} does not exist", data={"message_id": message_id})
+    return row
+
+
+def reply_subject(subject: str, prefix: str) -> str:
+    return subject if subject.lower().startswith(prefix.lower()) else f"{prefix} {subject}"
+
+
+class Messaging:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+
+    async def send(
+        self, session: Session | None, out: Outgoing, sender_name: str | None, sender_token: str | None
+    ) -> dict[str, Any]:
+        out.project_key = validate_project_key(out.project_key)
+        validate_outgoing(out, self._settings.max_body_bytes)
+        return await self._store.write(
+            send_in, session, out, sender_name, sender_token, self._settings.auto_register_recipients
+        )
+
+    async def reply(
+        self,
+        session: Session | None,
+        project_key: str,
+        message_id: int,
+        sender_name: str | None,
+        sender_token: str | None,
+        body_md: str,
+        to: list[str] | None,
+        cc: list[str],
+        bcc: list[str],
+        subject_prefix: str,
+    ) -> dict[str, Any]:
+        key = validate_project_key(project_key)
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            sender = ag.acting_agent(conn, session, sender_name, sender_token, param="sender_name")
+            original = _visible_message(conn, session, message_id, sender)
+            out = Outgoing(
+                project_key=key,
+                subject=reply_subject(original[4], subject_prefix)[:MAX_SUBJECT_CHARS],
+                body_md=body_md,
+                to=to or [original[10]],
+                cc=cc,
+                bcc=bcc,
+                importance=original[5],
+                ack_required=bool(original[6]),
+                thread_id=original[3] or str(original[0]),
+            )
+            validate_outgoing(out, self._settings.max_body_bytes)
+            result = send_in(conn, session, out, sender[1], sender_token, False)
+            payload = result["deliveries"][0]["payload"]
+            return {**payload, "thread_id": out.thread_id, "reply_to": message_id, **result}
+
+        return await self._store.write(unit)
+
+    async def fetch_inbox(
+        self,
+        session: Session | None,
+        project_key: str,
+        agent_name: str | None,
+        token: str | None,
+        *,
+        limit: int,
+        urgent_only: bool,
+        include_bodies: bool,
+        since_ts: str | None,
+    ) -> dict[str, Any]:
+        key = validate_project_key(project_key)
+        since = parse_ts(since_ts)
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            project = find_in(conn, key)
+            agent = ag.acting_agent(conn, session, agent_name, token)
+            items = inbox_rows(conn, agent[0], project["id"], limit, urgent_only, include_bodies, since)
+            return {"result": items, "agent": agent[1], "unread_count": unread_count(conn, agent[0])}
+
+        return await self._store.read(unit)
+
+    async def mark(
+        self, session: Session | None, project_key: str, agent_name: str | None, token: str | None,
+        message_id: int, *, ack: bool,
+    ) -> dict[str, Any]:
+        key = validate_project_key(project_key)
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            find_in(conn, key)
+            agent = ag.acting_agent(conn, session, agent_name, token)
+            now = utcnow()
+            sql = (
+                "UPDATE message_recipients SET read_ts = coalesce(read_ts, ?), ack_ts = coalesce(ack_ts, ?)"
+                if ack
+                else "UPDATE message_recipients SET read_ts = coalesce(read_ts, ?)"
+            )
+            params: tuple[Any, ...] = (now, now) if ack else (now,)
+            row = conn.execute(
+                f"{sql} WHERE message_id = ? AND agent_id = ? RETURNING read_ts, ack_ts",
+                (*params, message_id, agent[0]),
+            ).fetchone()
+            if row is None:
+                raise NotFound(
+                    f"{agent[1]} is not a recipient of message {message_id}; check the id in fetch_inbox",
+                    data={"message_id": message_id, "agent_name": agent[1]},
+                )
+            conn.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, agent[0]))
+            if ack:
+                return {"message_id": message_id, "acknowledged": True, "acknowledged_at": row[1],
+                        "read_at": row[0]}
+            return {"message_id": message_id, "read": True, "read_at": row[0]}
+
+        return await self._store.write(unit)
+
+    async def read(self, fn: Any, *args: Any) -> Any:
+        """Run a read model (resources) on the reader connection."""
+        return await self._store.read(fn, *args)
+
+
+def unread_count(conn: Connection, agent_id: int) -> int:
+    count: int = conn.execute("SELECT unread_count FROM agents WHERE id = ?", (agent_id,)).get
+    return count
+
+
+def inbox_rows(
+    conn: Connection,
+    agent_id: int,
+    project_id: int | None,
+    limit: int,
+    urgent_only: bool,
+    include_bodies: bool,
+    since: str | None,
+    *,
+    extra_where: str = "",
+) -> list[dict[str, Any]]:
+    where = ["r.agent_id = ?"]
+    params: list[Any] = [agent_id]
+    if project_id is not None:
+        where.append("m.project_id = ?")
+        params.append(project_id)
+    if urgent_only:
+        where.append("m.importance IN ('high', 'urgent')")
+    if since is not None:
+        where.append("m.created_ts > ?")
+        params.append(since)
+    if extra_where:
+        where.append(extra_where)
+    rows = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS}, r.kind, r.read_ts, r.ack_ts FROM message_recipients r"
+        " JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
+        f" WHERE {' AND '.join(where)} ORDER BY r.message_id DESC LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return [
+        {**message_row_dict(row, include_body=include_bodies), "kind": row[11], "read_ts": row[12], "ack_ts": row[13]}
+        for row in rows
+    ]
