@@ -208,6 +208,9 @@ class DaemonClient:
                 continue  # a notification, or a reply to an abandoned request
             if "error" in reply:
                 err = reply["error"]
+                detail = err.get("data")
+                if isinstance(detail, dict) and isinstance(detail.get("code"), str):
+                    raise from_dict(detail)  # a domain error carried by a protocol error (resources)
                 raise ProtocolError(f"{err.get('message')} (JSON-RPC {err.get('code')})", data=err)
             result: dict[str, Any] = reply["result"]
             return result

@@ -251,6 +251,7 @@ def register_in(
                     data={"conflicting_agents": [conflict]},
                 )
             _retire(conn, existing, now)
+            clean = existing[1]  # a reclaimed name keeps its established spelling
     name = clean if clean is not None else _generate_free_name(conn)
     row, new_token = _create(conn, project, name, fields)
     bind(conn, session, row[0])

@@ -327,9 +327,11 @@ class Messaging:
         since = parse_ts(since_ts)
 
         def unit(conn: Connection) -> dict[str, Any]:
-            project = find_in(conn, key)
+            find_in(conn, key)
             agent = ag.acting_agent(conn, session, agent_name, token)
-            items = inbox_rows(conn, agent[0], project["id"], limit, urgent_only, include_bodies, since)
+            # An agent's inbox is all mail addressed to it: names are unique across the mailbox root,
+            # so mail sent from another project (Name@project) arrives here too.
+            items = inbox_rows(conn, agent[0], None, limit, urgent_only, include_bodies, since)
             return {"result": items, "agent": agent[1], "unread_count": unread_count(conn, agent[0])}
 
         return await self._store.read(unit)

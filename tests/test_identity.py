@@ -1,0 +1,201 @@
+"""register_agent / create_agent_identity / whois through the real daemon, and who may act as whom."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from maild.services import names
+from shared.client import DaemonClient
+from shared.errors import AuthenticationRequired, InvalidArgument, NameTaken, NotFound
+from tests.conftest import Mailbox
+
+PROJECT = "/work/app"
+
+
+def agent_session(mailbox: Mailbox, session: str) -> DaemonClient:
+    return mailbox.client(hello={"session": session, "client": "test", "pid": 1})
+
+
+def register(conn: DaemonClient, **extra: Any) -> dict[str, Any]:
+    args = {"project_key": PROJECT, "program": "claude-code", "model": "opus", **extra}
+    result: dict[str, Any] = conn.call_tool("register_agent", args)
+    return result
+
+
+def test_the_word_list_gives_thousands_of_memorable_names() -> None:
+    assert names.COMBINATIONS >= 10_000
+    assert names.sanitize("Blue_Lake-42!") == "BlueLake42"
+    assert names.lookup_key("blue-lake") == "bluelake"
+
+
+def test_register_generates_a_name_returns_a_token_once_and_binds_the_session(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "s1") as conn:
+        agent = register(conn)
+        assert agent["created"] is True
+        assert agent["name"][0].isupper()
+        assert len(agent["registration_token"]) >= 24
+        again = register(conn, name=agent["name"], task_description="now reviewing")
+        assert again["id"] == agent["id"]
+        assert "registration_token" not in again
+        assert again["task_description"] == "now reviewing"
+        inbox = conn.call_tool("fetch_inbox", {"project_key": PROJECT})
+        assert inbox["agent"] == agent["name"], "the session acts as its registered agent by default"
+
+
+def test_names_are_sanitised_and_unique_case_insensitively(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "a") as a, agent_session(mailbox, "b") as b:
+        assert register(a, name="Green_Castle")["name"] == "GreenCastle"
+        with pytest.raises(NameTaken, match="online"):
+            register(b, name="greencastle")
+
+
+def test_strict_mode_refuses_a_taken_name_even_offline(mailbox: Mailbox) -> None:
+    mailbox.paths.state_dir.mkdir(mode=0o700)
+    mailbox.paths.config_file.write_text('name_enforcement_mode = "strict"\n')
+    with agent_session(mailbox, "a") as a:
+        register(a, name="RedStone")
+    with agent_session(mailbox, "b") as b:
+        with pytest.raises(NameTaken) as caught:
+            register(b, name="redstone")
+        assert caught.value.data["conflicting_agents"][0]["name"] == "RedStone"
+        with pytest.raises(InvalidArgument, match="no letters or digits"):
+            register(b, name="!!!")
+        reclaimed = register(b, name="RedStone", force_reclaim=True)
+        assert reclaimed["created"] is True
+
+
+def test_coerce_mode_reclaims_an_offline_name_and_retires_the_old_holder(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "old") as old:
+        first = register(old, name="BlueLake")
+    with agent_session(mailbox, "new") as new:
+        second = register(new, name="blue-lake")
+        assert second["name"] == "BlueLake"
+        assert second["id"] != first["id"]
+        assert register(new, name="BlueLake")["id"] == second["id"]
+
+
+def test_always_auto_ignores_requested_names(mailbox: Mailbox) -> None:
+    mailbox.paths.state_dir.mkdir(mode=0o700)
+    mailbox.paths.config_file.write_text('name_enforcement_mode = "always_auto"\n')
+    with agent_session(mailbox, "a") as a:
+        assert register(a, name="Zzz")["name"] != "Zzz"
+
+
+def test_a_token_lets_a_new_session_re_register_the_same_identity(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "first") as first:
+        agent = register(first, name="SilverFox")
+        with agent_session(mailbox, "second") as second:
+            again = register(second, name="SilverFox", registration_token=agent["registration_token"])
+            assert again["id"] == agent["id"]
+        with agent_session(mailbox, "third") as third, pytest.raises(NameTaken, match="online"):
+            register(third, name="SilverFox", registration_token="wrong")
+
+
+def test_twenty_concurrent_registrations_of_one_name_have_exactly_one_winner_in_strict_mode(mailbox: Mailbox) -> None:
+    mailbox.paths.state_dir.mkdir(mode=0o700)
+    mailbox.paths.config_file.write_text('name_enforcement_mode = "strict"\n')
+    mailbox.call("health_check")
+
+    def attempt(i: int) -> str:
+        with agent_session(mailbox, f"racer-{i}") as conn:
+            try:
+                register(conn, name="SwiftOtter")
+            except NameTaken:
+                return "taken"
+            return "won"
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        outcomes = list(pool.map(attempt, range(20)))
+    assert outcomes.count("won") == 1
+    assert outcomes.count("taken") == 19
+
+
+@pytest.mark.parametrize(
+    ("extra", "error", "needle"),
+    [
+        ({"name": "x" * 129}, InvalidArgument, "at most 128"),
+        ({"project_key": ""}, InvalidArgument, "project_key"),
+        ({"program": "p" * 129}, InvalidArgument, "program"),
+        ({"inbox_limit": 0}, InvalidArgument, "inbox_limit"),
+        ({"colour": "blue"}, InvalidArgument, "colour"),
+    ],
+)
+def test_register_validates_every_argument(mailbox: Mailbox, extra: dict[str, Any], error: type, needle: str) -> None:
+    with agent_session(mailbox, "v") as conn, pytest.raises(error, match=needle):
+        register(conn, **extra)
+
+
+def test_hostile_names_are_sanitised_not_used_as_paths(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "h") as conn:
+        agent = register(conn, name="../../etc/passwd")
+        assert agent["name"] == "etcpasswd"
+        unicode_name = register(conn, name="Ünïcødé", force_reclaim=True)
+        assert unicode_name["name"] == "ncd"
+
+
+def test_whois_shows_presence_and_the_shim_hello_binds_an_existing_agent(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "w1") as conn:
+        agent = register(conn, name="AmberHawk")
+    with mailbox.client() as anonymous:
+        offline = anonymous.call_tool("whois", {"project_key": PROJECT, "agent_name": "amber-hawk"})
+        assert offline["online"] is False
+        assert offline["last_seen_ts"] is not None
+        assert offline["recent_commits"] == []
+        with mailbox.client(hello={"session": "shim-1", "agent": "AmberHawk", "client": "shim"}) as shim:
+            online = anonymous.call_tool("whois", {"project_key": PROJECT, "agent_name": "AmberHawk"})
+            assert online["online"] is True
+            assert shim.call_tool("fetch_inbox", {"project_key": PROJECT})["agent"] == agent["name"]
+        with pytest.raises(NotFound):
+            anonymous.call_tool("whois", {"project_key": PROJECT, "agent_name": "Nobody"})
+
+
+def test_binding_survives_a_daemon_restart(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "durable") as conn:
+        agent = register(conn)
+    mailbox.stop()
+    with agent_session(mailbox, "durable") as conn:
+        assert conn.call_tool("fetch_inbox", {"project_key": PROJECT})["agent"] == agent["name"]
+
+
+def test_create_agent_identity_always_makes_a_new_agent_in_an_existing_project(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "c") as conn:
+        with pytest.raises(NotFound, match="ensure_project"):
+            conn.call_tool("create_agent_identity", {"project_key": "/nope", "program": "p", "model": "m"})
+        conn.call_tool("ensure_project", {"human_key": PROJECT})
+        one = conn.call_tool("create_agent_identity", {"project_key": PROJECT, "program": "p", "model": "m"})
+        two = conn.call_tool("create_agent_identity", {"project_key": PROJECT, "program": "p", "model": "m"})
+        assert one["id"] != two["id"]
+
+
+def test_acting_as_another_agent_without_its_token_is_refused(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "victim") as victim, agent_session(mailbox, "mallory") as mallory:
+        target = register(victim, name="TrustedLead")
+        register(mallory, name="Mallory")
+        with pytest.raises(AuthenticationRequired, match="registration_token"):
+            mallory.call_tool("fetch_inbox", {"project_key": PROJECT, "agent_name": "TrustedLead"})
+        allowed = mallory.call_tool(
+            "fetch_inbox",
+            {"project_key": PROJECT, "agent_name": "TrustedLead", "registration_token": target["registration_token"]},
+        )
+        assert allowed["agent"] == "TrustedLead"
+
+
+def test_an_unbound_session_must_say_who_it_is(mailbox: Mailbox) -> None:
+    with mailbox.client() as anonymous:
+        anonymous.call_tool("ensure_project", {"human_key": PROJECT})
+        with pytest.raises(InvalidArgument, match="register_agent first"):
+            anonymous.call_tool("fetch_inbox", {"project_key": PROJECT})
+
+
+def test_mailctl_call_register_prints_the_agent(mailbox: Mailbox) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "mailctl", "call", "register_agent", f"project_key={PROJECT}", "program=cli",
+         "model=none", "name=CliBot"],
+        env=mailbox.env, capture_output=True, text=True, check=True,
+    )
+    assert '"name": "CliBot"' in run.stdout

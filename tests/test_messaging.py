@@ -1,0 +1,256 @@
+"""Mail between real agents over the real daemon: flows, filters, errors, privacy, resources."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shared.client import DaemonClient
+from shared.errors import AuthenticationRequired, InvalidArgument, NotFound, RecipientNotFound
+from tests.conftest import Mailbox
+
+PROJECT = "/work/app"
+
+
+class Agent:
+    def __init__(self, mailbox: Mailbox, name: str, project: str = PROJECT) -> None:
+        self.conn = mailbox.client(hello={"session": f"s-{name}", "client": "test", "pid": 1})
+        self.project = project
+        self.info = self.conn.call_tool(
+            "register_agent", {"project_key": project, "program": "claude-code", "model": "opus", "name": name}
+        )
+        self.name = self.info["name"]
+
+    def send(self, to: Any, subject: str = "hello", body: str = "body", **extra: Any) -> dict[str, Any]:
+        args = {"project_key": self.project, "to": to, "subject": subject, "body_md": body, **extra}
+        return self.conn.call_tool("send_message", args)["deliveries"][0]["payload"]  # type: ignore[no-any-return]
+
+    def inbox(self, **extra: Any) -> dict[str, Any]:
+        return self.conn.call_tool("fetch_inbox", {"project_key": self.project, **extra})  # type: ignore[no-any-return]
+
+    def call(self, tool: str, **args: Any) -> Any:
+        return self.conn.call_tool(tool, {"project_key": self.project, **args})
+
+    def resource(self, uri: str) -> Any:
+        return self.conn.read_resource(uri)
+
+
+@pytest.fixture
+def pair(mailbox: Mailbox) -> Iterator[tuple[Agent, Agent]]:
+    a, b = Agent(mailbox, "BlueLake"), Agent(mailbox, "GreenCastle")
+    yield a, b
+    a.conn.close()
+    b.conn.close()
+
+
+def test_two_agents_exchange_mail_reply_read_and_acknowledge(pair: tuple[Agent, Agent]) -> None:
+    a, b = pair
+    sent = a.send("green-castle", subject="Plan for auth", body="Take `src/auth.py`?", ack_required=True,
+                  importance="high")
+    assert sent["to"] == ["GreenCastle"]
+    inbox = b.inbox(include_bodies=True)
+    assert inbox["unread_count"] == 1
+    [item] = inbox["result"]
+    assert item["from"] == "BlueLake"
+    assert item["kind"] == "to"
+    assert item["body_md"] == "Take `src/auth.py`?"
+    assert b.inbox()["unread_count"] == 1, "fetching never marks mail read"
+    assert "body_md" not in b.inbox()["result"][0]
+
+    reply = b.call("reply_message", message_id=sent["id"], body_md="Yes, taking it.")
+    assert reply["subject"] == "Re: Plan for auth"
+    assert reply["thread_id"] == str(sent["id"])
+    assert reply["to"] == ["BlueLake"]
+    assert reply["importance"] == "high"
+    assert reply["ack_required"] is True
+    again = a.call("reply_message", message_id=reply["id"], body_md="Thanks")
+    assert again["subject"] == "Re: Plan for auth", "no Re: Re:"
+    assert again["thread_id"] == str(sent["id"])
+
+    read = b.call("mark_message_read", message_id=sent["id"])
+    assert read["read"] is True
+    assert b.call("mark_message_read", message_id=sent["id"])["read_at"] == read["read_at"]
+    assert b.inbox()["unread_count"] == 1, "only BlueLake's second reply is still unread"
+    ack = b.call("acknowledge_message", message_id=sent["id"])
+    assert ack["acknowledged"] is True
+    assert ack["read_at"] == read["read_at"]
+    assert b.call("acknowledge_message", message_id=sent["id"]) == ack
+
+    thread = a.resource(f"resource://thread/{sent['id']}?include_bodies=true")
+    assert [m["subject"] for m in thread["messages"]] == ["Plan for auth", "Re: Plan for auth", "Re: Plan for auth"]
+
+
+def test_inbox_filters_limit_urgent_and_since(pair: tuple[Agent, Agent]) -> None:
+    a, b = pair
+    ids = [a.send("GreenCastle", subject=f"m{i}", importance=imp)["id"]
+           for i, imp in enumerate(["low", "normal", "high", "urgent", "normal"])]
+    newest_first = [m["id"] for m in b.inbox()["result"]]
+    assert newest_first == list(reversed(ids))
+    assert [m["id"] for m in b.inbox(limit=2)["result"]] == [ids[4], ids[3]]
+    assert [m["id"] for m in b.inbox(urgent_only=True)["result"]] == [ids[3], ids[2]]
+    pivot = b.inbox()["result"][2]["created_ts"]
+    assert [m["id"] for m in b.inbox(since_ts=pivot)["result"]] == [ids[4], ids[3]], "strictly after"
+    with pytest.raises(InvalidArgument, match="ISO-8601"):
+        b.inbox(since_ts="yesterday")
+
+
+def test_to_cc_bcc_accept_strings_or_lists_and_bcc_stays_private(mailbox: Mailbox, pair: tuple[Agent, Agent]) -> None:
+    a, b = pair
+    c = Agent(mailbox, "RedFox")
+    sent = a.send(["GreenCastle"], cc="RedFox", bcc=["BlueLake"])
+    assert (sent["to"], sent["cc"], sent["bcc"]) == (["GreenCastle"], ["RedFox"], ["BlueLake"])
+    assert c.inbox()["result"][0]["kind"] == "cc"
+    seen_by_b = b.resource(f"resource://message/{sent['id']}")
+    assert seen_by_b["bcc"] == []
+    assert a.resource(f"resource://message/{sent['id']}")["bcc"] == ["BlueLake"]
+    c.conn.close()
+
+
+def test_unknown_recipients_fail_with_suggestions_and_deliver_nothing(pair: tuple[Agent, Agent]) -> None:
+    a, b = pair
+    with pytest.raises(RecipientNotFound) as caught:
+        a.send(["GreenCastle", "Ghost-Writer"])
+    assert caught.value.data["unknown_recipients"] == ["Ghost-Writer"]
+    call = caught.value.data["suggested_tool_calls"][0]
+    assert call["tool"] == "register_agent"
+    assert call["arguments"]["name"] == "GhostWriter"
+    assert b.inbox()["result"] == []
+
+
+def test_auto_registered_recipients_get_the_first_message(mailbox: Mailbox) -> None:
+    mailbox.paths.state_dir.mkdir(mode=0o700)
+    mailbox.paths.config_file.write_text("auto_register_recipients = true\n")
+    a = Agent(mailbox, "BlueLake")
+    sent = a.send("NewHire")
+    assert sent["to"] == ["NewHire"]
+    newbie = Agent(mailbox, "NewHire")  # coerce: reclaims the offline auto-registered identity
+    assert newbie.name == "NewHire"
+    with mailbox.client() as anonymous:
+        whois = anonymous.call_tool("whois", {"project_key": PROJECT, "agent_name": "NewHire"})
+        assert whois["program"] == "claude-code"
+    a.conn.close()
+    newbie.conn.close()
+
+
+def test_cross_project_addressing(mailbox: Mailbox) -> None:
+    a = Agent(mailbox, "BlueLake")
+    other = Agent(mailbox, "OliveOwl", project="/work/other")
+    a.send("OliveOwl@work-other")
+    a.send("project:/work/other#OliveOwl")
+    assert len(other.inbox(project_key="/work/other")["result"]) == 2
+    with pytest.raises(RecipientNotFound):
+        a.send("OliveOwl@work-app")
+    a.conn.close()
+    other.conn.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"subject": ""}, "subject must not be empty"),
+        ({"subject": "s" * 513}, "at most 512"),
+        ({"importance": "critical"}, "importance must be one of"),
+        ({"thread_id": "../etc"}, "thread_id"),
+        ({"thread_id": "x" * 129}, "thread_id"),
+        ({"to": []}, "at least one recipient"),
+        ({"to": [1, 2]}, "to"),
+        ({"body_md": "x" * (1024 * 1024 + 1)}, "limit is 1048576"),
+        ({"attachment_paths": ["/etc/passwd"]}, "attachments"),
+    ],
+)
+def test_send_validates_every_argument(pair: tuple[Agent, Agent], extra: dict[str, Any], needle: str) -> None:
+    a, b = pair
+    args = {"to": "GreenCastle", "subject": "ok", "body": "ok"}
+    extra = dict(extra)  # parametrised values are shared between the two backends' runs
+    if "body_md" in extra:
+        args["body"] = extra.pop("body_md")
+    with pytest.raises(InvalidArgument, match=needle):
+        a.send(**{**args, **extra})
+    assert b.inbox()["result"] == []
+
+
+def test_unicode_and_metacharacters_round_trip(pair: tuple[Agent, Agent]) -> None:
+    a, b = pair
+    body = "日本語 ✓ émoji 🚀 '; DROP TABLE messages; -- \"quoted\" * NEAR(a b) <script>"
+    sent = a.send("GreenCastle", subject="Ünïcode ✓ 'quotes'", body=body)
+    assert b.resource(f"resource://message/{sent['id']}")["body_md"] == body
+
+
+def test_spoofing_a_sender_is_refused_but_its_token_works(mailbox: Mailbox, pair: tuple[Agent, Agent]) -> None:
+    a, b = pair
+    with pytest.raises(AuthenticationRequired, match="registration_token"):
+        b.send("GreenCastle", sender_name="BlueLake", subject="I am BlueLake")
+    with mailbox.client() as anonymous:
+        with pytest.raises(AuthenticationRequired):
+            anonymous.call_tool("send_message", {"project_key": PROJECT, "sender_name": "BlueLake",
+                                                 "to": "GreenCastle", "subject": "x", "body_md": "x"})
+        forwarded = anonymous.call_tool(
+            "send_message",
+            {"project_key": PROJECT, "sender_name": "BlueLake", "sender_token": a.info["registration_token"],
+             "to": "GreenCastle", "subject": "with token", "body_md": "x"},
+        )
+        assert forwarded["deliveries"][0]["payload"]["from"] == "BlueLake"
+    assert [m["subject"] for m in b.inbox()["result"]] == ["with token"]
+
+
+def test_read_and_ack_only_for_recipients_and_unknown_ids(pair: tuple[Agent, Agent]) -> None:
+    a, b = pair
+    sent = a.send("GreenCastle")
+    with pytest.raises(NotFound, match="not a recipient"):
+        a.call("mark_message_read", message_id=sent["id"])
+    with pytest.raises(NotFound):
+        b.call("acknowledge_message", message_id=999999)
+    with pytest.raises(NotFound):
+        a.resource("resource://message/999999")
+
+
+def test_views_list_urgent_unread_and_pending_acks(pair: tuple[Agent, Agent]) -> None:
+    a, b = pair
+    urgent = a.send("GreenCastle", importance="urgent")
+    needs_ack = a.send("GreenCastle", ack_required=True)
+    a.send("GreenCastle")
+    assert [m["id"] for m in b.resource("resource://views/urgent-unread/GreenCastle")["messages"]] == [urgent["id"]]
+    assert [m["id"] for m in b.resource("resource://views/ack-required/GreenCastle")["messages"]] == [needs_ack["id"]]
+    assert b.resource("resource://views/ack-overdue/GreenCastle")["messages"] == []
+    overdue = b.resource("resource://views/ack-overdue/GreenCastle?ttl_minutes=0")["messages"]
+    assert [m["id"] for m in overdue] == [needs_ack["id"]]
+    outbox = a.resource("resource://outbox/BlueLake?limit=2")
+    assert outbox["count"] == 2
+    assert outbox["messages"][0]["to"] == ["GreenCastle"]
+    inbox = b.resource(f"resource://inbox/GreenCastle?project={PROJECT}")
+    assert inbox["unread_count"] == 3
+    with pytest.raises(AuthenticationRequired):
+        a.resource("resource://inbox/GreenCastle")
+    with pytest.raises(InvalidArgument, match="unknown parameter"):
+        b.resource("resource://inbox/GreenCastle?colour=red")
+
+
+def test_agents_projects_and_project_resources(pair: tuple[Agent, Agent]) -> None:
+    a, b = pair
+    a.send("GreenCastle")
+    listing = a.resource("resource://agents/work-app")
+    by_name = {agent["name"]: agent for agent in listing["agents"]}
+    assert by_name["GreenCastle"]["unread_count"] == 1
+    assert by_name["BlueLake"]["online"] is True
+    assert "token_hash" not in str(listing)
+    assert a.resource("resource://projects")["projects"][0]["slug"] == "work-app"
+    assert {x["name"] for x in a.resource("resource://project/work-app")["agents"]} == {"BlueLake", "GreenCastle"}
+
+
+def test_a_third_agent_cannot_read_a_thread_it_is_not_part_of(mailbox: Mailbox, pair: tuple[Agent, Agent]) -> None:
+    a, _b = pair
+    sent = a.send("GreenCastle", thread_id="FEAT-1")
+    outsider = Agent(mailbox, "NosyParker")
+    assert outsider.resource("resource://thread/FEAT-1")["messages"] == []
+    with pytest.raises(NotFound):
+        outsider.resource(f"resource://message/{sent['id']}")
+    outsider.conn.close()
+
+
+def test_a_vanished_connection_closes_nothing_else(mailbox: Mailbox) -> None:
+    a = Agent(mailbox, "BlueLake")
+    a.conn.close()
+    with DaemonClient(mailbox.paths) as conn:
+        assert conn.call_tool("health_check")["status"] == "ok"
