@@ -228,7 +228,7 @@ def test_views_list_urgent_unread_and_pending_acks(pair: tuple[Agent, Agent]) ->
 
 
 def test_agents_projects_and_project_resources(pair: tuple[Agent, Agent]) -> None:
-    a, b = pair
+    a, _b = pair
     a.send("GreenCastle")
     listing = a.resource("resource://agents/work-app")
     by_name = {agent["name"]: agent for agent in listing["agents"]}
