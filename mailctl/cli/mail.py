@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from mailctl.cli.common import add_subcommand, mailbox, print_json
@@ -31,7 +32,7 @@ def operator_client(args: argparse.Namespace) -> tuple[DaemonClient, dict[str, A
     # `--as` is an explicit request to act as someone else and goes through the token check.
     own = None if args.as_agent else os.environ.get("AGENT_MAIL_NAME") or OPERATOR_NAME
     conn = DaemonClient(paths, hello={"client": "mailctl", "pid": os.getpid(), "ppid": os.getppid(),
-                                      "cwd": os.getcwd(), "agent": own})
+                                      "cwd": str(Path.cwd()), "agent": own})
     if own == OPERATOR_NAME:
         conn.call_tool("register_agent", {"project_key": project_key(args), "program": "mailctl",
                                           "model": "human", "name": OPERATOR_NAME,
@@ -85,7 +86,10 @@ def cmd_send(args: argparse.Namespace) -> int:
         body = sys.stdin.read()
     with conn:
         result = conn.call_tool("send_message", {
-            "project_key": project_key(args), "to": [name.strip() for name in args.to.split(",")], "subject": args.subject, "body_md": body,
+            "project_key": project_key(args),
+            "to": [name.strip() for name in args.to.split(",")],
+            "subject": args.subject,
+            "body_md": body,
             "cc": args.cc or [], "importance": args.importance, "ack_required": args.ack,
             **({"thread_id": args.thread} if args.thread else {}),
             **({"sender_name": args.as_agent, "sender_token": extra["token"]} if extra else {}),
