@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from mailctl.cli import call, daemon, mail
+from mailctl.cli import call, daemon, mail, mcp
 from shared import __version__
 from shared.errors import EXIT_DAEMON, EXIT_TOOL_ERROR, EXIT_USAGE, DaemonUnavailable, MailError
 
@@ -18,6 +18,7 @@ from shared.errors import EXIT_DAEMON, EXIT_TOOL_ERROR, EXIT_USAGE, DaemonUnavai
 GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     daemon.register,
     mail.register,
+    mcp.register,
     call.register,
 ]
 

@@ -1,0 +1,232 @@
+"""`mailctl mcp`: the stdio shim an editor spawns — a line relay between stdio and maild's socket.
+
+Standard library only (no MCP SDK: importing it costs ~0.5 s and ~65 MB per agent). The daemon's
+SDK server answers the protocol; the shim adds three things:
+- a `maild/hello` first frame (stable session id, pid, parent pid, cwd, agent, tools mode);
+- survival of daemon restarts: on a dropped socket it answers in-flight requests with a retryable
+  JSON-RPC error, reconnects (auto-starting maild), re-sends the hello (the daemon restores the
+  session's identity binding by session id) and replays a legacy client's `initialize` +
+  `notifications/initialized`, swallowing the duplicate reply;
+- prompt exit on stdin EOF, SIGINT/SIGTERM, or the death of its parent (no ghost agents online).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from typing import Any, BinaryIO
+
+from shared.client import connect
+from shared.errors import DaemonUnavailable
+from shared.paths import MailboxPaths
+from shared.protocol import HELLO_METHOD, RETRYABLE_DISCONNECT
+
+REPLAY_ID = "mailctl-shim-replayed-initialize"
+PARENT_POLL_SECONDS = 0.5
+RECONNECT_TIMEOUT = 30.0
+DRAIN_SECONDS = 5.0
+
+
+class Shim:
+    def __init__(self, paths: MailboxPaths, agent: str | None, tools: str | None,
+                 stdin: BinaryIO, stdout: BinaryIO) -> None:
+        self.paths = paths
+        self.stdin = stdin
+        self.stdout = stdout
+        self.hello = {
+            "session": uuid.uuid4().hex,
+            "client": "shim",
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "cwd": os.getcwd(),  # noqa: PTH109 - pathlib costs import time here
+            "agent": agent,
+            "tools": tools,
+        }
+        self.parent = os.getppid()
+        self.done = threading.Event()
+        self._out_lock = threading.Lock()
+        self._state = threading.Condition()
+        self._sock: socket.socket | None = None
+        self._generation = 0
+        self._in_flight: dict[Any, None] = {}
+        self._initialize: bytes | None = None
+        self._initialized: bytes | None = None
+        self.exit_code = 0
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def write_out(self, line: bytes) -> None:
+        with self._out_lock:
+            self.stdout.write(line if line.endswith(b"\n") else line + b"\n")
+            self.stdout.flush()
+
+    def _open(self) -> socket.socket:
+        sock = connect(self.paths, timeout=RECONNECT_TIMEOUT)
+        frame = {"jsonrpc": "2.0", "method": HELLO_METHOD, "params": self.hello}
+        sock.sendall(json.dumps(frame).encode() + b"\n")
+        if self._initialize is not None:
+            replay = json.loads(self._initialize)
+            replay["id"] = REPLAY_ID
+            sock.sendall(json.dumps(replay).encode() + b"\n")
+            if self._initialized is not None:
+                sock.sendall(self._initialized)
+        return sock
+
+    def start(self) -> None:
+        self._sock = self._open()
+        self._generation += 1
+        threading.Thread(target=self._pump_socket, args=(self._sock, self._generation), daemon=True).start()
+
+    # -- client -> daemon ------------------------------------------------------------------------
+
+    def pump_stdin(self) -> None:
+        try:
+            for line in self.stdin:
+                if not line.strip():
+                    continue
+                self._note_outgoing(line)
+                self._send(line if line.endswith(b"\n") else line + b"\n")
+        except (OSError, ValueError):
+            pass
+        # EOF: the client is leaving. Give answers already asked for a moment to arrive
+        # (`printf ... | mailctl mcp` in scripts), then exit.
+        deadline = time.monotonic() + DRAIN_SECONDS
+        with self._state:
+            while self._in_flight and time.monotonic() < deadline and not self.done.is_set():
+                self._state.wait(0.05)
+        self.done.set()
+
+    def _note_outgoing(self, line: bytes) -> None:
+        try:
+            frame = json.loads(line)
+        except ValueError:
+            return  # the daemon answers malformed frames itself
+        if not isinstance(frame, dict):
+            return
+        method = frame.get("method")
+        if method == "initialize":
+            self._initialize = line if line.endswith(b"\n") else line + b"\n"
+        elif method == "notifications/initialized":
+            self._initialized = line if line.endswith(b"\n") else line + b"\n"
+        if method is not None and "id" in frame:
+            with self._state:
+                self._in_flight[_key(frame["id"])] = None
+
+    def _send(self, line: bytes) -> None:
+        while not self.done.is_set():
+            with self._state:
+                while self._sock is None and not self.done.is_set():
+                    self._state.wait(0.5)
+                sock = self._sock
+            if sock is None:
+                return
+            try:
+                sock.sendall(line)
+            except OSError:
+                self._lost(sock)
+            else:
+                return
+
+    # -- daemon -> client ------------------------------------------------------------------------
+
+    def _pump_socket(self, sock: socket.socket, generation: int) -> None:
+        reader = sock.makefile("rb")
+        try:
+            for line in reader:
+                self._deliver(line)
+        except OSError:
+            pass
+        finally:
+            reader.close()
+        if not self.done.is_set():
+            self._lost(sock)
+
+    def _deliver(self, line: bytes) -> None:
+        if b'"id"' in line:
+            try:
+                frame = json.loads(line)
+            except ValueError:
+                frame = None
+            if isinstance(frame, dict) and "method" not in frame and "id" in frame:
+                if frame["id"] == REPLAY_ID:
+                    return  # the reply to our replayed initialize: the client already has one
+                with self._state:
+                    self._in_flight.pop(_key(frame["id"]), None)
+                    self._state.notify_all()
+        self.write_out(line)
+
+    # -- reconnection ---------------------------------------------------------------------------
+
+    def _lost(self, sock: socket.socket) -> None:
+        with self._state:
+            if self._sock is not sock:
+                return  # someone else is already reconnecting
+            self._sock = None
+            pending, self._in_flight = list(self._in_flight), {}
+        sock.close()
+        for request_id in pending:
+            error = {"code": RETRYABLE_DISCONNECT, "message": "maild restarted while this request was in flight; "
+                     "retry it", "data": {"retryable": True}}
+            self.write_out(json.dumps({"jsonrpc": "2.0", "id": _unkey(request_id), "error": error}).encode())
+        delay = 0.05
+        while not self.done.is_set():
+            try:
+                fresh = self._open()
+            except DaemonUnavailable as exc:
+                print(f"mailctl mcp: {exc.message}; retrying", file=sys.stderr)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            with self._state:
+                self._sock = fresh
+                self._generation += 1
+                generation = self._generation
+                self._state.notify_all()
+            threading.Thread(target=self._pump_socket, args=(fresh, generation), daemon=True).start()
+            return
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    def watch_parent(self) -> None:
+        while not self.done.wait(PARENT_POLL_SECONDS):
+            if os.getppid() != self.parent:
+                self.done.set()
+
+    def close(self) -> None:
+        with self._state:
+            sock, self._sock = self._sock, None
+            self._state.notify_all()
+        if sock is not None:
+            sock.close()
+
+
+def _key(request_id: Any) -> Any:
+    return ("s", request_id) if isinstance(request_id, str) else ("n", request_id)
+
+
+def _unkey(key: Any) -> Any:
+    return key[1]
+
+
+def run(paths: MailboxPaths, agent: str | None, tools: str | None) -> int:
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    shim = Shim(paths, agent, tools, stdin, stdout)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda *_: shim.done.set())
+    try:
+        shim.start()
+    except DaemonUnavailable as exc:
+        print(f"mailctl mcp: {exc.message}", file=sys.stderr)
+        return 3
+    threading.Thread(target=shim.pump_stdin, daemon=True).start()
+    threading.Thread(target=shim.watch_parent, daemon=True).start()
+    while not shim.done.wait(1.0):
+        pass
+    shim.close()
+    return shim.exit_code
