@@ -66,6 +66,10 @@ class Shim:
             self.stdout.write(line if line.endswith(b"\n") else line + b"\n")
             self.stdout.flush()
 
+    def flush(self) -> None:
+        with self._out_lock:
+            self.stdout.flush()
+
     def _open(self) -> socket.socket:
         sock = connect(self.paths, timeout=RECONNECT_TIMEOUT)
         frame = {"jsonrpc": "2.0", "method": HELLO_METHOD, "params": self.hello}
@@ -229,4 +233,7 @@ def run(paths: MailboxPaths, agent: str | None, tools: str | None) -> int:
     while not shim.done.wait(1.0):
         pass
     shim.close()
-    return shim.exit_code
+    shim.flush()
+    # Reader threads may be blocked in stdin/socket reads; a normal interpreter shutdown would
+    # wait on (or abort over) their buffered-IO locks. Leave at once: nothing is left to flush.
+    os._exit(shim.exit_code)
