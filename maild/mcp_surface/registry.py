@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class Args(BaseModel):
     """Base for tool argument models: unknown parameters are an error, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", str_max_length=10 * 1024 * 1024)
+    model_config = ConfigDict(extra="forbid")
 
 
 Handler = Callable[..., Awaitable[Any]]
@@ -49,14 +49,25 @@ class ToolSpec:
         return schema
 
 
+_STRING_OR_LIST = [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+
+
 def compact_schema(schema: Any) -> Any:
-    """Drop what a model does not need to read: titles, and `anyOf [X, null]` becomes `X`."""
+    """Drop what a model does not need to read (every tools/list costs tokens on every turn):
+    titles, `additionalProperties` (still enforced), `anyOf [X, null]` -> `X`, and
+    `anyOf [string, string[]]` -> one `type: [string, array]`."""
     if isinstance(schema, list):
         return [compact_schema(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: compact_schema(v) for k, v in schema.items() if k != "title"}
+    out = {k: compact_schema(v) for k, v in schema.items() if k not in ("title", "additionalProperties")}
     options = out.get("anyOf")
+    if isinstance(options, list) and [o for o in options if o != {"type": "null"}] == _STRING_OR_LIST:
+        del out["anyOf"]
+        out = {"type": ["string", "array"], "items": {"type": "string"}, **out}
+        if out.get("default", ...) is None:
+            del out["default"]
+        return out
     if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
         (other,) = [o for o in options if o != {"type": "null"}]
         del out["anyOf"]

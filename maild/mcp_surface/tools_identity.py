@@ -10,7 +10,7 @@ from maild.mcp_surface.context import Services
 from maild.mcp_surface.registry import Args, ToolRegistry
 from maild.services.sessions import current_session
 
-ProjectKey = Field(description="Project key: the repo's absolute path or any label.")
+ProjectKey = Field(description="Repo path or project label.")
 
 
 class RegisterAgentArgs(Args):

@@ -15,7 +15,7 @@ class HealthCheckArgs(Args):
 
 
 class EnsureProjectArgs(Args):
-    human_key: str = Field(description="Project key: the repo's absolute path or any label.")
+    human_key: str = Field(description="Repo path or project label.")
 
 
 def register(tools: ToolRegistry) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.registry import Args, ToolRegistry
@@ -12,7 +13,7 @@ from maild.services.messaging import Outgoing, as_name_list
 from maild.services.sessions import current_session
 from shared.errors import InvalidArgument
 
-ProjectKey = Field(description="Project key: the repo's absolute path or any label.")
+ProjectKey = Field(description="Repo path or project label.")
 Names = str | list[str]
 
 
@@ -27,10 +28,11 @@ class SendMessageArgs(Args):
     importance: str = Field("normal", description="low | normal | high | urgent")
     ack_required: bool = False
     thread_id: str | None = Field(None, description="Join a thread, e.g. a message id or FEAT-12.")
-    attachment_paths: list[str] | None = None
-    convert_images: bool | None = None
-    auto_contact_if_blocked: bool = False
-    sender_token: str | None = Field(None, description="Only to send as an agent this session is not bound to.")
+    # Accepted for upstream compatibility, not advertised (every listed parameter costs tokens).
+    attachment_paths: SkipJsonSchema[list[str] | None] = None
+    convert_images: SkipJsonSchema[bool | None] = None
+    auto_contact_if_blocked: SkipJsonSchema[bool] = False
+    sender_token: str | None = Field(None, description="Only to act as an agent other than your own.")
 
 
 class ReplyMessageArgs(Args):
