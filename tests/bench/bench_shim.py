@@ -35,15 +35,18 @@ def spawn(paths: MailboxPaths, *extra: str) -> subprocess.Popen[bytes]:
 
 
 def initialize(proc: subprocess.Popen[bytes]) -> None:
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     proc.stdin.write(json.dumps(INITIALIZE).encode() + b"\n")
     proc.stdin.flush()
     reply = json.loads(proc.stdout.readline())
-    assert reply["id"] == 1 and "result" in reply, reply
+    assert reply["id"] == 1, reply
+    assert "result" in reply, reply
 
 
 def finish(proc: subprocess.Popen[bytes]) -> None:
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     proc.stdin.close()
     proc.wait(timeout=10)
     proc.stdout.close()
@@ -59,7 +62,8 @@ def rss_mb(pid: int) -> float:
 def tools_list_tokens(paths: MailboxPaths, mode: str) -> dict[str, int]:
     proc = spawn(paths, "--tools", mode)
     initialize(proc)
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     proc.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
     proc.stdin.write(b'{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}\n')
     proc.stdin.flush()
