@@ -21,8 +21,12 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 def test_every_everyday_mailctl_command_in_the_readme_works(mailbox: Mailbox) -> None:
     commands = re.findall(r"^\$ mailctl ([^#\n]+?)\s*(?:#.*)?$", README, flags=re.MULTILINE)
     assert len(commands) >= 5
+    mailbox.mailctl("register", "--program", "codex", "--model", "gpt", "--name", "BlueLake")
+    mailbox.mailctl("send", "HumanOperator", "Hello", "First message")  # the quick start's message #1
     for command in commands:
         args = shlex.split(command.replace("/home/me/app", str(mailbox.root)))
+        if args[0] == "register":
+            args[args.index("BlueLake")] = "BlueLake2"
         if args[:2] == ["daemon", "status"]:
             run = mailbox.mailctl(*args, check=False)
             assert run.returncode in (0, 3), run.stderr
