@@ -16,6 +16,7 @@ import anyio
 import anyio.abc
 from mcp.server.lowlevel.server import NotificationOptions
 
+from maild.archive.archiver import Archiver
 from maild.lifecycle import remove_status, write_status
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.server import build_registries, build_server
@@ -75,7 +76,12 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
     async with open_store(paths.db, settings) as store:
         sessions = Sessions(store)
         await sessions.mark_all_disconnected()
-        health = Health(store, sessions, paths.root)
+        archiver = (
+            Archiver(store, paths.archive, settings.git_author_name, settings.git_author_email)
+            if settings.archive_enabled
+            else None
+        )
+        health = Health(store, sessions, paths.root, archiver.statistics if archiver else None)
         agents = Agents(store, sessions, settings, paths.archive)
         sessions.on_hello = agents.bind_requested
         services = Services(
@@ -116,6 +122,8 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             )
             log.info("maild %s ready (pid %d, root %s)", __version__, os.getpid(), paths.root)
             tg.start_soon(_wait_for_signal, stop)
+            if archiver is not None:
+                tg.start_soon(archiver.run)
             tg.start_soon(stop_when_idle)
             await stop.wait()
             # Lame duck: unlink first so new clients start a successor instead of talking to us.

@@ -227,6 +227,11 @@ def register_in(
                 conn, existing[0], token
             )
             if authorized and not always_new:
+                unchanged = (
+                    existing[2] == fields["program"] and existing[3] == fields["model"]
+                    and existing[4] == fields["task_description"] and existing[8] == fields["attachments_policy"]
+                    and existing[7] == project["id"]
+                )
                 conn.execute(
                     "UPDATE agents SET program = ?, model = ?, task_description = ?, attachments_policy = ?,"
                     " last_active_ts = ?, project_id = ? WHERE id = ?",
@@ -235,7 +240,8 @@ def register_in(
                 )
                 bind(conn, session, existing[0])
                 row = get_by_id(conn, existing[0])
-                enqueue(conn, "agent", project["slug"], {"agent": agent_dict(row)})
+                if not unchanged:  # the archive records profile changes, not every re-registration
+                    enqueue(conn, "agent", project["slug"], {"agent": agent_dict(row)})
                 return {**agent_dict(row), "created": False}
             conflict = {"name": existing[1], "project": existing[13], "online": existing[0] in online}
             if mode == "strict" and not force_reclaim:

@@ -1,0 +1,195 @@
+"""The archiver task: drain `archive_outbox` into group commits, forever, without ever blocking mail.
+
+Each round takes up to `MAX_BATCH` pending rows (after letting a burst gather for `GATHER_SECONDS`),
+renders their files, makes one commit, then deletes exactly those rows. git failures (read-only
+dir, full disk, broken repo) leave the rows in place, mark the archive degraded in health_check,
+and retry with backoff; the queue catches up once git works again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from maild.archive import formats
+from maild.archive.committer import ArchiveError, FastImportCommitter
+from maild.store import Connection, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+GATHER_SECONDS = 0.05
+IDLE_POLL_SECONDS = 0.05
+MAX_BACKOFF_SECONDS = 30.0
+
+
+def _pending(conn: Connection, limit: int) -> list[Any]:
+    rows: list[Any] = conn.execute(
+        "SELECT id, kind, project_slug, payload, created_ts FROM archive_outbox ORDER BY id LIMIT ?", (limit,)
+    ).fetchall()
+    return rows
+
+
+def _context(conn: Connection, threads: set[tuple[str, str]]) -> tuple[dict[str, str], dict[tuple[str, str], Any]]:
+    """Project keys by slug, and the full message list of each touched thread (for digests)."""
+    keys: dict[str, str] = {str(slug): str(key) for slug, key in conn.execute("SELECT slug, human_key FROM projects")}
+    digests: dict[tuple[str, str], Any] = {}
+    for slug, thread in threads:
+        rows = conn.execute(
+            "SELECT m.id, m.thread_id, m.subject, m.body_md, m.importance, m.ack_required, m.created_ts, s.name"
+            " FROM messages m JOIN agents s ON s.id = m.sender_id JOIN projects p ON p.id = m.project_id"
+            " WHERE p.slug = ? AND (m.thread_id = ? OR m.id = ?) ORDER BY m.id",
+            (slug, thread, int(thread) if thread.isdigit() else -1),
+        ).fetchall()
+        messages = []
+        for row in rows:
+            lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
+            for kind, name in conn.execute(
+                "SELECT r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
+                " WHERE r.message_id = ? ORDER BY a.name", (row[0],)
+            ):
+                lists[kind].append(name)
+            messages.append({"id": row[0], "thread_id": row[1], "subject": row[2], "body_md": row[3],
+                             "importance": row[4], "ack_required": bool(row[5]), "created_ts": row[6],
+                             "from": row[7], **lists})
+        digests[(slug, thread)] = messages
+    return keys, digests
+
+
+def _delete(conn: Connection, ids: list[int]) -> None:
+    conn.executemany("DELETE FROM archive_outbox WHERE id = ?", [(i,) for i in ids])
+
+
+class Archiver:
+    def __init__(self, store: Store, repo: Path, author_name: str, author_email: str) -> None:
+        self._store = store
+        self._committer = FastImportCommitter(repo, author_name, author_email)
+        self.repo = repo
+        self.ok = True
+        self.last_error: str | None = None
+        self.last_commit_ts: str | None = None
+        self.commits = 0
+        self.archived = 0
+        self.skipped = 0
+        self.lag_seconds: list[float] = []
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "archive": {
+                "ok": self.ok,
+                "path": str(self.repo),
+                "commits": self.commits,
+                "items_archived": self.archived,
+                "last_commit_ts": self.last_commit_ts,
+                "last_error": self.last_error,
+            }
+        }
+
+    async def run(self) -> None:
+        backoff = 0.5
+        try:
+            while True:
+                try:
+                    done = await self.drain_once()
+                except ArchiveError as exc:
+                    self.ok, self.last_error = False, str(exc)
+                    log.error(  # noqa: TRY400 - expected operational failure, no traceback wanted
+                        "archive commit failed (mail is unaffected; will retry in %.1f s): %s", backoff, exc
+                    )
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                    continue
+                backoff = 0.5
+                if not done:
+                    await anyio.sleep(IDLE_POLL_SECONDS)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                try:
+                    while await self.drain_once():  # the last changes before shutdown
+                        pass
+                except ArchiveError as exc:
+                    log.warning("final archive drain failed; the outbox keeps it for next start: %s", exc)
+            await anyio.to_thread.run_sync(self._committer.close)
+
+    async def drain_once(self) -> int:
+        """One group commit of whatever is pending; returns how many outbox rows it archived."""
+        rows = await self._store.read(_pending, MAX_BATCH)
+        if not rows:
+            return 0
+        if len(rows) < MAX_BATCH:
+            await anyio.sleep(GATHER_SECONDS)  # let a burst of sends join this commit
+            rows = await self._store.read(_pending, MAX_BATCH)
+        items: list[tuple[int, str, str | None, dict[str, Any], str]] = []
+        threads: set[tuple[str, str]] = set()
+        for row_id, kind, slug, payload_text, created in rows:
+            payload = json.loads(payload_text)
+            items.append((row_id, kind, slug, payload, created))
+            if kind == "message":
+                message = payload["message"]
+                threads.add((message["project_slug"], message["thread_id"] or str(message["id"])))
+        keys, digests = await self._store.read(_context, threads)
+        files: dict[str, bytes] = {}
+        lines: list[str] = []
+        agents: list[str] = []
+        for row_id, kind, slug, payload, _created in items:
+            try:
+                files.update(render(kind, slug, payload, keys))
+            except (ValueError, KeyError):  # a row that can never be archived must not block the rest
+                self.skipped += 1
+                log.exception("skipping unarchivable outbox row %d (%s)", row_id, kind)
+                continue
+            line, agent = formats.describe(kind, payload)
+            lines.append(line)
+            if agent and agent not in agents:
+                agents.append(agent)
+        for (slug, thread), messages in digests.items():
+            if len(messages) > 1 or any(m["thread_id"] for m in messages):
+                files.update(formats.thread_digest(thread, slug, messages))
+        if files:
+            await anyio.to_thread.run_sync(self._committer.commit, files, commit_message(lines, agents))
+            self.commits += 1
+            self.last_commit_ts = utcnow()
+        await self._store.write(_delete, [r[0] for r in items])
+        now = time.time()
+        self.lag_seconds = [now - _epoch(created) for *_, created in items][-1000:]
+        self.archived += len(items)
+        self.ok, self.last_error = True, None
+        return len(items)
+
+
+def _epoch(ts: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def render(kind: str, slug: str | None, payload: dict[str, Any], keys: dict[str, str]) -> dict[str, bytes]:
+    if kind == "message":
+        message = payload["message"]
+        return formats.message_files(message, keys.get(message["project_slug"], message["project_slug"]))
+    if kind == "agent":
+        return formats.agent_files(payload["agent"], slug or payload["agent"]["project_slug"])
+    if kind == "project":
+        return formats.project_files(payload["project"])
+    if kind == "file_reservation":
+        return formats.reservation_files(payload["reservations"], slug or "")
+    raise ValueError(f"unknown outbox kind {kind!r}")
+
+
+def commit_message(lines: list[str], agents: list[str]) -> str:
+    if len(lines) == 1:
+        subject, body = lines[0], ""
+    else:
+        counts: dict[str, int] = {}
+        for line in lines:
+            kind = line.split(":", 1)[0]
+            counts[kind] = counts.get(kind, 0) + 1
+        subject = "; ".join(f"{kind}: {n} change{'s' if n > 1 else ''}" for kind, n in counts.items())
+        body = "\n".join(lines[:200]) + (f"\n… and {len(lines) - 200} more" if len(lines) > 200 else "") + "\n\n"
+    trailers = "".join(f"Agent: {name}\n" for name in agents[:50])
+    return f"{subject}\n\n{body}{trailers}".rstrip("\n") + "\n"
