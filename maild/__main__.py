@@ -13,7 +13,7 @@ import sys
 
 from maild.lifecycle import InstanceLock, StartupError, exclude_from_user_repo, prepare_state_dir
 from shared import __version__
-from shared.config import ConfigError, load_settings
+from shared.config import ConfigError, Settings, load_settings
 from shared.errors import MailError
 from shared.paths import MailboxPaths, resolve_root
 
@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "Usually started for you by `mailctl`; run it by hand to watch its log in a terminal.",
         epilog="example: maild --root ~/src/myrepo --idle-timeout 600",
     )
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve"], help="what to do (serve)")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "rebuild"],
+                        help="serve (default), or rebuild the database from the archive (daemon stopped)")
     parser.add_argument("--root", help="mailbox root (default: $AGENT_MAIL_ROOT or the git top-level)")
     parser.add_argument("--idle-timeout", type=float, help="seconds without connections before exiting")
     parser.add_argument("--log-json", action="store_true", default=None, help="log JSON lines")
@@ -51,8 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_STARTUP_FAILED
     lock = InstanceLock(paths)
     if not lock.try_acquire():
+        if args.command == "rebuild":
+            print(f"maild: a daemon serves {paths.root}; stop it first (mailctl daemon stop)", file=sys.stderr)
+            return EXIT_STARTUP_FAILED
         print(f"maild: another maild already serves {paths.root}", file=sys.stderr)
         return 0
+    if args.command == "rebuild":
+        try:
+            return run_rebuild(paths, settings)
+        finally:
+            lock.release()
     try:
         from maild.logs import configure_logging
 
@@ -74,6 +83,32 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         lock.release()
+    return 0
+
+
+def run_rebuild(paths: MailboxPaths, settings: Settings) -> int:
+    """Rebuild the database from the archive with a progress bar; one line on failure."""
+    from rich.progress import Progress
+
+    from maild.archive.rebuild import rebuild
+
+    if not (paths.archive / "HEAD").exists():
+        print(f"maild: no archive at {paths.archive}; nothing to rebuild from", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    with Progress(transient=True) as bar:
+        task = bar.add_task("rebuilding", total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=f"rebuilding {what}", completed=done, total=total)
+
+        try:
+            result = rebuild(paths.db, paths.archive, settings, progress)
+        except (MailError, OSError, ValueError, KeyError) as exc:
+            print(f"maild: rebuild failed, the current database is untouched: {exc}", file=sys.stderr)
+            return EXIT_STARTUP_FAILED
+    import json
+
+    print(json.dumps(result, indent=2))
     return 0
 
 

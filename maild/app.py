@@ -92,6 +92,8 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             agents=agents,
             messaging=Messaging(store, settings),
             views=MailViews(store, agents),
+            store=store,
+            archive_path=paths.archive,
         )
         tools, resources = build_registries()
         server = build_server(services, tools, resources)

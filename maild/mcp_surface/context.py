@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from maild.services.agents import Agents
 from maild.services.health import Health
@@ -10,6 +11,7 @@ from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
 from maild.services.projects import Projects
 from maild.services.sessions import Sessions
+from maild.store import Store
 from shared.config import Settings
 
 
@@ -22,3 +24,5 @@ class Services:
     agents: Agents
     messaging: Messaging
     views: MailViews
+    store: Store
+    archive_path: Path

@@ -14,7 +14,14 @@ from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
-from maild.mcp_surface import resources_mail, tools_identity, tools_infra, tools_messaging, tools_meta
+from maild.mcp_surface import (
+    resources_mail,
+    tools_archive,
+    tools_identity,
+    tools_infra,
+    tools_messaging,
+    tools_meta,
+)
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.registry import ResourceRegistry, ToolRegistry, error_payload, to_text
 from maild.services.sessions import current_session
@@ -37,6 +44,7 @@ def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     tools_identity.register(tools)
     tools_messaging.register(tools)
     tools_meta.register(tools)
+    tools_archive.register(tools)
     resources_mail.register(resources)
     return tools, resources
 
