@@ -1,0 +1,267 @@
+"""The Git archive against real daemons and real git: formats, group commits, crashes, failures, rebuild."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import apsw
+import pytest
+
+from maild.archive import formats
+from maild.archive.committer import head_files, read_blobs
+from shared.client import DaemonClient
+from shared.errors import MailError
+from shared.paths import pid_alive
+from tests.conftest import Mailbox
+
+PROJECT = "/work/app"
+
+
+def agent(mailbox: Mailbox, name: str) -> DaemonClient:
+    conn = mailbox.client(hello={"session": f"s-{name}", "client": "test", "pid": 1})
+    conn.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m", "name": name})
+    return conn
+
+
+def send(conn: DaemonClient, to: str, subject: str = "status", **extra: Any) -> dict[str, Any]:
+    result = conn.call_tool("send_message", {"project_key": PROJECT, "to": to, "subject": subject,
+                                             "body_md": f"body of {subject}", **extra})
+    return result["deliveries"][0]["payload"]  # type: ignore[no-any-return]
+
+
+def wait_drained(mailbox: Mailbox, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        report = mailbox.call("health_check")
+        if report["archive"]["queue_depth"] == 0 and report["archive"].get("ok", True):
+            return report  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"archive did not drain: {report['archive']}"
+        time.sleep(0.05)
+
+
+def git(mailbox: Mailbox, *args: str) -> str:
+    return subprocess.run(["git", "--git-dir", str(mailbox.paths.archive), *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def canonical_files(mailbox: Mailbox) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for path in head_files(mailbox.paths.archive):
+        match = formats.MESSAGE_FILE.match(path)
+        if match:
+            assert int(match["id"]) not in found, f"message {match['id']} archived twice"
+            found[int(match["id"])] = path
+    return found
+
+
+def test_a_message_file_parses_back_to_the_database_row(mailbox: Mailbox) -> None:
+    a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    sent = send(a, "GreenCastle", subject="Ünïcode & `code` / slashes", cc=["BlueLake"], thread_id="FEAT-7",
+                importance="high", ack_required=True)
+    wait_drained(mailbox)
+    path = canonical_files(mailbox)[sent["id"]]
+    assert path.startswith("projects/work-app/messages/20")
+    assert path.endswith(f"__n-code-code-slashes__{sent['id']}.md")
+    text = read_blobs(mailbox.paths.archive, [path])[path].decode()
+    meta, body = formats.parse_message(text)
+    row = a.read_resource(f"resource://message/{sent['id']}")
+    assert meta == {
+        "id": row["id"], "thread_id": "FEAT-7", "project": PROJECT, "project_slug": "work-app", "from": "BlueLake",
+        "to": row["to"], "cc": row["cc"], "bcc": row["bcc"], "subject": row["subject"],
+        "importance": "high", "ack_required": True, "created": row["created_ts"], "attachments": [],
+    }
+    assert body == row["body_md"]
+    assert list(json.loads(text.split("\n---\n")[0].removeprefix("---json\n"))) == sorted(meta), "sorted keys"
+    files = head_files(mailbox.paths.archive)
+    name = path.rsplit("/", 1)[1]
+    assert any(p.endswith(f"agents/BlueLake/outbox/{path.split('/')[3]}/{path.split('/')[4]}/{name}") for p in files)
+    assert any(p.endswith(f"agents/GreenCastle/inbox/{path.split('/')[3]}/{path.split('/')[4]}/{name}") for p in files)
+    assert "projects/work-app/messages/threads/FEAT-7.md" in files
+    assert "projects/work-app/agents/BlueLake/profile.json" in files
+    a.close()
+    b.close()
+
+
+def test_many_sends_become_few_commits_with_descriptive_messages(mailbox: Mailbox) -> None:
+    a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    wait_drained(mailbox)
+    before = int(git(mailbox, "rev-list", "--count", "main"))
+    for i in range(60):
+        send(a, "GreenCastle", subject=f"update {i}")
+    wait_drained(mailbox)
+    commits = int(git(mailbox, "rev-list", "--count", "main")) - before
+    assert 1 <= commits < 30, f"60 sends made {commits} commits"
+    log = git(mailbox, "log", "--format=%B%x00")
+    assert "mail: BlueLake -> GreenCastle | update 0" in log
+    assert "Agent: BlueLake" in log
+    single = send(a, "GreenCastle", subject="alone")
+    wait_drained(mailbox)
+    assert git(mailbox, "log", "-1", "--format=%s").strip() == "mail: BlueLake -> GreenCastle | alone"
+    assert single["id"] in canonical_files(mailbox)
+    a.close()
+    b.close()
+
+
+def test_kill_9_under_load_loses_no_acknowledged_message(mailbox: Mailbox) -> None:
+    mailbox.call("ensure_project", human_key=PROJECT)
+    names = [f"Writer{i}" for i in range(16)]
+    for name in names:
+        agent(mailbox, name).close()
+    acked: list[int] = []
+    lock = threading.Lock()
+    rng = random.Random(42)
+    for round_no in range(3):
+        stop = threading.Event()
+
+        def load(name: str, stop: threading.Event = stop) -> None:
+            try:
+                conn = mailbox.client(hello={"session": f"s-{name}", "client": "test", "pid": 1}, autostart=False)
+            except MailError:
+                return
+            with conn:
+                while not stop.is_set():
+                    try:
+                        payload = send(conn, "Writer0", subject=f"load {name}")
+                    except (MailError, OSError, ValueError):
+                        return  # the daemon died under us: this request was never acknowledged
+                    with lock:
+                        acked.append(payload["id"])
+
+        pid = mailbox.call("health_check")["pid"]
+        threads = [threading.Thread(target=load, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        time.sleep(0.2 + rng.random() * 0.8)
+        os.kill(pid, signal.SIGKILL)
+        for t in threads:
+            t.join(timeout=30)
+        stop.set()
+        deadline = time.monotonic() + 10
+        while pid_alive(pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert acked, f"round {round_no}: no message was acknowledged before the kill"
+    wait_drained(mailbox, timeout=60)
+    conn = apsw.Connection(str(mailbox.paths.db), flags=apsw.SQLITE_OPEN_READONLY)
+    in_db = [row[0] for row in conn.execute("SELECT id FROM messages")]
+    conn.close()
+    assert len(in_db) == len(set(in_db))
+    assert set(acked) <= set(in_db), "an acknowledged send is missing from the database"
+    archived = canonical_files(mailbox)
+    assert set(in_db) == set(archived), "database and archive disagree after crash recovery"
+
+
+def test_stale_git_locks_are_repaired_at_start(mailbox: Mailbox) -> None:
+    a = agent(mailbox, "BlueLake")
+    wait_drained(mailbox)
+    a.close()
+    mailbox.stop()
+    for lock in ("index.lock", "refs/heads/main.lock"):
+        (mailbox.paths.archive / lock).write_text("stale")
+    b = agent(mailbox, "GreenCastle")
+    sent = send(b, "BlueLake")
+    wait_drained(mailbox)
+    assert sent["id"] in canonical_files(mailbox)
+    assert not (mailbox.paths.archive / "refs/heads/main.lock").exists()
+    b.close()
+
+
+def make_unwritable(path: Any) -> Callable[[], None]:
+    if os.geteuid() != 0:
+        for p in [path, *path.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o500)
+        return lambda: [p.chmod(0o700) for p in [path, *path.rglob("*")] if p.is_dir()] and None  # type: ignore[func-returns-value]
+    if subprocess.run(["chattr", "-R", "+i", str(path)], capture_output=True, check=False).returncode != 0:
+        pytest.skip("running as root without chattr +i: cannot make the archive unwritable")
+    return lambda: subprocess.run(["chattr", "-R", "-i", str(path)], check=True) and None  # type: ignore[func-returns-value]
+
+
+def test_an_unwritable_archive_never_blocks_mail_and_catches_up(mailbox: Mailbox) -> None:
+    a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    wait_drained(mailbox)
+    restore = make_unwritable(mailbox.paths.archive)
+    try:
+        sent = [send(a, "GreenCastle", subject=f"while broken {i}") for i in range(5)]
+        assert len(b.call_tool("fetch_inbox", {"project_key": PROJECT})["result"]) == 5, "mail still delivered"
+        deadline = time.monotonic() + 20
+        while True:
+            report = mailbox.call("health_check")
+            if report["status"] == "degraded":
+                break
+            assert time.monotonic() < deadline, report["archive"]
+            time.sleep(0.1)
+        assert report["archive"]["ok"] is False
+        assert report["archive"]["last_error"]
+        assert report["archive"]["queue_depth"] >= 5
+    finally:
+        restore()
+    wait_drained(mailbox, timeout=60)
+    assert {m["id"] for m in sent} <= set(canonical_files(mailbox))
+    assert mailbox.call("health_check")["status"] == "ok"
+    a.close()
+    b.close()
+
+
+def snapshot(mailbox: Mailbox) -> dict[str, Any]:
+    conn = apsw.Connection(str(mailbox.paths.db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return {
+            "projects": conn.execute("SELECT id, slug, human_key, created_ts FROM projects ORDER BY id").fetchall(),
+            "agents": conn.execute("SELECT id, project_id, name, program, model, task_description, is_active,"
+                                   " inception_ts FROM agents ORDER BY id").fetchall(),
+            "messages": conn.execute("SELECT id, project_id, sender_id, thread_id, subject, body_md, importance,"
+                                     " ack_required, created_ts FROM messages ORDER BY id").fetchall(),
+            "recipients": conn.execute("SELECT message_id, agent_id, kind FROM message_recipients"
+                                       " ORDER BY message_id, agent_id").fetchall(),
+            "search": conn.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'body'"
+                                   " ORDER BY rowid").fetchall(),
+        }
+    finally:
+        conn.close()
+
+
+def test_rebuild_from_the_archive_round_trips_the_database(mailbox: Mailbox) -> None:
+    a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    first = send(a, "GreenCastle", subject="one", cc=["BlueLake"])
+    b.call_tool("reply_message", {"project_key": PROJECT, "message_id": first["id"], "body_md": "reply body"})
+    send(b, "BlueLake", subject="three", bcc=["GreenCastle"], thread_id="T-1")
+    wait_drained(mailbox)
+    a.close()
+    b.close()
+    mailbox.stop()
+    before = snapshot(mailbox)
+    rebuilt = mailbox.mailctl("doctor", "--rebuild")
+    assert '"messages": 3' in rebuilt.stdout
+    assert snapshot(mailbox) == before
+    assert list(mailbox.paths.state_dir.glob("mail.sqlite3.bak-*")), "the previous database is kept"
+    report = json.loads(mailbox.mailctl("doctor", "--json").stdout)
+    assert report["ok"] is True
+
+
+def test_doctor_finds_and_fixes_messages_missing_from_the_archive(mailbox: Mailbox) -> None:
+    a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    a.close()
+    b.close()
+    mailbox.stop()
+    conn = apsw.Connection(str(mailbox.paths.db))  # simulate mail whose archive write was lost
+    conn.execute("INSERT INTO messages(project_id, sender_id, subject, body_md, created_ts)"
+                 " VALUES (1, 1, 'lost', 'x', '2026-01-01T00:00:00.000000Z')")
+    conn.execute("INSERT INTO message_recipients(message_id, agent_id, kind) VALUES (last_insert_rowid(), 2, 'to')")
+    conn.close()
+    mailbox.call("health_check")
+    wait_drained(mailbox)
+    broken = mailbox.mailctl("doctor", check=False)
+    assert broken.returncode == 1
+    assert "missing in archive: 1" in broken.stdout
+    mailbox.mailctl("doctor", "--fix")
+    wait_drained(mailbox)
+    assert "missing in archive" not in mailbox.mailctl("doctor").stdout
