@@ -87,6 +87,7 @@ class Archiver:
                 "items_archived": self.archived,
                 "last_commit_ts": self.last_commit_ts,
                 "last_error": self.last_error,
+                "lag_p99_seconds": _p99(self.lag_seconds),
             }
         }
 
@@ -156,10 +157,17 @@ class Archiver:
             self.last_commit_ts = utcnow()
         await self._store.write(_delete, [r[0] for r in items])
         now = time.time()
-        self.lag_seconds = [now - _epoch(created) for *_, created in items][-1000:]
+        self.lag_seconds = [*self.lag_seconds, *(now - _epoch(created) for *_, created in items)][-5000:]
         self.archived += len(items)
         self.ok, self.last_error = True, None
         return len(items)
+
+
+def _p99(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3)
 
 
 def _epoch(ts: str) -> float:
