@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-json", action="store_true", default=None, help="log JSON lines")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--backend", choices=["asyncio", "trio"], help="async backend (default asyncio)")
+    parser.add_argument("--http", action="store_true", default=None, help="also serve the HTTP bridge")
+    parser.add_argument("--http-host", help="HTTP bridge address (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=int, help="HTTP bridge port (default 8765)")
     parser.add_argument("--version", action="version", version=f"maild {__version__}")
     return parser.parse_args(argv)
 
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         prepare_state_dir(paths)
         settings = load_settings(
             paths.state_dir,
-            {"idle_timeout_seconds": args.idle_timeout, "log_json": args.log_json, "log_level": args.log_level},
+            {"idle_timeout_seconds": args.idle_timeout, "log_json": args.log_json, "log_level": args.log_level,
+             "http_enabled": args.http, "http_host": args.http_host, "http_port": args.http_port},
         )
     except (StartupError, ConfigError) as exc:
         print(f"maild: {exc}", file=sys.stderr)

@@ -27,9 +27,10 @@ from maild.services.messaging import Messaging
 from maild.services.projects import Projects
 from maild.services.sessions import Sessions
 from maild.store import open_store
+from maild.transport.http.app import build_app, serve_http
 from maild.transport.unix import ConnectionCounter, UnixTransport
 from shared import __version__
-from shared.config import Settings
+from shared.config import Settings, csv
 from shared.paths import MailboxPaths
 
 log = logging.getLogger(__name__)
@@ -126,10 +127,20 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             tg.start_soon(_wait_for_signal, stop)
             if archiver is not None:
                 tg.start_soon(archiver.run)
-            tg.start_soon(stop_when_idle)
+            http_stop, http_done = anyio.Event(), anyio.Event()
+            if settings.http_enabled:
+                readonly = {s.name for s in tools.all() if s.read_only} | set(csv(settings.http_rbac_readonly_tools))
+                app = build_app(server, settings, lambda: readonly)
+                await tg.start(serve_http, app, settings, http_stop, http_done)
+            if not settings.http_enabled:  # an HTTP server stays up; only socket-only daemons idle out
+                tg.start_soon(stop_when_idle)
             await stop.wait()
             # Lame duck: unlink first so new clients start a successor instead of talking to us.
             socket_path.unlink(missing_ok=True)
+            if settings.http_enabled:
+                http_stop.set()
+                with anyio.move_on_after(5):
+                    await http_done.wait()
             tg.cancel_scope.cancel()
         remove_status(paths)
     log.info("maild stopped")

@@ -45,6 +45,47 @@ class Settings:
     archive_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_ARCHIVE_ENABLED"))
     git_author_name: str = field(default="agent-mail", metadata=_env("GIT_AUTHOR_NAME"))
     git_author_email: str = field(default="agent-mail@localhost", metadata=_env("GIT_AUTHOR_EMAIL"))
+    # HTTP bridge (upstream names). Lists are comma-separated.
+    http_enabled: bool = field(default=False, metadata=_env("AGENT_MAIL_HTTP", "HTTP_ENABLED"))
+    http_host: str = field(default="127.0.0.1", metadata=_env("HTTP_HOST"))
+    http_port: int = field(default=8765, metadata=_env("HTTP_PORT"))
+    http_path: str = field(default="/mcp/", metadata=_env("HTTP_PATH"))
+    http_bearer_token: str = field(default="", metadata=_env("HTTP_BEARER_TOKEN"))
+    http_allow_localhost_unauthenticated: bool = field(
+        default=False, metadata=_env("HTTP_ALLOW_LOCALHOST_UNAUTHENTICATED")
+    )
+    http_jwt_enabled: bool = field(default=False, metadata=_env("HTTP_JWT_ENABLED"))
+    http_jwt_algorithms: str = field(default="HS256", metadata=_env("HTTP_JWT_ALGORITHMS"))
+    http_jwt_secret: str = field(default="", metadata=_env("HTTP_JWT_SECRET"))
+    http_jwt_jwks_file: str = field(default="", metadata=_env("HTTP_JWT_JWKS_FILE"))
+    http_jwt_jwks_url: str = field(default="", metadata=_env("HTTP_JWT_JWKS_URL"))
+    http_jwt_audience: str = field(default="", metadata=_env("HTTP_JWT_AUDIENCE"))
+    http_jwt_issuer: str = field(default="", metadata=_env("HTTP_JWT_ISSUER"))
+    http_jwt_role_claim: str = field(default="role", metadata=_env("HTTP_JWT_ROLE_CLAIM"))
+    http_jwt_agent_claim: str = field(default="agent", metadata=_env("HTTP_JWT_AGENT_CLAIM"))
+    http_jwt_leeway_seconds: float = field(default=30.0, metadata=_env("HTTP_JWT_LEEWAY_SECONDS"))
+    http_rbac_enabled: bool = field(default=True, metadata=_env("HTTP_RBAC_ENABLED"))
+    http_rbac_reader_roles: str = field(default="reader,read,ro", metadata=_env("HTTP_RBAC_READER_ROLES"))
+    http_rbac_writer_roles: str = field(default="writer,write,tools,rw", metadata=_env("HTTP_RBAC_WRITER_ROLES"))
+    http_rbac_default_role: str = field(default="reader", metadata=_env("HTTP_RBAC_DEFAULT_ROLE"))
+    http_rbac_readonly_tools: str = field(
+        default="health_check,fetch_inbox,whois,search_messages,summarize_thread,summarize_threads",
+        metadata=_env("HTTP_RBAC_READONLY_TOOLS"),
+    )
+    http_rate_limit_enabled: bool = field(default=False, metadata=_env("HTTP_RATE_LIMIT_ENABLED"))
+    http_rate_limit_backend: str = field(default="memory", metadata=_env("HTTP_RATE_LIMIT_BACKEND"))
+    http_rate_limit_redis_url: str = field(default="", metadata=_env("HTTP_RATE_LIMIT_REDIS_URL"))
+    http_rate_limit_tools_per_minute: int = field(default=60, metadata=_env("HTTP_RATE_LIMIT_TOOLS_PER_MINUTE"))
+    http_rate_limit_resources_per_minute: int = field(
+        default=120, metadata=_env("HTTP_RATE_LIMIT_RESOURCES_PER_MINUTE")
+    )
+    http_rate_limit_tools_burst: int = field(default=0, metadata=_env("HTTP_RATE_LIMIT_TOOLS_BURST"))
+    http_rate_limit_resources_burst: int = field(default=0, metadata=_env("HTTP_RATE_LIMIT_RESOURCES_BURST"))
+    http_cors_enabled: bool = field(default=False, metadata=_env("HTTP_CORS_ENABLED"))
+    http_cors_origins: str = field(default="", metadata=_env("HTTP_CORS_ORIGINS"))
+    http_allowed_hosts: str = field(default="", metadata=_env("HTTP_ALLOWED_HOSTS"))
+    http_max_body_bytes: int = field(default=4 * 1024 * 1024, metadata=_env("HTTP_MAX_BODY_BYTES"))
+    http_request_timeout_seconds: float = field(default=30.0, metadata=_env("HTTP_REQUEST_TIMEOUT_SECONDS"))
 
 
 _CHOICES = {
@@ -52,6 +93,7 @@ _CHOICES = {
     "name_enforcement_mode": ("strict", "coerce", "always_auto"),
     "synchronous": ("NORMAL", "FULL"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "http_rate_limit_backend": ("memory", "redis"),
 }
 # Upstream treats an invalid tools mode as `core`; we keep that lenience for this one key only.
 _LENIENT = {"tools_mode": "core"}
@@ -88,6 +130,11 @@ def _convert(name: str, kind: type, raw: Any, source: str) -> Any:
             raise ConfigError(f"{name} from {source} must be one of {', '.join(choices)}, got {raw!r}")
         return normalised
     return value
+
+
+def csv(value: str) -> list[str]:
+    """A comma-separated setting as a list (empty items dropped)."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def load_settings(

@@ -7,6 +7,8 @@ both protocol eras. The caller's session comes from `current_session`, set by th
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from mcp import types
@@ -77,6 +79,10 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
         )
 
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        async with http_session(ctx):
+            return await run_tool(params)
+
+    async def run_tool(params: types.CallToolRequestParams) -> types.CallToolResult:
         if tools.get(params.name) is None:
             raise MCPError(INVALID_PARAMS, f"Unknown tool: {params.name}", data={"tool": params.name})
         try:
@@ -115,11 +121,27 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
             ]
         )
 
+    @asynccontextmanager
+    async def http_session(ctx: ServerRequestContext[Any]) -> AsyncIterator[None]:
+        """Requests from the HTTP bridge carry the gate's identity; act as its session."""
+        identity = http_identity(ctx.request)
+        if identity is None:
+            yield
+            return
+        session = services.sessions.for_http(str(identity["subject"]), identity.get("agent"))
+        await services.agents.bind_requested(session)
+        token = current_session.set(session)
+        try:
+            yield
+        finally:
+            current_session.reset(token)
+
     async def read_resource(
         ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         try:
-            result = await resources.read(services, params.uri)
+            async with http_session(ctx):
+                result = await resources.read(services, params.uri)
         except NotFound as exc:
             raise MCPError(INVALID_PARAMS, exc.message, data={"uri": params.uri, **exc.to_dict()}) from None
         except MailError as exc:
@@ -142,6 +164,14 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
     # that is a measurable share of a ~1 ms send. We do not export traces, so drop it.
     server.middleware = [m for m in server.middleware if type(m).__name__ != "OpenTelemetryMiddleware"]
     return server
+
+
+def http_identity(request: Any) -> dict[str, Any] | None:
+    """The identity the HTTP bridge's gate attached to this request (None for socket requests)."""
+    scope = getattr(request, "scope", None)
+    state = scope.get("state") if isinstance(scope, dict) else None
+    found = state.get("agent_mail_identity") if isinstance(state, dict) else None
+    return found if isinstance(found, dict) else None
 
 
 def tool_error(exc: BaseException) -> types.CallToolResult:

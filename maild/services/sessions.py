@@ -59,6 +59,7 @@ class Sessions:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._live: dict[int, Session] = {}
+        self._http: dict[str, Session] = {}
         # Set by the composition root: binds a hello's named agent (the identity layer owns that rule).
         self.on_hello: Callable[[Session], Awaitable[None]] | None = None
 
@@ -110,6 +111,18 @@ class Sessions:
                 (utcnow(), int(still_connected), session.id),
             )
         )
+
+    def for_http(self, subject: str, agent: str | None) -> Session:
+        """The session of one HTTP identity (JWT subject): reused across its requests, so a token's
+        agent binding (from its agent claim, or from register_agent) holds for all of them."""
+        key = f"http:{subject}"
+        session = self._http.get(key)
+        if session is None:
+            session = Session(id=key, client="http", requested_agent=agent)
+            if len(self._http) > 10_000:
+                self._http.clear()  # bounded; a dropped session rebinds on its next request
+            self._http[key] = session
+        return session
 
     def live(self) -> list[Session]:
         return list(self._live.values())

@@ -1,0 +1,303 @@
+"""The HTTP bridge as real HTTP requests against a running daemon: auth, RBAC, rate limits, MCP."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.conftest import Mailbox, git_init
+
+SECRET = "a-test-secret-that-is-long-enough-for-hs256"
+PROJECT = "/work/app"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Bridge:
+    def __init__(self, mailbox: Mailbox, port: int) -> None:
+        self.mailbox = mailbox
+        self.port = port
+
+    def post(self, method: str, params: dict[str, Any], token: str | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method,
+                "params": {**params, "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                               "io.modelcontextprotocol/clientCapabilities": {}}}}
+        sent = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method, **(headers or {})}
+        if "name" in params:
+            sent["Mcp-Name"] = params["name"]
+        if "uri" in params:
+            sent["Mcp-Name"] = params["uri"]
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("POST", "/mcp/", body=json.dumps(body), headers=sent)
+            response = conn.getresponse()
+            raw = response.read()
+            try:
+                parsed = json.loads(raw or b"null")
+            except ValueError:
+                parsed = raw.decode(errors="replace")
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, parsed
+        finally:
+            conn.close()
+
+    def tool(self, name: str, arguments: dict[str, Any], token: str | None) -> tuple[int, dict[str, str], Any]:
+        return self.post("tools/call", {"name": name, "arguments": arguments}, token)
+
+    def get(self, path: str) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            conn.close()
+
+
+def start_bridge(mailbox: Mailbox, config: str) -> Bridge:
+    port = free_port()
+    mailbox.paths.state_dir.mkdir(mode=0o700, exist_ok=True)
+    mailbox.paths.config_file.write_text(f"http_enabled = true\nhttp_port = {port}\n{config}")
+    mailbox.call("health_check")
+    return Bridge(mailbox, port)
+
+
+def token(claims: dict[str, Any], key: Any = SECRET, algorithm: str = "HS256", **headers: Any) -> str:
+    base = {"sub": "alice", "exp": int(time.time()) + 300}
+    return jwt.encode({**base, **claims}, key, algorithm=algorithm, headers=headers or None)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, Any]:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    jwks = {"keys": [
+        {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key())), "kid": "rsa-1", "alg": "RS256"},
+        {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key())), "kid": "ec-1", "alg": "ES256"},
+    ]}
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(jwks))
+    rsa_public_pem = rsa_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {"rsa": rsa_key, "ec": ec_key, "jwks_file": path, "rsa_public_pem": rsa_public_pem}
+
+
+@pytest.fixture
+def jwt_bridge(mailbox: Mailbox) -> Bridge:
+    return start_bridge(mailbox, f'http_jwt_enabled = true\nhttp_jwt_secret = "{SECRET}"\n'
+                                 'http_jwt_audience = "agent-mail"\nhttp_jwt_issuer = "https://issuer.test"\n')
+
+
+def good(**extra: Any) -> str:
+    return token({"aud": "agent-mail", "iss": "https://issuer.test", "role": "writer", **extra})
+
+
+@pytest.mark.anyio
+async def test_the_official_mcp_client_works_over_the_bridge(jwt_bridge: Bridge) -> None:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {good()}"}
+    for mode in ("legacy", "auto"):
+        async with httpx2.AsyncClient(headers=headers) as http_client:
+            transport = streamable_http_client(f"http://127.0.0.1:{jwt_bridge.port}/mcp", http_client=http_client)
+            async with Client(transport, mode=mode) as client:  # type: ignore[arg-type]
+                names = {t.name for t in (await client.list_tools()).tools}
+                assert "send_message" in names
+                result = await client.call_tool("ensure_project", {"human_key": PROJECT})
+                assert result.structured_content["slug"] == "work-app"  # type: ignore[index]
+
+
+def test_health_routes_answer_without_credentials(jwt_bridge: Bridge) -> None:
+    assert jwt_bridge.get("/health/liveness") == (200, {"status": "alive"})
+    assert jwt_bridge.get("/health/readiness")[0] == 200
+
+
+def test_a_valid_jwt_calls_tools_on_both_paths(jwt_bridge: Bridge) -> None:
+    status, _, body = jwt_bridge.tool("health_check", {}, good())
+    assert status == 200
+    assert body["result"]["structuredContent"]["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        "not-a-jwt",
+        "a.b.c",
+        "alg-none",
+        "expired",
+        "not-yet-valid",
+        "wrong-audience",
+        "wrong-issuer",
+        "wrong-secret",
+        "no-subject",
+    ],
+)
+def test_bad_credentials_get_a_bare_401(jwt_bridge: Bridge, bad: str | None) -> None:
+    now = int(time.time())
+    tokens = {
+        "alg-none": jwt.encode({"sub": "a", "exp": now + 60, "aud": "agent-mail", "iss": "https://issuer.test"},
+                               None, algorithm="none"),
+        "expired": good(exp=now - 3600),
+        "not-yet-valid": good(nbf=now + 3600),
+        "wrong-audience": token({"aud": "someone-else", "iss": "https://issuer.test"}),
+        "wrong-issuer": token({"aud": "agent-mail", "iss": "https://evil.test"}),
+        "wrong-secret": token({"aud": "agent-mail", "iss": "https://issuer.test"},
+                              key="another-secret-that-is-long-enough-for-hs256"),
+        "no-subject": jwt.encode({"exp": now + 60, "aud": "agent-mail", "iss": "https://issuer.test"}, SECRET),
+    }
+    status, headers, body = jwt_bridge.tool("health_check", {}, tokens.get(bad or "", bad))
+    assert status == 401
+    assert body == {"error": "unauthorized"}, "no detail about what was wrong"
+    assert headers["www-authenticate"] == "Bearer"
+
+
+def test_jwks_keys_verify_rs256_and_es256_and_refuse_confusion(mailbox: Mailbox, keys: dict[str, Any]) -> None:
+    bridge = start_bridge(mailbox, f'http_jwt_enabled = true\nhttp_jwt_algorithms = "RS256,ES256,HS256"\n'
+                                   f'http_jwt_jwks_file = "{keys["jwks_file"]}"\n')
+    assert bridge.tool("health_check", {}, token({}, keys["rsa"], "RS256", kid="rsa-1"))[0] == 200
+    assert bridge.tool("health_check", {}, token({}, keys["ec"], "ES256", kid="ec-1"))[0] == 200
+    assert bridge.tool("health_check", {}, token({}, keys["rsa"], "RS256", kid="unknown"))[0] == 401
+    # Algorithm confusion: the RSA public key used as an HMAC secret must never verify.
+    # (Built by hand: PyJWT itself refuses to sign HS256 with a PEM key.)
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}).encode())
+    claims = b64(json.dumps({"sub": "mallory", "exp": int(time.time()) + 60}).encode())
+    signature = hmac.new(keys["rsa_public_pem"], f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    assert bridge.tool("health_check", {}, f"{header}.{claims}.{b64(signature)}")[0] == 401
+
+
+def test_static_bearer_and_the_localhost_rules(mailbox: Mailbox) -> None:
+    bridge = start_bridge(mailbox, 'http_bearer_token = "static-token-123"\n')
+    assert bridge.tool("health_check", {}, "static-token-123")[0] == 200
+    assert bridge.tool("health_check", {}, "static-token-12")[0] == 401
+    assert bridge.tool("health_check", {}, None)[0] == 401, "localhost is not trusted unless enabled"
+    mailbox.stop()
+    bridge = start_bridge(mailbox, "http_allow_localhost_unauthenticated = true\n")
+    assert bridge.tool("health_check", {}, None)[0] == 200
+    status, _, _ = bridge.post("tools/call", {"name": "health_check", "arguments": {}},
+                               headers={"X-Forwarded-For": "203.0.113.9"})
+    assert status == 401, "a proxied request is never treated as local"
+
+
+def test_readers_get_read_only_tools_and_resources_writers_get_the_rest(jwt_bridge: Bridge) -> None:
+    reader = good(role="reader", sub="reader-1")
+    writer = good(role="writer", sub="writer-1")
+    assert jwt_bridge.tool("health_check", {}, reader)[0] == 200
+    assert jwt_bridge.tool("ensure_project", {"human_key": PROJECT}, reader)[0] == 403
+    extended = {"tool_name": "acknowledge_message", "arguments": {}}
+    assert jwt_bridge.tool("call_extended_tool", extended, reader)[0] == 403, "judged by the tool actually run"
+    assert jwt_bridge.tool("ensure_project", {"human_key": PROJECT}, writer)[0] == 200
+    status, _, body = jwt_bridge.post("resources/read", {"uri": "resource://projects"}, reader)
+    assert status == 200
+    assert "work-app" in json.dumps(body)
+
+
+def test_the_token_agent_claim_binds_the_sender(jwt_bridge: Bridge) -> None:
+    writer = good(role="writer", sub="ci-bot", agent="BlueLake")
+    status, _, body = jwt_bridge.tool("register_agent", {"project_key": PROJECT, "program": "ci", "model": "m"},
+                                      writer)
+    assert status == 200
+    assert body["result"]["structuredContent"]["name"] == "BlueLake"
+    jwt_bridge.mailbox.call("register_agent", project_key=PROJECT, program="p", model="m", name="GreenCastle")
+    _, _, sent = jwt_bridge.tool("send_message", {"project_key": PROJECT, "to": "GreenCastle", "subject": "hi",
+                                                  "body_md": "x"}, writer)
+    assert sent["result"]["structuredContent"]["deliveries"][0]["payload"]["from"] == "BlueLake"
+    _, _, spoof = jwt_bridge.tool("send_message", {"project_key": PROJECT, "sender_name": "GreenCastle",
+                                                   "to": "BlueLake", "subject": "x", "body_md": "x"}, writer)
+    assert spoof["result"]["structuredContent"]["error"]["code"] == "AUTHENTICATION_REQUIRED"
+
+
+def test_rate_limits_answer_429_with_retry_after_and_refusals_cost_nothing(mailbox: Mailbox) -> None:
+    bridge = start_bridge(mailbox, f'http_jwt_enabled = true\nhttp_jwt_secret = "{SECRET}"\n'
+                                   "http_rate_limit_enabled = true\nhttp_rate_limit_tools_per_minute = 2\n")
+    reader = token({"role": "reader"})
+    for _ in range(5):
+        assert bridge.tool("ensure_project", {"human_key": "x"}, reader)[0] == 403  # no tokens spent
+        assert bridge.tool("health_check", {}, "garbage")[0] == 401
+    assert bridge.tool("health_check", {}, reader)[0] == 200
+    assert bridge.tool("health_check", {}, reader)[0] == 200
+    status, headers, _ = bridge.tool("health_check", {}, reader)
+    assert status == 429
+    assert int(headers["retry-after"]) >= 1
+    other = token({"role": "reader", "sub": "bob"})
+    assert bridge.tool("health_check", {}, other)[0] == 200, "buckets are per identity"
+
+
+def test_oversized_bodies_and_foreign_hosts_are_refused(jwt_bridge: Bridge) -> None:
+    status, _, _ = jwt_bridge.tool("ensure_project", {"human_key": "x" * (5 * 1024 * 1024)}, good())
+    assert status == 413
+    status, _, _ = jwt_bridge.post("tools/call", {"name": "health_check", "arguments": {}}, good(),
+                                   headers={"Host": "evil.example:80"})
+    assert status in (400, 421), "DNS-rebinding protection refuses foreign Host headers"
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    server = shutil.which("redis-server")
+    if server is None and shutil.which("apt-get"):
+        for command in (["apt-get", "install", "-y", "-q", "redis-server"], ["apt-get", "update", "-q"],
+                        ["apt-get", "install", "-y", "-q", "redis-server"]):
+            subprocess.run(command, capture_output=True, check=False, timeout=600)
+            server = shutil.which("redis-server")
+            if server:
+                break
+    if server is None:
+        pytest.skip("redis-server is not installed and apt-get could not install it")
+    port = free_port()
+    proc = subprocess.Popen([server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir",
+                             str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_two_bridges_share_limits_through_redis(mailbox: Mailbox, tmp_path: Path, redis_url: str) -> None:
+    config = (f'http_jwt_enabled = true\nhttp_jwt_secret = "{SECRET}"\nhttp_rate_limit_enabled = true\n'
+              f'http_rate_limit_tools_per_minute = 3\nhttp_rate_limit_backend = "redis"\n'
+              f'http_rate_limit_redis_url = "{redis_url}"\n')
+    first = start_bridge(mailbox, config)
+    other_box = Mailbox(git_init(tmp_path / "second"), mailbox.backend)
+    try:
+        second = start_bridge(other_box, config)
+        caller = token({"role": "reader", "sub": "shared"})
+        statuses = [bridge.tool("health_check", {}, caller)[0] for bridge in (first, second, first, second)]
+        assert statuses == [200, 200, 200, 429]
+    finally:
+        other_box.stop()
