@@ -25,6 +25,7 @@ from maild.services.health import Health
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
 from maild.services.projects import Projects
+from maild.services.reservations import Reservations
 from maild.services.sessions import Sessions
 from maild.store import open_store
 from maild.transport.http.app import build_app, serve_http
@@ -64,6 +65,16 @@ class IdleTimer:
                 await self._changed.wait()
 
 
+async def sweep_expired_reservations(reservations: Reservations, interval: float) -> None:
+    """Release expired leases periodically (reads also ignore them, so this only keeps state tidy)."""
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await reservations.sweep()
+        except Exception:
+            log.exception("reservation sweep failed; retrying next interval")
+
+
 async def _wait_for_signal(stop: anyio.Event) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
@@ -95,6 +106,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             views=MailViews(store, agents),
             store=store,
             archive_path=paths.archive,
+            reservations=Reservations(store),
         )
         tools, resources = build_registries()
         server = build_server(services, tools, resources)
@@ -127,6 +139,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             tg.start_soon(_wait_for_signal, stop)
             if archiver is not None:
                 tg.start_soon(archiver.run)
+            tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
             http_stop, http_done = anyio.Event(), anyio.Event()
             if settings.http_enabled:
                 readonly = {s.name for s in tools.all() if s.read_only} | set(csv(settings.http_rbac_readonly_tools))

@@ -71,7 +71,9 @@ def spawn_daemon(paths: MailboxPaths, extra_args: list[str] | None = None) -> su
         ) from None
     with log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "maild", "--root", os.fspath(paths.root), *(extra_args or [])],
+            # -P: the daemon runs in the user's repository; a `shared/` or `maild/` folder there must
+            # not shadow our packages (python -m would otherwise put the cwd first on sys.path).
+            [sys.executable, "-P", "-m", "maild", "--root", os.fspath(paths.root), *(extra_args or [])],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,

@@ -45,6 +45,9 @@ class Settings:
     archive_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_ARCHIVE_ENABLED"))
     git_author_name: str = field(default="agent-mail", metadata=_env("GIT_AUTHOR_NAME"))
     git_author_email: str = field(default="agent-mail@localhost", metadata=_env("GIT_AUTHOR_EMAIL"))
+    reservation_sweep_seconds: float = field(
+        default=60.0, metadata=_env("FILE_RESERVATIONS_CLEANUP_INTERVAL_SECONDS")
+    )
     # HTTP bridge (upstream names). Lists are comma-separated.
     http_enabled: bool = field(default=False, metadata=_env("AGENT_MAIL_HTTP", "HTTP_ENABLED"))
     http_host: str = field(default="127.0.0.1", metadata=_env("HTTP_HOST"))

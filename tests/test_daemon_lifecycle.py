@@ -199,3 +199,10 @@ def test_logs_can_be_json_lines(mailbox: Mailbox) -> None:
     messages = [entry["msg"] for entry in entries]
     assert any(message.startswith("maild 0.1.0 ready") for message in messages)
     assert all({"ts", "level", "logger", "msg"} <= set(entry) for entry in entries)
+
+
+def test_folders_named_like_our_packages_in_the_repo_do_not_shadow_them(mailbox: Mailbox) -> None:
+    for name in ("shared", "maild", "mailctl"):
+        (mailbox.root / name).mkdir()
+        (mailbox.root / name / "__init__.py").write_text("raise ImportError('the user repo shadowed us')\n")
+    assert mailbox.mailctl("call", "health_check").returncode == 0

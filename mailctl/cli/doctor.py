@@ -15,7 +15,7 @@ def run(args: argparse.Namespace) -> int:
     paths = mailbox(args)
     if args.rebuild:
         stop_daemon(paths)
-        return subprocess.run([sys.executable, "-m", "maild", "rebuild", "--root", str(paths.root)],
+        return subprocess.run([sys.executable, "-P", "-m", "maild", "rebuild", "--root", str(paths.root)],
                               check=False).returncode
     with DaemonClient(paths) as conn:
         report = conn.call_tool("archive_doctor", {"fix": args.fix})

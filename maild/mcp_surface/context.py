@@ -10,6 +10,7 @@ from maild.services.health import Health
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
 from maild.services.projects import Projects
+from maild.services.reservations import Reservations
 from maild.services.sessions import Sessions
 from maild.store import Store
 from shared.config import Settings
@@ -26,3 +27,4 @@ class Services:
     views: MailViews
     store: Store
     archive_path: Path
+    reservations: Reservations

@@ -23,6 +23,7 @@ from maild.mcp_surface import (
     tools_infra,
     tools_messaging,
     tools_meta,
+    tools_reservations,
 )
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.registry import ResourceRegistry, ToolRegistry, error_payload, to_text
@@ -47,6 +48,8 @@ def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     tools_messaging.register(tools)
     tools_meta.register(tools)
     tools_archive.register(tools)
+    tools_reservations.register(tools, resources)
+    tools_reservations.register_guard(tools)
     resources_mail.register(resources)
     return tools, resources
 

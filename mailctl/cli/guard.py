@@ -1,0 +1,49 @@
+"""`mailctl guard install|uninstall|check`: the git hook that enforces exclusive reservations."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from mailctl import guard
+from mailctl.cli.common import add_subcommand, mailbox, print_json
+
+
+def repo_root() -> Path:
+    out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise ValueError("run this inside a git repository")
+    return Path(out.stdout.strip())
+
+
+def install(args: argparse.Namespace) -> int:
+    print_json(guard.install(repo_root(), mailbox(args).root, prepush=args.prepush))
+    return 0
+
+
+def uninstall(args: argparse.Namespace) -> int:
+    print_json(guard.uninstall(repo_root()))
+    return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    stdin = "" if sys.stdin.isatty() else sys.stdin.read()
+    return guard.check(mailbox(args).root, repo_root(), args.hook, stdin)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = add_subcommand(sub, "guard", "Install the git hook that blocks commits on paths others reserved.",
+                            "mailctl guard install --prepush")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = add_subcommand(actions, "install", "Install the pre-commit (and --prepush) chain runner.",
+                       "mailctl guard install --prepush")
+    p.add_argument("--prepush", action="store_true", help="also install the pre-push hook")
+    p.set_defaults(handler=install)
+    add_subcommand(actions, "uninstall", "Remove our hooks, restoring any previous ones.",
+                   "mailctl guard uninstall").set_defaults(handler=uninstall)
+    p = add_subcommand(actions, "check", "Check staged (or pushed) paths now; what the hook runs.",
+                       "mailctl guard check   # as $AGENT_MAIL_NAME")
+    p.add_argument("--hook", default="pre-commit", choices=list(guard.HOOKS), help="which hook's paths to check")
+    p.set_defaults(handler=check)

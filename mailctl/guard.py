@@ -1,0 +1,184 @@
+"""The git guard: a chain-runner hook that refuses commits/pushes touching paths another agent holds.
+
+Installed into the repository's real hooks directory (`git rev-parse --git-path hooks`, which
+honours `core.hooksPath` and worktrees). An existing hook is kept as `<hook>.orig` and run first,
+as are executables in `hooks.d/<hook>/`; uninstall removes only our runner and restores `.orig`.
+
+The check asks the running daemon (one socket round trip); when none runs it reads the database
+read-only. Decision for an unreachable or unreadable mailbox: with no database at all nothing can
+be reserved, so the commit passes with a notice; a database that exists but cannot be read blocks
+(in block mode) — never a silent pass — and says how to bypass (`AGENT_MAIL_BYPASS=1`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.client import DaemonClient
+from shared.errors import DaemonUnavailable, InvalidArgument, MailError
+from shared.globs import is_virtual, overlaps
+from shared.paths import MailboxPaths
+
+MARKER = "# agent-mail guard chain runner"
+HOOKS = ("pre-commit", "pre-push")
+
+
+def hooks_dir(repo: Path) -> Path:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-path", "hooks"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise InvalidArgument(f"{repo} is not a git repository") from None
+    path = Path(out)
+    return path if path.is_absolute() else (repo / path).resolve()
+
+
+def runner_script(hook: str, root: Path) -> str:
+    return f"""#!/bin/sh
+{MARKER} ({hook}); remove with `mailctl guard uninstall`
+hook={hook}
+dir=$(dirname "$0")
+input=$(cat)
+if [ -d "$dir/hooks.d/$hook" ]; then
+  for plugin in "$dir/hooks.d/$hook"/*; do
+    if [ -x "$plugin" ]; then printf '%s\\n' "$input" | "$plugin" "$@" || exit $?; fi
+  done
+fi
+if [ -x "$dir/$hook.orig" ]; then printf '%s\\n' "$input" | "$dir/$hook.orig" "$@" || exit $?; fi
+printf '%s\\n' "$input" | exec "{sys.executable}" -P -m mailctl --root "{root}" guard check --hook "$hook"
+"""
+
+
+def install(repo: Path, root: Path, prepush: bool = False) -> dict[str, Any]:
+    directory = hooks_dir(repo)
+    directory.mkdir(parents=True, exist_ok=True)
+    installed = []
+    for hook in ("pre-commit", "pre-push") if prepush else ("pre-commit",):
+        target = directory / hook
+        if target.exists() and MARKER not in target.read_text(errors="replace"):
+            backup = directory / f"{hook}.orig"
+            if backup.exists():
+                raise InvalidArgument(f"{target} and {backup} both exist; merge them by hand, then install again")
+            target.rename(backup)
+        target.write_text(runner_script(hook, root))
+        target.chmod(0o755)
+        installed.append(str(target))
+    return {"hooks": installed, "hooks_dir": str(directory)}
+
+
+def uninstall(repo: Path) -> dict[str, Any]:
+    directory = hooks_dir(repo)
+    removed = []
+    for hook in HOOKS:
+        target = directory / hook
+        if target.exists() and MARKER in target.read_text(errors="replace"):
+            target.unlink()
+            removed.append(str(target))
+            backup = directory / f"{hook}.orig"
+            if backup.exists():
+                backup.rename(target)
+    return {"removed": removed}
+
+
+def _git_lines(repo: Path, *args: str) -> list[str]:
+    out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.split("\0" if "-z" in args else "\n") if line]
+
+
+def staged_paths(repo: Path) -> list[str]:
+    """Paths a commit would touch, both sides of renames and copies."""
+    fields = _git_lines(repo, "diff", "--cached", "--name-status", "-M", "-z")
+    paths, index = [], 0
+    while index < len(fields):
+        status = fields[index]
+        count = 2 if status[:1] in ("R", "C") else 1
+        paths.extend(fields[index + 1 : index + 1 + count])
+        index += 1 + count
+    return paths
+
+
+def pushed_paths(repo: Path, stdin: str) -> list[str]:
+    paths: list[str] = []
+    zero = "0" * 40
+    for line in stdin.splitlines():
+        parts = line.split()
+        if len(parts) != 4 or parts[1] == zero:
+            continue
+        local, remote = parts[1], parts[3]
+        span = [f"{remote}..{local}"] if remote != zero else [local, "--not", "--remotes"]
+        for commit in _git_lines(repo, "rev-list", *span):
+            paths.extend(_git_lines(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", "-M", "--root", commit))
+    return list(dict.fromkeys(paths))
+
+
+def conflicts_via_daemon(paths: MailboxPaths, agent: str | None, files: list[str]) -> list[dict[str, Any]]:
+    with DaemonClient(paths, autostart=False) as conn:
+        result = conn.call_tool("guard_check", {"paths": files, "agent_name": agent})
+    return list(result["conflicts"])
+
+
+def conflicts_via_database(paths: MailboxPaths, agent: str | None, files: list[str]) -> list[dict[str, Any]] | None:
+    """None when there is no database at all; raises OSError/sqlite3.Error when it cannot be read."""
+    if not paths.db.exists():
+        return None
+    conn = sqlite3.connect(f"file:{paths.db}?mode=ro", uri=True, timeout=5)
+    try:
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        rows = conn.execute(
+            "SELECT a.name, r.path_pattern, r.expires_ts, r.id FROM file_reservations r"
+            " JOIN agents a ON a.id = r.agent_id WHERE r.released_ts IS NULL AND r.exclusive = 1"
+            " AND r.expires_ts > ?", (now,),
+        ).fetchall()
+    finally:
+        conn.close()
+    me = (agent or "").lower()
+    return [
+        {"path": f, "agent": name, "path_pattern": pattern, "expires_ts": expires, "reservation_id": rid}
+        for name, pattern, expires, rid in rows
+        if name.lower() != me and not is_virtual(pattern)
+        for f in files if overlaps(pattern, f)
+    ]
+
+
+def check(root: Path, repo: Path, hook: str, stdin: str) -> int:
+    """Run the guard for one hook; returns the exit status for git."""
+    mode = os.environ.get("AGENT_MAIL_GUARD_MODE", "block").lower()
+    if os.environ.get("AGENT_MAIL_BYPASS") == "1":
+        print("agent-mail guard: BYPASSED (AGENT_MAIL_BYPASS=1) — file reservations were NOT checked",
+              file=sys.stderr)
+        return 0
+    files = staged_paths(repo) if hook == "pre-commit" else pushed_paths(repo, stdin)
+    if not files:
+        return 0
+    agent = os.environ.get("AGENT_MAIL_NAME") or None
+    paths = MailboxPaths(root)
+    try:
+        conflicts: list[dict[str, Any]] | None = conflicts_via_daemon(paths, agent, files)
+    except (DaemonUnavailable, MailError, OSError):
+        try:
+            conflicts = conflicts_via_database(paths, agent, files)
+        except (OSError, sqlite3.Error) as exc:
+            verdict = "blocked" if mode != "warn" else "allowed (warn mode)"
+            print(f"agent-mail guard: cannot read the mailbox at {paths.db} ({exc}); commit {verdict}. "
+                  "Fix its permissions, or run with AGENT_MAIL_BYPASS=1 to skip the check.", file=sys.stderr)
+            return 0 if mode == "warn" else 1
+        if conflicts is None:
+            print("agent-mail guard: no mailbox database yet; nothing is reserved", file=sys.stderr)
+            return 0
+    if not conflicts:
+        return 0
+    for c in conflicts:
+        print(f"agent-mail guard: {c['path']} is reserved by {c['agent']} ({c['path_pattern']}, until "
+              f"{c['expires_ts']})", file=sys.stderr)
+    if mode == "warn":
+        print("agent-mail guard: warn mode — continuing anyway", file=sys.stderr)
+        return 0
+    print(f"agent-mail guard: {hook} blocked. Coordinate with the holder(s) (send_message), wait for the "
+          "reservation to end, or set AGENT_MAIL_BYPASS=1 to override.", file=sys.stderr)
+    return 1

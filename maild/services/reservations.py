@@ -1,0 +1,321 @@
+"""File reservations: advisory leases on path globs, with an atomic all-or-nothing mode.
+
+Overlap uses gitignore-style matching (pathspec) and is symmetric: two patterns overlap when
+either matches the other taken as a path (or they are equal). Virtual namespaces (`tool://x`,
+`resource://y`) match exactly and never overlap file paths. Every grant runs inside one
+`BEGIN IMMEDIATE` transaction, so with `fail_on_conflict=true` N racing agents get exactly one
+grant. Expired leases are released on read and by a periodic sweep; released or expired leases
+and non-exclusive ones never block anybody.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from maild.services import agents as ag
+from maild.services.projects import find_in, validate_project_key
+from maild.services.sessions import Session
+from maild.store import Connection, Store, format_ts, utcnow
+from maild.store.outbox import enqueue
+from shared.errors import InvalidArgument, MailError, NotFound
+from shared.globs import BROAD, is_virtual, matches, overlaps
+
+MIN_TTL_SECONDS = 60
+MAX_PATTERNS = 500
+COLUMNS = ("r.id, r.project_id, r.agent_id, a.name, r.path_pattern, r.exclusive, r.reason, r.created_ts,"
+           " r.expires_ts, r.released_ts, p.slug")
+FROM = "file_reservations r JOIN agents a ON a.id = r.agent_id JOIN projects p ON p.id = r.project_id"
+
+
+class ReservationActive(MailError):
+    code = "RESERVATION_ACTIVE"
+    recoverable = True
+
+
+def reservation_dict(row: Any) -> dict[str, Any]:
+    return {"id": row[0], "agent": row[3], "path_pattern": row[4], "exclusive": bool(row[5]), "reason": row[6],
+            "created_ts": row[7], "expires_ts": row[8], "released_ts": row[9]}
+
+
+def normalise(pattern: str, project_root: Path | None) -> str:
+    """Validate one pattern; return it relative to the project root. Raises INVALID_ARGUMENT."""
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise InvalidArgument("each path must be a non-empty glob such as 'src/auth/**' or 'docs/*.md'")
+    text = pattern.strip()
+    if len(text) > 512:
+        raise InvalidArgument(f"path pattern is {len(text)} characters; at most 512")
+    if is_virtual(text):
+        return text
+    if text.startswith("/"):
+        if project_root is None or not (text == str(project_root) or text.startswith(str(project_root) + "/")):
+            raise InvalidArgument(
+                f"{text!r} is an absolute path outside the project; use a path relative to the repository root"
+            )
+        text = text[len(str(project_root)):].lstrip("/") or "**"
+    if ".." in PurePosixPath(text).parts:
+        raise InvalidArgument(f"{pattern!r} escapes the repository with '..'; use a path inside it")
+    return text
+
+
+def _active(conn: Connection, project_id: int | None, now: str) -> list[Any]:
+    where = "r.released_ts IS NULL AND r.expires_ts > ?"
+    params: tuple[Any, ...] = (now,)
+    if project_id is not None:
+        where += " AND r.project_id = ?"
+        params = (now, project_id)
+    return conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE {where}", params).fetchall()
+
+
+def conflicts_for(active: list[Any], agent_id: int, pattern: str, exclusive: bool) -> list[dict[str, Any]]:
+    return [
+        {"agent": r[3], "path_pattern": r[4], "exclusive": bool(r[5]), "expires_ts": r[8], "reservation_id": r[0]}
+        for r in active
+        if r[2] != agent_id and (exclusive or r[5]) and overlaps(r[4], pattern)
+    ]
+
+
+def _archive(conn: Connection, slug: str, rows: list[Any]) -> None:
+    if rows:
+        enqueue(conn, "file_reservation", slug, {"reservations": [reservation_dict(r) for r in rows]})
+
+
+def release_expired(conn: Connection, now: str) -> int:
+    rows = conn.execute(
+        "UPDATE file_reservations SET released_ts = expires_ts WHERE released_ts IS NULL AND expires_ts <= ?"
+        " RETURNING id", (now,)
+    ).fetchall()
+    for (rid,) in rows:
+        row: Any = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.id = ?", (rid,)).fetchone()
+        _archive(conn, row[10], [row])
+    return len(rows)
+
+
+class Reservations:
+    def __init__(self, store: Store, inactivity_seconds: float = 1800, grace_seconds: float = 900) -> None:
+        self._store = store
+        self._inactivity = inactivity_seconds
+        self._grace = grace_seconds
+
+    async def reserve(
+        self, session: Session | None, project_key: str, agent_name: str | None, token: str | None,
+        paths: list[str], ttl_seconds: int, exclusive: bool, reason: str, fail_on_conflict: bool,
+    ) -> dict[str, Any]:
+        key = validate_project_key(project_key)
+        if not paths:
+            raise InvalidArgument("paths must list at least one glob, e.g. ['src/auth/**']")
+        if len(paths) > MAX_PATTERNS:
+            raise InvalidArgument(f"at most {MAX_PATTERNS} paths per call")
+        if ttl_seconds < MIN_TTL_SECONDS:
+            raise InvalidArgument(f"ttl_seconds must be at least {MIN_TTL_SECONDS} (got {ttl_seconds})")
+        if len(reason) > 512:
+            raise InvalidArgument("reason is limited to 512 characters")
+        root = Path(key) if key.startswith("/") else None
+        patterns = list(dict.fromkeys(normalise(p, root) for p in paths))
+        warnings = [f"{p!r} covers the whole repository; reserve the paths you will edit" for p in patterns
+                    if p in BROAD]
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            project = find_in(conn, key)
+            agent = ag.acting_agent(conn, session, agent_name, token)
+            now_dt = dt.datetime.now(dt.UTC)
+            now = format_ts(now_dt)
+            release_expired(conn, now)
+            active = _active(conn, project["id"], now)
+            conflicts: list[dict[str, Any]] = [
+                {"path": p, "holders": c} for p in patterns if (c := conflicts_for(active, agent[0], p, exclusive))
+            ]
+            if fail_on_conflict and any(h["exclusive"] or exclusive for c in conflicts for h in c["holders"]):
+                return {"granted": [], "conflicts": conflicts, "warnings": warnings, "refused": True}
+            expires = format_ts(now_dt + dt.timedelta(seconds=ttl_seconds))
+            granted = []
+            for pattern in patterns:
+                mine = conn.execute(
+                    "SELECT id FROM file_reservations WHERE agent_id = ? AND project_id = ? AND path_pattern = ?"
+                    " AND released_ts IS NULL AND expires_ts > ?", (agent[0], project["id"], pattern, now),
+                ).fetchone()
+                if mine is not None:  # re-reserving one's own pattern refreshes it
+                    conn.execute("UPDATE file_reservations SET expires_ts = ?, exclusive = ?, reason = ? WHERE id = ?",
+                                 (expires, int(exclusive), reason, mine[0]))
+                    rid = mine[0]
+                else:
+                    rid = conn.execute(
+                        "INSERT INTO file_reservations(project_id, agent_id, path_pattern, exclusive, reason,"
+                        " created_ts, expires_ts) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                        (project["id"], agent[0], pattern, int(exclusive), reason, now, expires),
+                    ).get
+                granted.append(conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.id = ?", (rid,)).fetchone())
+            conn.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, agent[0]))
+            _archive(conn, project["slug"], granted)
+            return {
+                "granted": [{k: v for k, v in reservation_dict(r).items() if k not in ("agent", "released_ts")}
+                            for r in granted],
+                "conflicts": conflicts,
+                "warnings": warnings,
+            }
+
+        return await self._store.write(unit)
+
+    async def release(self, session: Session | None, project_key: str, agent_name: str | None, token: str | None,
+                      paths: list[str] | None, ids: list[int] | None) -> dict[str, Any]:
+        key = validate_project_key(project_key)
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            project = find_in(conn, key)
+            agent = ag.acting_agent(conn, session, agent_name, token)
+            now = utcnow()
+            rows = [r for r in conn.execute(
+                f"SELECT {COLUMNS} FROM {FROM} WHERE r.agent_id = ? AND r.project_id = ? AND r.released_ts IS NULL",
+                (agent[0], project["id"])).fetchall()
+                if (paths is None or r[4] in paths) and (ids is None or r[0] in ids)]
+            for r in rows:
+                conn.execute("UPDATE file_reservations SET released_ts = ? WHERE id = ?", (now, r[0]))
+            _archive(conn, project["slug"], [conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.id = ?",
+                                                          (r[0],)).fetchone() for r in rows])
+            return {"released": len(rows), "released_at": now}
+
+        return await self._store.write(unit)
+
+    async def renew(self, session: Session | None, project_key: str, agent_name: str | None, token: str | None,
+                    extend_seconds: int, paths: list[str] | None, ids: list[int] | None) -> dict[str, Any]:
+        key = validate_project_key(project_key)
+        extend = dt.timedelta(seconds=max(MIN_TTL_SECONDS, extend_seconds))
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            project = find_in(conn, key)
+            agent = ag.acting_agent(conn, session, agent_name, token)
+            now_dt = dt.datetime.now(dt.UTC)
+            release_expired(conn, format_ts(now_dt))
+            renewed: list[dict[str, Any]] = []
+            rows: list[Any] = []
+            mine: list[Any] = conn.execute(
+                f"SELECT {COLUMNS} FROM {FROM} WHERE r.agent_id = ? AND r.project_id = ? AND r.released_ts IS NULL",
+                (agent[0], project["id"]),
+            ).fetchall()
+            for r in mine:
+                if (paths is not None and r[4] not in paths) or (ids is not None and r[0] not in ids):
+                    continue
+                old = dt.datetime.fromisoformat(r[8].replace("Z", "+00:00"))
+                new = format_ts(max(now_dt, old) + extend)
+                # Only the expiry changes: exclusive and reason keep their original values.
+                conn.execute("UPDATE file_reservations SET expires_ts = ? WHERE id = ?", (new, r[0]))
+                renewed.append({"id": r[0], "path_pattern": r[4], "old_expires_ts": r[8], "new_expires_ts": new})
+                rows.append(conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.id = ?", (r[0],)).fetchone())
+            _archive(conn, project["slug"], rows)
+            return {"renewed": len(renewed), "file_reservations": renewed}
+
+        return await self._store.write(unit)
+
+    def _staleness(self, conn: Connection, row: Any, project_root: Path | None, now: dt.datetime) -> dict[str, Any]:
+        def age(ts: str | None) -> float | None:
+            return None if ts is None else (now - dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))).total_seconds()
+
+        agent_ts = conn.execute("SELECT last_active_ts FROM agents WHERE id = ?", (row[2],)).get
+        mail_ts = conn.execute(
+            "SELECT max(ts) FROM (SELECT max(created_ts) AS ts FROM messages WHERE sender_id = ?"
+            " UNION ALL SELECT max(coalesce(ack_ts, read_ts)) FROM message_recipients WHERE agent_id = ?)",
+            (row[2], row[2]),
+        ).get
+        fs_ts = None
+        if project_root is not None and project_root.is_dir() and not is_virtual(row[4]):
+            newest = 0.0
+            for path in list(project_root.rglob("*"))[:20000]:
+                rel = path.relative_to(project_root).as_posix()
+                if path.is_file() and ".git" not in path.parts and matches(row[4], rel):
+                    newest = max(newest, path.stat().st_mtime)
+            if newest:
+                fs_ts = format_ts(dt.datetime.fromtimestamp(newest, dt.UTC))
+        reasons = []
+        agent_age = age(agent_ts)
+        if agent_age is not None and agent_age < self._inactivity:
+            reasons.append("agent_recently_active")
+        for name, ts in (("mail", mail_ts), ("filesystem", fs_ts)):
+            seen = age(ts)
+            if seen is not None and seen < self._grace:
+                reasons.append(f"recent_{name}_activity")
+        return {"stale": not reasons, "active_reasons": reasons, "last_agent_activity_ts": agent_ts,
+                "last_mail_activity_ts": mail_ts, "last_filesystem_activity_ts": fs_ts}
+
+    async def force_release(self, session: Session | None, project_key: str, agent_name: str | None,
+                            token: str | None, reservation_id: int, notify_previous: bool,
+                            note: str) -> dict[str, Any]:
+        from maild.services.messaging import Outgoing, send_in
+
+        key = validate_project_key(project_key)
+        root = Path(key) if key.startswith("/") else None
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            project = find_in(conn, key)
+            me = ag.acting_agent(conn, session, agent_name, token)
+            row = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.id = ? AND r.project_id = ?",
+                               (reservation_id, project["id"])).fetchone()
+            if row is None:
+                raise NotFound(f"file reservation {reservation_id} does not exist in this project",
+                               data={"file_reservation_id": reservation_id})
+            if row[9] is not None:
+                return {"released": 0, "released_at": row[9], "already_released": True}
+            now_dt = dt.datetime.now(dt.UTC)
+            signals = self._staleness(conn, row, root, now_dt)
+            if not signals["stale"] and row[8] > format_ts(now_dt):
+                raise ReservationActive(
+                    f"reservation {reservation_id} on {row[4]!r} by {row[3]} is still in use "
+                    f"({', '.join(signals['active_reasons'])}); message {row[3]} instead",
+                    data={"stale_reasons": signals["active_reasons"], **signals},
+                )
+            now = format_ts(now_dt)
+            conn.execute("UPDATE file_reservations SET released_ts = ? WHERE id = ?", (now, row[0]))
+            fresh = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.id = ?", (row[0],)).fetchone()
+            _archive(conn, project["slug"], [fresh])
+            notified = False
+            if notify_previous and row[2] != me[0]:
+                body = (f"{me[1]} released your stale reservation of `{row[4]}` (id {row[0]}).\n\n"
+                        f"- last agent activity: {signals['last_agent_activity_ts']}\n"
+                        f"- last mail activity: {signals['last_mail_activity_ts']}\n"
+                        f"- last file change: {signals['last_filesystem_activity_ts']}\n"
+                        + (f"\nNote: {note}\n" if note else ""))
+                out = Outgoing(project_key=key, subject=f"[file-reservations] Released stale lock on {row[4]}"[:512],
+                               body_md=body, to=[row[3]])
+                send_in(conn, session, out, me[1], token, False)
+                notified = True
+            return {"released": 1, "released_at": now,
+                    "reservation": {**reservation_dict(fresh), **signals, "notified": notified}}
+
+        return await self._store.write(unit)
+
+    async def listing(self, project_key: str, active_only: bool) -> list[dict[str, Any]]:
+        key = validate_project_key(project_key)
+
+        def unit(conn: Connection) -> list[dict[str, Any]]:
+            project = find_in(conn, key)
+            now = utcnow()
+            rows: list[Any] = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.project_id = ? ORDER BY r.id",
+                                           (project["id"],)).fetchall()
+            out = []
+            for r in rows:
+                expired = r[9] is None and r[8] <= now
+                if active_only and (r[9] is not None or expired):
+                    continue
+                out.append({**reservation_dict(r), "expired": expired})
+            return out
+
+        return await self._store.read(unit)
+
+    async def check_paths(self, agent_name: str | None, paths: list[str]) -> list[dict[str, Any]]:
+        """Exclusive reservations of *other* agents that these concrete paths fall under (the guard)."""
+
+        def unit(conn: Connection) -> list[dict[str, Any]]:
+            me = ag.find_active(conn, agent_name) if agent_name else None
+            active = [r for r in _active(conn, None, utcnow()) if r[5] and not is_virtual(r[4])]
+            hits = []
+            for path in paths:
+                for r in active:
+                    if (me is None or r[2] != me[0]) and overlaps(r[4], path):
+                        hits.append({"path": path, "agent": r[3], "path_pattern": r[4], "expires_ts": r[8],
+                                     "reservation_id": r[0]})
+            return hits
+
+        return await self._store.read(unit)
+
+    async def sweep(self) -> int:
+        return await self._store.write(release_expired, utcnow())

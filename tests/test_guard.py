@@ -1,0 +1,157 @@
+"""The git guard in real repositories: blocked, allowed, warned, bypassed, renames, chain runner,
+pre-push, daemon down (database fallback), unreadable mailbox."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.client import DaemonClient
+from tests.conftest import Mailbox
+
+
+def git(
+    repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=check,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def repo(mailbox: Mailbox) -> Path:
+    root = mailbox.root
+    git(root, "config", "user.email", "t@example.com")
+    git(root, "config", "user.name", "t")
+    (root / "README").write_text("x")
+    git(root, "add", "README")
+    git(root, "commit", "-qm", "init")
+    return root
+
+
+def hold(mailbox: Mailbox, name: str, paths: list[str], **extra: Any) -> None:
+    with mailbox.client(hello={"session": f"s-{name}", "client": "test", "pid": 1}) as conn:
+        conn.call_tool("register_agent", {"project_key": str(mailbox.root), "program": "p", "model": "m", "name": name})
+        conn.call_tool("file_reservation_paths", {"project_key": str(mailbox.root), "paths": paths, **extra})
+
+
+def commit(repo: Path, path: str, agent: str, **env: str) -> subprocess.CompletedProcess[str]:
+    target = repo / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(f"change by {agent} {os.urandom(4).hex()}")
+    git(repo, "add", path)
+    return git(repo, "commit", "-qm", f"edit {path}", env={"AGENT_MAIL_NAME": agent, **env}, check=False)
+
+
+def test_commit_blocked_allowed_warned_and_bypassed(mailbox: Mailbox, repo: Path) -> None:
+    mailbox.mailctl("guard", "install")
+    hold(mailbox, "BlueLake", ["src/auth/**"])
+    blocked = commit(repo, "src/auth/login.py", "GreenCastle")
+    assert blocked.returncode == 1
+    assert "reserved by BlueLake" in blocked.stderr
+    assert commit(repo, "src/auth/login.py", "BlueLake").returncode == 0, "own reservations never block"
+    assert commit(repo, "docs/readme.md", "GreenCastle").returncode == 0
+    warned = commit(repo, "src/auth/x.py", "GreenCastle", AGENT_MAIL_GUARD_MODE="warn")
+    assert warned.returncode == 0
+    assert "warn mode" in warned.stderr
+    bypassed = commit(repo, "src/auth/y.py", "GreenCastle", AGENT_MAIL_BYPASS="1")
+    assert bypassed.returncode == 0
+    assert "BYPASSED" in bypassed.stderr
+
+
+def test_non_exclusive_and_released_reservations_never_block(mailbox: Mailbox, repo: Path) -> None:
+    mailbox.mailctl("guard", "install")
+    hold(mailbox, "BlueLake", ["shared/**"], exclusive=False)
+    assert commit(repo, "shared/a.py", "GreenCastle").returncode == 0
+    with mailbox.client(hello={"session": "s-RedFox", "client": "test", "pid": 1}) as conn:
+        conn.call_tool("register_agent", {"project_key": str(repo), "program": "p", "model": "m", "name": "RedFox"})
+        conn.call_tool("file_reservation_paths", {"project_key": str(repo), "paths": ["lib/**"]})
+        conn.call_tool("release_file_reservations", {"project_key": str(repo)})
+    assert commit(repo, "lib/b.py", "GreenCastle").returncode == 0
+
+
+def test_renames_out_of_a_reserved_path_are_caught(mailbox: Mailbox, repo: Path) -> None:
+    (repo / "core").mkdir()
+    (repo / "core" / "engine.py").write_text("engine\n" * 20)
+    git(repo, "add", "core/engine.py")
+    git(repo, "commit", "-qm", "engine")
+    mailbox.mailctl("guard", "install")
+    hold(mailbox, "BlueLake", ["core/**"])
+    git(repo, "mv", "core/engine.py", "engine.py")
+    moved = git(repo, "commit", "-qm", "move", env={"AGENT_MAIL_NAME": "GreenCastle"}, check=False)
+    assert moved.returncode == 1
+    assert "core/engine.py" in moved.stderr
+
+
+def test_the_chain_runner_keeps_an_existing_hook_and_uninstall_restores_it(mailbox: Mailbox, repo: Path) -> None:
+    hooks = repo / ".git" / "hooks"
+    (hooks / "pre-commit").write_text("#!/bin/sh\necho previous-hook >&2\n")
+    (hooks / "pre-commit").chmod(0o755)
+    (hooks / "hooks.d" / "pre-commit").mkdir(parents=True)
+    (hooks / "hooks.d" / "pre-commit" / "lint").write_text("#!/bin/sh\necho plugin-ran >&2\n")
+    (hooks / "hooks.d" / "pre-commit" / "lint").chmod(0o755)
+    mailbox.mailctl("guard", "install")
+    assert (hooks / "pre-commit.orig").exists()
+    ran = commit(repo, "a.txt", "GreenCastle")
+    assert ran.returncode == 0
+    assert "previous-hook" in ran.stderr
+    assert "plugin-ran" in ran.stderr
+    mailbox.mailctl("guard", "uninstall")
+    assert (hooks / "pre-commit").read_text() == "#!/bin/sh\necho previous-hook >&2\n"
+    assert not (hooks / "pre-commit.orig").exists()
+
+
+def test_core_hookspath_is_honoured(mailbox: Mailbox, repo: Path) -> None:
+    git(repo, "config", "core.hooksPath", ".githooks")
+    mailbox.mailctl("guard", "install")
+    assert (repo / ".githooks" / "pre-commit").exists()
+    hold(mailbox, "BlueLake", ["x/**"])
+    assert commit(repo, "x/1.txt", "GreenCastle").returncode == 1
+
+
+def test_with_the_daemon_down_the_guard_reads_the_database(mailbox: Mailbox, repo: Path) -> None:
+    mailbox.mailctl("guard", "install")
+    hold(mailbox, "BlueLake", ["src/**"])
+    mailbox.stop()
+    blocked = commit(repo, "src/x.py", "GreenCastle")
+    assert blocked.returncode == 1
+    assert "reserved by BlueLake" in blocked.stderr
+    status = mailbox.status()
+    assert status is None, "the hook never starts a daemon"
+
+
+def test_an_unreadable_mailbox_blocks_in_block_mode_and_warns_in_warn_mode(mailbox: Mailbox, repo: Path) -> None:
+    mailbox.mailctl("guard", "install")
+    hold(mailbox, "BlueLake", ["src/**"])
+    mailbox.stop()
+    mailbox.paths.db.write_bytes(b"this is not a database" * 100)
+    (mailbox.paths.state_dir / "mail.sqlite3-wal").unlink(missing_ok=True)
+    blocked = commit(repo, "src/x.py", "GreenCastle")
+    assert blocked.returncode == 1
+    assert "cannot read the mailbox" in blocked.stderr
+    warned = commit(repo, "src/y.py", "GreenCastle", AGENT_MAIL_GUARD_MODE="warn")
+    assert warned.returncode == 0
+
+
+def test_pre_push_checks_the_pushed_commits(mailbox: Mailbox, repo: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    git(repo, "remote", "add", "origin", str(remote))
+    git(repo, "push", "-q", "origin", "main")
+    commit(repo, "api/handler.py", "GreenCastle")  # committed before anything was reserved
+    mailbox.mailctl("guard", "install", "--prepush")
+    hold(mailbox, "BlueLake", ["api/**"])
+    pushed = git(repo, "push", "-q", "origin", "main", env={"AGENT_MAIL_NAME": "GreenCastle"}, check=False)
+    assert pushed.returncode != 0
+    assert "api/handler.py" in pushed.stderr
+
+
+def test_mcp_tools_install_and_uninstall_the_guard(mailbox: Mailbox, repo: Path) -> None:
+    with DaemonClient(mailbox.paths) as conn:
+        installed = conn.call_tool("install_precommit_guard", {"project_key": str(repo), "code_repo_path": str(repo)})
+        assert installed["hooks"] == [str(repo / ".git" / "hooks" / "pre-commit")]
+        removed = conn.call_tool("uninstall_precommit_guard", {"code_repo_path": str(repo)})
+        assert removed["removed"] == installed["hooks"]

@@ -1,0 +1,178 @@
+"""File reservations through the real daemon: grants, conflicts, validation, the atomic race, renew,
+release, stale force-release with notification, macros."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import apsw
+import pytest
+
+from maild.services.reservations import ReservationActive
+from shared.client import DaemonClient
+from shared.errors import InvalidArgument, NotFound
+from shared.globs import overlaps
+from tests.conftest import Mailbox
+
+
+def agent(mailbox: Mailbox, name: str) -> DaemonClient:
+    conn = mailbox.client(hello={"session": f"s-{name}", "client": "test", "pid": 1})
+    conn.call_tool("register_agent", {"project_key": str(mailbox.root), "program": "p", "model": "m", "name": name})
+    return conn
+
+
+def reserve(conn: DaemonClient, mailbox: Mailbox, paths: list[str], **extra: Any) -> dict[str, Any]:
+    return conn.call_tool("file_reservation_paths",  # type: ignore[no-any-return]
+                          {"project_key": str(mailbox.root), "paths": paths, **extra})
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("src/**", "src/app.py", True),
+        ("src/app.py", "src/**", True),
+        ("src/", "src/deep/x.py", True),
+        ("*.py", "src/app.py", True),
+        ("docs/*.md", "src/app.py", False),
+        ("src/a.py", "src/a.py", True),
+        ("tool://deploy", "tool://deploy", True),
+        ("tool://deploy", "**", False),
+        ("resource://x", "resource://y", False),
+    ],
+)
+def test_overlap_is_gitignore_style_and_symmetric(a: str, b: str, expected: bool) -> None:
+    assert overlaps(a, b) is expected
+    assert overlaps(b, a) is expected
+
+
+def test_grants_report_conflicts_advisorily_and_fail_on_conflict_grants_nothing(mailbox: Mailbox) -> None:
+    blue, green = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    first = reserve(blue, mailbox, ["src/auth/**"], reason="auth refactor")
+    assert first["granted"][0]["path_pattern"] == "src/auth/**"
+    assert first["conflicts"] == []
+    advisory = reserve(green, mailbox, ["src/auth/login.py"])
+    assert len(advisory["granted"]) == 1, "advisory by default: granted anyway"
+    holder = advisory["conflicts"][0]["holders"][0]
+    assert (holder["agent"], holder["path_pattern"]) == ("BlueLake", "src/auth/**")
+    assert holder["expires_ts"].endswith("Z")
+    strict = reserve(green, mailbox, ["src/auth/token.py", "docs/x.md"], fail_on_conflict=True)
+    assert strict["granted"] == []
+    assert strict["refused"] is True
+    shared_ok = reserve(green, mailbox, ["tool://deploy"], exclusive=False)
+    assert shared_ok["conflicts"] == []
+    slug = mailbox.call("ensure_project", human_key=str(mailbox.root))["slug"]
+    listing = blue.read_resource(f"resource://file_reservations/{slug}")
+    assert {r["path_pattern"] for r in listing} == {"src/auth/**", "src/auth/login.py", "tool://deploy"}
+    blue.close()
+    green.close()
+
+
+@pytest.mark.parametrize(
+    ("paths", "extra", "needle"),
+    [
+        ([], {}, "at least one"),
+        (["src/**"], {"ttl_seconds": 59}, "at least 60"),
+        (["/etc/passwd"], {}, "outside the project"),
+        (["../other/**"], {}, "escapes"),
+        ([""], {}, "non-empty"),
+    ],
+)
+def test_bad_reservations_are_refused_with_clear_errors(mailbox: Mailbox, paths: list[str], extra: dict[str, Any],
+                                                        needle: str) -> None:
+    with agent(mailbox, "BlueLake") as blue, pytest.raises(InvalidArgument, match=needle):
+        reserve(blue, mailbox, paths, **extra)
+
+
+def test_broad_patterns_warn_and_absolute_paths_inside_the_repo_are_made_relative(mailbox: Mailbox) -> None:
+    with agent(mailbox, "BlueLake") as blue:
+        broad = reserve(blue, mailbox, ["**"])
+        assert broad["warnings"]
+        inside = reserve(blue, mailbox, [f"{mailbox.root}/src/main.py"])
+        assert inside["granted"][0]["path_pattern"] == "src/main.py"
+
+
+def test_fifty_agents_racing_for_one_exclusive_path_get_exactly_one_grant(mailbox: Mailbox) -> None:
+    names = [f"Racer{i}" for i in range(50)]
+    conns = [agent(mailbox, n) for n in names]
+
+    def attempt(conn: DaemonClient) -> int:
+        return len(reserve(conn, mailbox, ["src/hot.py"], fail_on_conflict=True)["granted"])
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        grants = list(pool.map(attempt, conns))
+    assert sum(grants) == 1
+    for conn in conns:
+        conn.close()
+
+
+def test_renew_keeps_exclusive_and_reason_and_release_is_idempotent(mailbox: Mailbox) -> None:
+    with agent(mailbox, "BlueLake") as blue:
+        granted = reserve(blue, mailbox, ["docs/**"], exclusive=False, reason="docs pass")["granted"][0]
+        renewed = blue.call_tool("renew_file_reservations", {"project_key": str(mailbox.root),
+                                                             "extend_seconds": 600})
+        assert renewed["renewed"] == 1
+        assert renewed["file_reservations"][0]["new_expires_ts"] > granted["expires_ts"]
+        slug = mailbox.call("ensure_project", human_key=str(mailbox.root))["slug"]
+        [row] = blue.read_resource(f"resource://file_reservations/{slug}")
+        assert (row["exclusive"], row["reason"]) == (False, "docs pass")
+        released = blue.call_tool("release_file_reservations", {"project_key": str(mailbox.root)})
+        assert released["released"] == 1
+        again = blue.call_tool("release_file_reservations", {"project_key": str(mailbox.root)})
+        assert again["released"] == 0
+        assert blue.read_resource(f"resource://file_reservations/{slug}?active_only=true") == []
+
+
+def test_force_release_refuses_an_active_holder_and_notifies_a_stale_one(mailbox: Mailbox) -> None:
+    blue, green = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    rid = reserve(blue, mailbox, ["src/legacy/**"])["granted"][0]["id"]
+    with pytest.raises(ReservationActive.__mro__[1]) as caught:  # MailError carrying RESERVATION_ACTIVE
+        green.call_tool("force_release_file_reservation", {"project_key": str(mailbox.root),
+                                                           "file_reservation_id": rid})
+    assert caught.value.code == "RESERVATION_ACTIVE"
+    assert "agent_recently_active" in caught.value.data["stale_reasons"]
+    # Make BlueLake look idle for hours (as if its editor died long ago).
+    blue.close()
+    db = apsw.Connection(str(mailbox.paths.db))
+    db.execute("UPDATE agents SET last_active_ts = '2020-01-01T00:00:00.000000Z' WHERE name = 'BlueLake'")
+    db.close()
+    result = green.call_tool("force_release_file_reservation", {"project_key": str(mailbox.root),
+                                                                "file_reservation_id": rid, "note": "taking over"})
+    assert result["released"] == 1
+    assert result["reservation"]["notified"] is True
+    with pytest.raises(NotFound):
+        green.call_tool("force_release_file_reservation", {"project_key": str(mailbox.root),
+                                                           "file_reservation_id": 9999})
+    with agent(mailbox, "BlueLake") as blue_again:
+        inbox = blue_again.call_tool("fetch_inbox", {"project_key": str(mailbox.root), "include_bodies": True})
+        [note] = inbox["result"]
+        assert note["subject"] == "[file-reservations] Released stale lock on src/legacy/**"
+        assert "taking over" in note["body_md"]
+    green.close()
+
+
+def test_expired_reservations_never_conflict(mailbox: Mailbox) -> None:
+    blue, green = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    reserve(blue, mailbox, ["src/**"])
+    db = apsw.Connection(str(mailbox.paths.db))
+    db.execute("UPDATE file_reservations SET expires_ts = '2020-01-01T00:00:00.000000Z'")
+    db.close()
+    assert reserve(green, mailbox, ["src/x.py"], fail_on_conflict=True)["granted"]
+    blue.close()
+    green.close()
+
+
+def test_macros_start_a_session_and_run_a_reservation_cycle(mailbox: Mailbox) -> None:
+    with mailbox.client(hello={"session": "macro", "client": "test", "pid": os.getpid()}) as conn:
+        started = conn.call_tool("macro_start_session", {"human_key": str(mailbox.root), "program": "p",
+                                                         "model": "m", "agent_name": "MacroBot",
+                                                         "file_reservation_paths": ["lib/**"]})
+        assert started["agent"]["name"] == "MacroBot"
+        assert started["file_reservations"]["granted"][0]["path_pattern"] == "lib/**"
+        assert started["inbox"] == []
+        cycle = conn.call_tool("macro_file_reservation_cycle", {"project_key": str(mailbox.root),
+                                                                "paths": ["tmp/*.txt"], "auto_release": True})
+        assert cycle["released"]["released"] == 1
+    time.sleep(0)
