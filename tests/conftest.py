@@ -54,7 +54,7 @@ class Mailbox:
 
     def mailctl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "mailctl", *args],
+            [sys.executable, "-P", "-m", "mailctl", *args],
             env=self.env, cwd=self.root, capture_output=True, text=True, check=check, timeout=timeout,
         )
 
