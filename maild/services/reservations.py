@@ -20,7 +20,7 @@ from maild.services.sessions import Session
 from maild.store import Connection, Store, format_ts, utcnow
 from maild.store.outbox import enqueue
 from shared.errors import InvalidArgument, MailError, NotFound
-from shared.globs import BROAD, is_virtual, matches, overlaps
+from shared.globs import BROAD, PatternIndex, is_virtual, matches, overlaps
 
 MIN_TTL_SECONDS = 60
 MAX_PATTERNS = 500
@@ -306,13 +306,15 @@ class Reservations:
 
         def unit(conn: Connection) -> list[dict[str, Any]]:
             me = ag.find_active(conn, agent_name) if agent_name else None
-            active = [r for r in _active(conn, None, utcnow()) if r[5] and not is_virtual(r[4])]
+            others = [r for r in _active(conn, None, utcnow())
+                      if r[5] and not is_virtual(r[4]) and (me is None or r[2] != me[0])]
+            index = PatternIndex([(r[4], r) for r in others])
             hits = []
             for path in paths:
-                for r in active:
-                    if (me is None or r[2] != me[0]) and overlaps(r[4], path):
-                        hits.append({"path": path, "agent": r[3], "path_pattern": r[4], "expires_ts": r[8],
-                                     "reservation_id": r[0]})
+                for r in index.matching(path):
+                    assert isinstance(r, tuple)
+                    hits.append({"path": path, "agent": r[3], "path_pattern": r[4], "expires_ts": r[8],
+                                 "reservation_id": r[0]})
             return hits
 
         return await self._store.read(unit)
