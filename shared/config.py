@@ -45,6 +45,20 @@ class Settings:
     archive_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_ARCHIVE_ENABLED"))
     git_author_name: str = field(default="agent-mail", metadata=_env("GIT_AUTHOR_NAME"))
     git_author_email: str = field(default="agent-mail@localhost", metadata=_env("GIT_AUTHOR_EMAIL"))
+    # Search: bm25 ranks only the newest N matches a caller may see (cost grows with matches).
+    search_rank_window: int = field(default=5000, metadata=_env("AGENT_MAIL_SEARCH_RANK_WINDOW"))
+    # LLM summaries (litellm). Off unless LLM_ENABLED and a model are set: no provider is ever
+    # called by default. `llm_mock_response` is litellm's mock_response, for tests and demos.
+    llm_enabled: bool = field(default=False, metadata=_env("LLM_ENABLED"))
+    llm_default_model: str = field(default="", metadata=_env("LLM_DEFAULT_MODEL"))
+    llm_temperature: float = field(default=0.2, metadata=_env("LLM_TEMPERATURE"))
+    llm_max_tokens: int = field(default=512, metadata=_env("LLM_MAX_TOKENS"))
+    llm_cache_enabled: bool = field(default=True, metadata=_env("LLM_CACHE_ENABLED"))
+    llm_cache_backend: str = field(default="memory", metadata=_env("LLM_CACHE_BACKEND"))
+    llm_cost_logging_enabled: bool = field(default=True, metadata=_env("LLM_COST_LOGGING_ENABLED"))
+    llm_timeout_seconds: float = field(default=30.0, metadata=_env("LLM_TIMEOUT_SECONDS"))
+    llm_input_token_budget: int = field(default=3000, metadata=_env("LLM_INPUT_TOKEN_BUDGET"))
+    llm_mock_response: str = field(default="", metadata=_env("LLM_MOCK_RESPONSE"))
 
 
 _CHOICES = {
@@ -52,6 +66,7 @@ _CHOICES = {
     "name_enforcement_mode": ("strict", "coerce", "always_auto"),
     "synchronous": ("NORMAL", "FULL"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "llm_cache_backend": ("memory",),
 }
 # Upstream treats an invalid tools mode as `core`; we keep that lenience for this one key only.
 _LENIENT = {"tools_mode": "core"}
