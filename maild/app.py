@@ -21,7 +21,9 @@ from maild.mcp_surface.context import Services
 from maild.mcp_surface.server import build_registries, build_server
 from maild.services.health import Health
 from maild.services.projects import Projects
+from maild.services.search import Search
 from maild.services.sessions import Sessions
+from maild.services.summaries import Summaries
 from maild.store import open_store
 from maild.transport.unix import ConnectionCounter, UnixTransport
 from shared import __version__
@@ -72,8 +74,16 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
     async with open_store(paths.db, settings) as store:
         sessions = Sessions(store)
         await sessions.mark_all_disconnected()
-        health = Health(store, sessions, paths.root)
-        services = Services(settings=settings, projects=Projects(store), sessions=sessions, health=health)
+        summaries = Summaries(store, settings)
+        health = Health(store, sessions, paths.root, extra=lambda: {"llm": summaries.llm.statistics()})
+        services = Services(
+            settings=settings,
+            projects=Projects(store),
+            sessions=sessions,
+            health=health,
+            search=Search(store, settings.search_rank_window),
+            summaries=summaries,
+        )
         tools, resources = build_registries()
         server = build_server(services, tools, resources)
         init_options = server.create_initialization_options(

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from maild.services.health import Health
 from maild.services.projects import Projects
+from maild.services.search import Search
 from maild.services.sessions import Sessions
+from maild.services.summaries import Summaries
 from shared.config import Settings
 
 
@@ -16,3 +18,5 @@ class Services:
     projects: Projects
     sessions: Sessions
     health: Health
+    search: Search
+    summaries: Summaries

@@ -14,7 +14,7 @@ from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
-from maild.mcp_surface import tools_infra
+from maild.mcp_surface import tools_infra, tools_search
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.registry import ResourceRegistry, ToolRegistry, error_payload, to_text
 from maild.services.sessions import current_session
@@ -34,6 +34,7 @@ INSTRUCTIONS = (
 def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     tools, resources = ToolRegistry(), ResourceRegistry()
     tools_infra.register(tools)
+    tools_search.register(tools, resources)
     return tools, resources
 
 

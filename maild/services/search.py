@@ -392,6 +392,10 @@ class Search:
         self._store = store
         self._rank_window = max(1, rank_window)
 
+    async def agent_id(self, name: str) -> int:
+        """The id of the agent called `name` (any case); NOT_FOUND otherwise."""
+        return await self._store.read(find_agent_id, name)
+
     async def search(
         self,
         project_key: str,
