@@ -10,13 +10,14 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from mailctl.cli import call, daemon
+from mailctl.cli import call, daemon, search
 from shared import __version__
 from shared.errors import EXIT_DAEMON, EXIT_TOOL_ERROR, EXIT_USAGE, DaemonUnavailable, MailError
 
 # Each command group registers its subcommands; keep this list in README order.
 GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     daemon.register,
+    search.register,
     call.register,
 ]
 
