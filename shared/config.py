@@ -46,7 +46,7 @@ class Settings:
     git_author_name: str = field(default="agent-mail", metadata=_env("GIT_AUTHOR_NAME"))
     git_author_email: str = field(default="agent-mail@localhost", metadata=_env("GIT_AUTHOR_EMAIL"))
     # Search: bm25 ranks only the newest N matches a caller may see (cost grows with matches).
-    search_rank_window: int = field(default=5000, metadata=_env("AGENT_MAIL_SEARCH_RANK_WINDOW"))
+    search_rank_window: int = field(default=2000, metadata=_env("AGENT_MAIL_SEARCH_RANK_WINDOW"))
     # LLM summaries (litellm). Off unless LLM_ENABLED and a model are set: no provider is ever
     # called by default. `llm_mock_response` is litellm's mock_response, for tests and demos.
     llm_enabled: bool = field(default=False, metadata=_env("LLM_ENABLED"))

@@ -178,9 +178,12 @@ async def test_newest_order_and_the_rank_window_bound_the_work(tmp_path: Path) -
     async with corpus(tmp_path, rank_window=2) as c:
         newest = await c.ids("deploy", order="newest")
         assert newest == [c.msgs["secret"], c.msgs["lunch"], c.msgs["reply"], c.msgs["plan"]]
-        # Only the newest two matches are ranked when the window is 2.
-        assert c.names(await c.ids("deploy")) == {"secret", "lunch"}
+        # Only the newest two matches (one is in another project) are ranked when the window is 2...
         assert (await c.ids("deploy", limit=1)) == [c.msgs["secret"]]
+        # ...and the window widens when filters leave fewer than `limit` results.
+        assert c.names(await c.ids("deploy")) == {"plan", "reply", "lunch", "secret"}
+        assert c.names(await c.ids("deploy", "BlueLake", limit=2)) <= {"plan", "reply", "lunch"}
+        assert len(await c.ids("deploy", "BlueLake", limit=2)) == 2
 
 
 # -- fuzz: whatever the input, the sanitised expression is valid FTS5 ---------------------------

@@ -328,6 +328,27 @@ def relevance(bm25_score: float) -> float:
     return round(strength / (1.0 + strength), 6)
 
 
+def _ranked(conn: Connection, base: str, params: dict[str, Any], window: int, limit: int) -> list[Any]:
+    """bm25 over the newest `window` matches; widen 8x at a time while filters leave too few."""
+    skip = max(1, window) - 1
+    while True:
+        # Walking a doclist newest-first is cheap (no ranking, no join): it finds the window's floor.
+        floor = conn.execute(
+            "SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q ORDER BY rowid DESC LIMIT 1 OFFSET :skip",
+            {"q": params["q"], "skip": skip},
+        ).fetchone()
+        bounded = base if floor is None else f"{base} AND messages_fts.rowid >= {int(floor[0])}"
+        rows = conn.execute(f"SELECT m.id, {BM25} AS score {bounded} ORDER BY score, m.id DESC LIMIT :limit",
+                            params).fetchall()
+        if floor is None or len(rows) >= limit:
+            return rows
+        skip = skip * 8 + 7
+
+
+def _as_hits(rows: Any) -> list[tuple[int, float]]:
+    return [(int(message_id), float(score)) for message_id, score in rows]
+
+
 def run_search(
     conn: Connection,
     *,
@@ -343,43 +364,43 @@ def run_search(
     where, params = _filter_sql(conn, project_id, viewer, filters)
     params["q"] = expr
     params["limit"] = limit
-    base = (
-        "FROM messages_fts CROSS JOIN messages m ON m.id = messages_fts.rowid"
-        f" WHERE messages_fts MATCH :q AND {where}"
-    )
-    if order == "newest":
-        sql = f"SELECT m.id, {BM25} {base} ORDER BY messages_fts.rowid DESC LIMIT :limit"
+    if filters.thread_id:
+        # A thread is small: walk its messages and probe the index for each (rowid = ? is a seek).
+        base = (
+            "FROM messages m CROSS JOIN messages_fts ON messages_fts.rowid = m.id"
+            f" WHERE messages_fts MATCH :q AND {where}"
+        )
+        ordering = "messages_fts.rowid DESC" if order == "newest" else "score, m.id DESC"
+        rows = conn.execute(f"SELECT m.id, {BM25} AS score {base} ORDER BY {ordering} LIMIT :limit", params).fetchall()
     else:
-        # Rank only the newest `window` visible matches: walking newest-first is cheap, bm25 is not.
-        params["skip"] = max(0, window - 1)
-        floor = conn.execute(
-            f"SELECT m.id {base} ORDER BY messages_fts.rowid DESC LIMIT 1 OFFSET :skip", params
-        ).fetchone()
-        if floor is not None:
-            params["floor"] = floor[0]
-            base += " AND messages_fts.rowid >= :floor"
-        sql = f"SELECT m.id, {BM25} AS score {base} ORDER BY score, m.id DESC LIMIT :limit"
-    hits: list[tuple[int, float]] = [(int(row[0]), float(row[1])) for row in conn.execute(sql, params)]
+        base = (
+            "FROM messages_fts CROSS JOIN messages m ON m.id = messages_fts.rowid"
+            f" WHERE messages_fts MATCH :q AND {where}"
+        )
+        if order == "newest":
+            rows = conn.execute(
+                f"SELECT m.id, {BM25} {base} ORDER BY messages_fts.rowid DESC LIMIT :limit", params
+            ).fetchall()
+        else:
+            rows = _ranked(conn, base, params, window, limit)
+    hits = _as_hits(rows)
     ids = [message_id for message_id, _ in hits]
     if not ids:
         return []
     messages = load_messages(conn, ids, viewer, include_bodies=include_bodies)
-    marks = ", ".join("?" * len(ids))
-    snippets = {
-        row[0]: (row[1], row[2])
-        for row in conn.execute(
-            "SELECT rowid, snippet(messages_fts, 0, '<mark>', '</mark>', '...', 32),"
-            " snippet(messages_fts, 1, '<mark>', '</mark>', '...', 64)"
-            f" FROM messages_fts WHERE messages_fts MATCH ? AND rowid IN ({marks})",
-            [expr, *ids],
-        )
-    }
+    snippet_sql = (
+        "SELECT snippet(messages_fts, 0, '<mark>', '</mark>', '...', 32),"
+        " snippet(messages_fts, 1, '<mark>', '</mark>', '...', 64)"
+        " FROM messages_fts WHERE messages_fts MATCH ? AND rowid = ?"
+    )
     results = []
     for message_id, score in hits:
         message = messages.get(message_id)
         if message is None:
             continue
-        subject_snippet, body_snippet = snippets.get(message_id, ("", ""))
+        # One seek per result: `rowid IN (...)` would make FTS5 evaluate the whole query.
+        found = conn.execute(snippet_sql, (expr, message_id)).fetchone()
+        subject_snippet, body_snippet = found if found is not None else ("", "")
         message["relevance_score"] = relevance(score)
         message["subject_snippet"] = subject_snippet
         message["body_snippet"] = body_snippet
@@ -388,7 +409,7 @@ def run_search(
 
 
 class Search:
-    def __init__(self, store: Store, rank_window: int = 5000) -> None:
+    def __init__(self, store: Store, rank_window: int = 2000) -> None:
         self._store = store
         self._rank_window = max(1, rank_window)
 
