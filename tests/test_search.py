@@ -98,6 +98,17 @@ async def test_results_carry_mark_snippets_and_full_messages(tmp_path: Path) -> 
         assert "body_md" not in bare
 
 
+async def test_prefix_queries_get_marked_snippets_too(tmp_path: Path) -> None:
+    async with corpus(tmp_path) as c:
+        (hit,) = await c.find("authen*")
+        assert hit["body_snippet"] == "<mark>authentication</mark> works; authorization pending"
+        (bare,) = await c.find("authen*", include_bodies=False)
+        assert bare["body_snippet"] == hit["body_snippet"]
+        (plan,) = await c.find("migr* tokens")
+        assert "<mark>migrate</mark>" in plan["body_snippet"]
+        assert "<mark>tokens</mark>" in plan["body_snippet"]
+
+
 async def test_fts5_syntax_works_phrases_prefixes_and_boolean_operators(tmp_path: Path) -> None:
     async with corpus(tmp_path) as c:
         assert c.names(await c.ids("auth*")) == {"plan", "secret", "status"}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -345,6 +346,51 @@ def _ranked(conn: Connection, base: str, params: dict[str, Any], window: int, li
         skip = skip * 8 + 7
 
 
+_EXPR_TERM = re.compile(r'"((?:[^"]|"")*)"(\*?)')
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _fold(text: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(ch))
+
+
+def _highlighter(expr: str) -> re.Pattern[str] | None:
+    """A regex marking the words of `expr`'s terms (prefix terms as prefixes), over folded text."""
+    words = []
+    for text, star in _EXPR_TERM.findall(expr):
+        pieces = _WORD.findall(_fold(text.replace('""', '"')))
+        for i, piece in enumerate(pieces):
+            prefix = star and i == len(pieces) - 1
+            words.append(re.escape(piece) + (r"[^\W_]*" if prefix else r"(?![^\W_])"))
+    if not words:
+        return None
+    return re.compile(r"(?<![^\W_])(?:" + "|".join(sorted(set(words), key=len, reverse=True)) + ")")
+
+
+def python_snippet(text: str, pattern: re.Pattern[str] | None, max_words: int) -> str:
+    """FTS5-style snippet without asking FTS5 again: used for prefix queries, whose expansion
+    costs a full term scan on every `MATCH ... AND rowid = ?` probe."""
+    words = text.split()
+    if not words:
+        return ""
+    hits = [i for i, w in enumerate(words) if pattern is not None and pattern.search(_fold(w))]
+    start = max(0, min(hits[0] - max_words // 4, len(words) - max_words)) if hits else 0
+    window = words[start : start + max_words]
+    marked = []
+    for word in window:
+        folded = _fold(word)
+        found = pattern.search(folded) if pattern is not None else None
+        # Fold-safe: only mark when folding kept the length (true for ASCII and most Latin text).
+        if found and len(folded) == len(word):
+            a, b = found.start(), found.end()
+            marked.append(f"{word[:a]}<mark>{word[a:b]}</mark>{word[b:]}")
+        else:
+            marked.append(word)
+    prefix = "..." if start > 0 else ""
+    suffix = "..." if start + max_words < len(words) else ""
+    return prefix + " ".join(marked) + suffix
+
+
 def _as_hits(rows: Any) -> list[tuple[int, float]]:
     return [(int(message_id), float(score)) for message_id, score in rows]
 
@@ -393,14 +439,23 @@ def run_search(
         " snippet(messages_fts, 1, '<mark>', '</mark>', '...', 64)"
         " FROM messages_fts WHERE messages_fts MATCH ? AND rowid = ?"
     )
+    has_prefix = any(star for _, star in _EXPR_TERM.findall(expr))
+    pattern = _highlighter(expr) if has_prefix else None
     results = []
     for message_id, score in hits:
         message = messages.get(message_id)
         if message is None:
             continue
-        # One seek per result: `rowid IN (...)` would make FTS5 evaluate the whole query.
-        found = conn.execute(snippet_sql, (expr, message_id)).fetchone()
-        subject_snippet, body_snippet = found if found is not None else ("", "")
+        if has_prefix:
+            subject_snippet = python_snippet(message["subject"], pattern, 32)
+            body = message.get("body_md")
+            if body is None:
+                body = conn.execute("SELECT body_md FROM messages WHERE id = ?", (message_id,)).get
+            body_snippet = python_snippet(str(body or ""), pattern, 64)
+        else:
+            # One seek per result: `rowid IN (...)` would make FTS5 evaluate the whole query.
+            found = conn.execute(snippet_sql, (expr, message_id)).fetchone()
+            subject_snippet, body_snippet = found if found is not None else ("", "")
         message["relevance_score"] = relevance(score)
         message["subject_snippet"] = subject_snippet
         message["body_snippet"] = body_snippet
