@@ -329,14 +329,17 @@ def relevance(bm25_score: float) -> float:
     return round(strength / (1.0 + strength), 6)
 
 
-def _ranked(conn: Connection, base: str, params: dict[str, Any], window: int, limit: int) -> list[Any]:
+def _ranked(
+    conn: Connection, base: str, params: dict[str, Any], *, window: int, limit: int, ceiling: str
+) -> list[Any]:
     """bm25 over the newest `window` matches; widen 8x at a time while filters leave too few."""
     skip = max(1, window) - 1
     while True:
         # Walking a doclist newest-first is cheap (no ranking, no join): it finds the window's floor.
         floor = conn.execute(
-            "SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q ORDER BY rowid DESC LIMIT 1 OFFSET :skip",
-            {"q": params["q"], "skip": skip},
+            f"SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q {ceiling}"
+            " ORDER BY rowid DESC LIMIT 1 OFFSET :skip",
+            {**params, "skip": skip},
         ).fetchone()
         bounded = base if floor is None else f"{base} AND messages_fts.rowid >= {int(floor[0])}"
         rows = conn.execute(f"SELECT m.id, {BM25} AS score {bounded} ORDER BY score, m.id DESC LIMIT :limit",
@@ -344,6 +347,29 @@ def _ranked(conn: Connection, base: str, params: dict[str, Any], window: int, li
         if floor is None or len(rows) >= limit:
             return rows
         skip = skip * 8 + 7
+
+
+TIME_HINT_MAX_ROWS = 50_000
+
+
+def _id_range(conn: Connection, project_id: int, filters: SearchFilters) -> tuple[int, int] | None:
+    """The id span of the messages in a time range, when the range is small enough to scan.
+
+    Exact whatever the id/time correlation: ids outside [lo, hi] cannot be in the range, and
+    the time predicate itself still filters inside it. It lets FTS5 seek instead of walking.
+    """
+    if not (filters.since_ts or filters.until_ts):
+        return None
+    row = conn.execute(
+        "SELECT min(id), max(id), count(*) FROM (SELECT id FROM messages WHERE project_id = ?"
+        " AND created_ts >= ? AND created_ts <= ? LIMIT ?)",
+        (project_id, filters.since_ts or "", filters.until_ts or "\uffff", TIME_HINT_MAX_ROWS + 1),
+    ).fetchone()
+    if row is None or row[2] > TIME_HINT_MAX_ROWS:
+        return None
+    if row[2] == 0:
+        return (0, -1)
+    return (int(row[0]), int(row[1]))
 
 
 _EXPR_TERM = re.compile(r'"((?:[^"]|"")*)"(\*?)')
@@ -423,12 +449,18 @@ def run_search(
             "FROM messages_fts CROSS JOIN messages m ON m.id = messages_fts.rowid"
             f" WHERE messages_fts MATCH :q AND {where}"
         )
+        ceiling = ""
+        span = _id_range(conn, project_id, filters)
+        if span is not None:
+            params["lo"], params["hi"] = span
+            base += " AND messages_fts.rowid BETWEEN :lo AND :hi"
+            ceiling = "AND rowid BETWEEN :lo AND :hi"
         if order == "newest":
             rows = conn.execute(
                 f"SELECT m.id, {BM25} {base} ORDER BY messages_fts.rowid DESC LIMIT :limit", params
             ).fetchall()
         else:
-            rows = _ranked(conn, base, params, window, limit)
+            rows = _ranked(conn, base, params, window=window, limit=limit, ceiling=ceiling)
     hits = _as_hits(rows)
     ids = [message_id for message_id, _ in hits]
     if not ids:
