@@ -332,21 +332,28 @@ def relevance(bm25_score: float) -> float:
 def _ranked(
     conn: Connection, base: str, params: dict[str, Any], *, window: int, limit: int, ceiling: str
 ) -> list[Any]:
-    """bm25 over the newest `window` matches; widen 8x at a time while filters leave too few."""
-    skip = max(1, window) - 1
-    while True:
-        # Walking a doclist newest-first is cheap (no ranking, no join): it finds the window's floor.
-        floor = conn.execute(
-            f"SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q {ceiling}"
-            " ORDER BY rowid DESC LIMIT 1 OFFSET :skip",
-            {**params, "skip": skip},
-        ).fetchone()
-        bounded = base if floor is None else f"{base} AND messages_fts.rowid >= {int(floor[0])}"
-        rows = conn.execute(f"SELECT m.id, {BM25} AS score {bounded} ORDER BY score, m.id DESC LIMIT :limit",
-                            params).fetchall()
-        if floor is None or len(rows) >= limit:
-            return rows
-        skip = skip * 8 + 7
+    """bm25 over the newest `window` matches, topped up newest-first when filters leave too few."""
+    # Walking a doclist newest-first is cheap (no ranking, no join): it finds the window's floor.
+    floor = conn.execute(
+        f"SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q {ceiling}"
+        " ORDER BY rowid DESC LIMIT 1 OFFSET :skip",
+        {**params, "skip": max(1, window) - 1},
+    ).fetchone()
+    bounded = base if floor is None else f"{base} AND messages_fts.rowid >= {int(floor[0])}"
+    rows = conn.execute(
+        f"SELECT m.id, {BM25} AS score {bounded} ORDER BY score, m.id DESC LIMIT :limit", params
+    ).fetchall()
+    if floor is None or len(rows) >= limit:
+        return rows
+    # Selective filters (a rare importance, a bound agent's view): take the next matches that pass,
+    # newest first, stopping as soon as there are enough (widening the ranked window instead
+    # would walk many times more rows), then order everything by relevance.
+    more = conn.execute(
+        f"SELECT m.id, {BM25} AS score {base} AND messages_fts.rowid < {int(floor[0])}"
+        " ORDER BY messages_fts.rowid DESC LIMIT :more",
+        {**params, "more": limit - len(rows)},
+    ).fetchall()
+    return sorted([*rows, *more], key=lambda row: (row[1], -row[0]))
 
 
 TIME_HINT_MAX_ROWS = 50_000
