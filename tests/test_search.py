@@ -170,6 +170,31 @@ async def test_an_agent_finds_only_mail_it_sent_or_received_and_the_operator_fin
         assert await c.ids("rotation", "BlueLake", filters=SearchFilters(agent="GreyOwl")) == []
 
 
+async def test_the_index_follows_edits_and_deletes_in_the_same_transaction(tmp_path: Path) -> None:
+    async with corpus(tmp_path) as c:
+        lunch = c.msgs["lunch"]
+
+        def edit(conn: Any) -> None:
+            conn.execute("UPDATE messages SET subject = 'Dinner', body_md = 'ramen tonight' WHERE id = ?", (lunch,))
+
+        await c.store.write(edit)
+        assert await c.ids("pizza") == []
+        assert await c.ids("ramen") == [lunch]
+
+        def delete(conn: Any) -> None:
+            conn.execute("DELETE FROM message_recipients WHERE message_id = ?", (lunch,))
+            conn.execute("DELETE FROM messages WHERE id = ?", (lunch,))
+
+        await c.store.write(delete)
+        assert await c.ids("ramen") == []
+
+        def new_mail(conn: Any) -> int:
+            return insert_message(conn, 1, c.agents["BlueLake"], "Fresh", "brand new words", created_ts=ts(9))
+
+        fresh = await c.store.write(new_mail)
+        assert await c.ids("brand new") == [fresh]
+
+
 async def test_search_is_scoped_to_the_project(tmp_path: Path) -> None:
     async with corpus(tmp_path) as c:
         assert c.msgs["beta"] not in await c.ids("deploy")
@@ -212,7 +237,8 @@ with _FUZZ_DB:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # a sync test; run it once
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=600, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query=_HOSTILE)
 def test_fuzz_no_query_string_makes_fts5_raise(query: str, anyio_backend: str) -> None:
     expr = sanitize_query(query)

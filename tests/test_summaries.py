@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from maild.services.summaries import Summaries, build_prompt, estimate_tokens, heuristic_summary
+from maild.services.summaries import LLM, Summaries, build_prompt, estimate_tokens, heuristic_summary
 from maild.store import open_store
-from shared.config import Settings
+from shared.config import Settings, load_settings
 from shared.errors import InvalidArgument, NotFound
 from tests.mailrows import insert_agent, insert_message, insert_project, ts
 
@@ -113,6 +113,17 @@ def test_the_prompt_respects_the_token_budget_and_picks_important_messages_first
     newest_normal = max(i for i in prompt.message_ids if i not in (3, 17))
     assert newest_normal == 19
     assert build_prompt("# Thread X", messages, budget=50).message_ids == []
+
+
+def test_llm_settings_use_upstream_names_and_are_off_by_default() -> None:
+    assert load_settings(None, environ={}).llm_enabled is False
+    assert load_settings(None, environ={}).llm_default_model == ""
+    on = load_settings(None, environ={"LLM_ENABLED": "true", "LLM_DEFAULT_MODEL": "openai/gpt-4o-mini",
+                                      "LLM_MAX_TOKENS": "256", "LLM_CACHE_ENABLED": "false"})
+    assert (on.llm_enabled, on.llm_default_model, on.llm_max_tokens, on.llm_cache_enabled) == (
+        True, "openai/gpt-4o-mini", 256, False)
+    # Enabled without a model is still off: nothing is ever sent to a default provider.
+    assert not LLM(load_settings(None, environ={"LLM_ENABLED": "1"})).configured
 
 
 pytestmark = pytest.mark.anyio
