@@ -7,7 +7,8 @@ sent or received; an operator session with no bound agent finds everything). It 
 index in sync: triggers in the store do that inside each writing transaction.
 
 Cost: bm25 grows with the number of matches (implementation-notes §3.3), so only the newest
-`search_rank_window` matches the caller may see are ranked; newest-first walking is cheap.
+`search_rank_window` matches are ranked, topped up newest-first when filters leave too few;
+thread and small time-range filters seek instead of walking. Figures: docs/search.md.
 """
 
 from __future__ import annotations
