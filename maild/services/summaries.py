@@ -258,6 +258,10 @@ class LLM:
                     return LLMResult("ok", hit, cached=True)
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(4)
+        # Importing litellm takes seconds the first time: not the model's time, so not in the deadline.
+        problem = await anyio.to_thread.run_sync(_import_litellm, limiter=self._limiter)
+        if problem:
+            return self._record(key, LLMResult("unavailable", error=problem))
         # litellm gets the timeout too; our own deadline (plus grace) covers a call that ignores it.
         deadline = self.settings.llm_timeout_seconds + 1.0
         outcome: LLMResult | None = None
@@ -267,6 +271,9 @@ class LLM:
             )
         if outcome is None:
             outcome = LLMResult("timeout", error=f"no answer within {self.settings.llm_timeout_seconds:g} s")
+        return self._record(key, outcome)
+
+    def _record(self, key: str, outcome: LLMResult) -> LLMResult:
         with self._lock:
             if outcome.status == "timeout":
                 self.stats.timeouts += 1
@@ -279,16 +286,10 @@ class LLM:
         return outcome
 
     def _call(self, model: str, prompt: str) -> LLMResult:
-        """Runs in a worker thread. Every failure becomes a status; nothing escapes."""
-        # Never fetch litellm's price map from the network at import time.
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        try:
-            import litellm
-            from litellm.exceptions import Timeout as LLMTimeout
-        except ImportError as exc:
-            return LLMResult("unavailable", error=f"litellm is not installed ({exc})")
-        litellm.telemetry = False
-        litellm.suppress_debug_info = True
+        """Runs in a worker thread (litellm already imported). Every failure becomes a status."""
+        import litellm
+        from litellm.exceptions import Timeout as LLMTimeout
+
         kwargs: dict[str, Any] = {
             "model": model,
             "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
@@ -332,6 +333,19 @@ class LLM:
             self.stats.cost_usd += cost
         if self.settings.llm_cost_logging_enabled:
             log.info("LLM %s: %s tokens, $%.6f", model, getattr(usage, "total_tokens", "?"), cost)
+
+
+def _import_litellm() -> str | None:
+    """Import litellm (in a worker thread); None when usable, else why not."""
+    # Never fetch litellm's price map from the network at import time.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        import litellm
+    except ImportError as exc:
+        return f"litellm is not installed ({exc})"
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    return None
 
 
 def _short(exc: BaseException) -> str:
