@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -26,7 +27,9 @@ from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
 from maild.services.projects import Projects
 from maild.services.reservations import Reservations
+from maild.services.search import Search
 from maild.services.sessions import Sessions
+from maild.services.summaries import Summaries
 from maild.store import open_store
 from maild.transport.http.app import build_app, serve_http
 from maild.transport.unix import ConnectionCounter, UnixTransport
@@ -93,7 +96,15 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             if settings.archive_enabled
             else None
         )
-        health = Health(store, sessions, paths.root, archiver.statistics if archiver else None)
+        summaries = Summaries(store, settings)
+
+        def subsystem_health() -> dict[str, Any]:
+            report: dict[str, Any] = {"llm": summaries.llm.statistics()}
+            if archiver is not None:
+                report.update(archiver.statistics())
+            return report
+
+        health = Health(store, sessions, paths.root, subsystem_health)
         agents = Agents(store, sessions, settings, paths.archive)
         sessions.on_hello = agents.bind_requested
         services = Services(
@@ -107,6 +118,8 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             store=store,
             archive_path=paths.archive,
             reservations=Reservations(store),
+            search=Search(store, settings.search_rank_window),
+            summaries=summaries,
         )
         tools, resources = build_registries()
         server = build_server(services, tools, resources)

@@ -89,6 +89,20 @@ class Settings:
     http_allowed_hosts: str = field(default="", metadata=_env("HTTP_ALLOWED_HOSTS"))
     http_max_body_bytes: int = field(default=4 * 1024 * 1024, metadata=_env("HTTP_MAX_BODY_BYTES"))
     http_request_timeout_seconds: float = field(default=30.0, metadata=_env("HTTP_REQUEST_TIMEOUT_SECONDS"))
+    # Search: bm25 ranks only the newest N matches a caller may see (cost grows with matches).
+    search_rank_window: int = field(default=2000, metadata=_env("AGENT_MAIL_SEARCH_RANK_WINDOW"))
+    # LLM summaries (litellm). Off unless LLM_ENABLED and a model are set: no provider is ever
+    # called by default. `llm_mock_response` is litellm's mock_response, for tests and demos.
+    llm_enabled: bool = field(default=False, metadata=_env("LLM_ENABLED"))
+    llm_default_model: str = field(default="", metadata=_env("LLM_DEFAULT_MODEL"))
+    llm_temperature: float = field(default=0.2, metadata=_env("LLM_TEMPERATURE"))
+    llm_max_tokens: int = field(default=512, metadata=_env("LLM_MAX_TOKENS"))
+    llm_cache_enabled: bool = field(default=True, metadata=_env("LLM_CACHE_ENABLED"))
+    llm_cache_backend: str = field(default="memory", metadata=_env("LLM_CACHE_BACKEND"))
+    llm_cost_logging_enabled: bool = field(default=True, metadata=_env("LLM_COST_LOGGING_ENABLED"))
+    llm_timeout_seconds: float = field(default=30.0, metadata=_env("LLM_TIMEOUT_SECONDS"))
+    llm_input_token_budget: int = field(default=3000, metadata=_env("LLM_INPUT_TOKEN_BUDGET"))
+    llm_mock_response: str = field(default="", metadata=_env("LLM_MOCK_RESPONSE"))
 
 
 _CHOICES = {
@@ -97,6 +111,7 @@ _CHOICES = {
     "synchronous": ("NORMAL", "FULL"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "http_rate_limit_backend": ("memory", "redis"),
+    "llm_cache_backend": ("memory",),
 }
 # Upstream treats an invalid tools mode as `core`; we keep that lenience for this one key only.
 _LENIENT = {"tools_mode": "core"}

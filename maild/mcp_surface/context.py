@@ -11,7 +11,9 @@ from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
 from maild.services.projects import Projects
 from maild.services.reservations import Reservations
+from maild.services.search import Search
 from maild.services.sessions import Sessions
+from maild.services.summaries import Summaries
 from maild.store import Store
 from shared.config import Settings
 
@@ -28,3 +30,5 @@ class Services:
     store: Store
     archive_path: Path
     reservations: Reservations
+    search: Search
+    summaries: Summaries

@@ -24,6 +24,7 @@ from maild.mcp_surface import (
     tools_messaging,
     tools_meta,
     tools_reservations,
+    tools_search,
 )
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.registry import ResourceRegistry, ToolRegistry, error_payload, to_text
@@ -51,6 +52,7 @@ def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     tools_reservations.register(tools, resources)
     tools_reservations.register_guard(tools)
     resources_mail.register(resources)
+    tools_search.register(tools, resources)
     return tools, resources
 
 

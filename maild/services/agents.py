@@ -101,7 +101,10 @@ def require_active(conn: Connection, name: str, project: dict[str, Any] | None =
 
 
 def is_operator(session: Session | None) -> bool:
-    return session is not None and session.client == OPERATOR_CLIENT
+    """The CLI, and plain scripts on the socket (no hello: not an agent's shim), act for the user."""
+    if session is None:
+        return False
+    return session.client == OPERATOR_CLIENT or (session.client == "socket" and not session.persisted)
 
 
 def bind(conn: Connection, session: Session | None, agent_id: int) -> None:

@@ -1,0 +1,550 @@
+"""Full-text search over a project's mail: a query sanitiser that never fails, and ranked queries.
+
+Owns: turning any user string into a valid FTS5 expression (phrases, prefix `auth*`, AND/OR/NOT,
+parentheses and `subject:`/`body:` filters work as in FTS5; everything else is quoted or dropped),
+bm25 ranking with `<mark>` snippets, filters, and the privacy rule (an agent finds only mail it
+sent or received; an operator session with no bound agent finds everything). It does not keep the
+index in sync: triggers in the store do that inside each writing transaction.
+
+Cost: bm25 grows with the number of matches (implementation-notes §3.3), so only the newest
+`search_rank_window` matches are ranked, topped up newest-first when filters leave too few;
+thread and small time-range filters seek instead of walking. Figures: docs/search.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from maild.services.projects import find_in, validate_project_key
+from maild.store import Connection, Store
+from maild.store.db import format_ts
+from shared.errors import InvalidArgument, NotFound
+
+MAX_QUERY_CHARS = 1000
+MAX_QUERY_TERMS = 64
+MAX_PAREN_DEPTH = 8
+MAX_LIMIT = 1000
+IMPORTANCE = ("low", "normal", "high", "urgent")
+OPERATORS = ("AND", "OR", "NOT")
+# Subject hits weigh twice body hits.
+BM25 = "bm25(messages_fts, 2.0, 1.0)"
+_COLUMNS = {"subject": "subject", "body": "body_md", "body_md": "body_md"}
+
+_LEX = re.compile(
+    r'"(?P<phrase>[^"]*)"?(?P<pstar>\*)?'  # a phrase; an unbalanced quote runs to the end
+    r"|(?P<open>\()|(?P<close>\))"
+    r'|(?P<word>[^\s"()]+)'
+)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _searchable(text: str) -> bool:
+    # unicode61 indexes letters and digits only; a string without any yields an empty phrase.
+    return any(ch.isalnum() for ch in text)
+
+
+def _lex(query: str) -> list[tuple[str, str]]:
+    """Tokens: ("term", fts text) | ("op", AND/OR/NOT) | ("(", "") | (")", "")."""
+    tokens: list[tuple[str, str]] = []
+    terms = 0
+    for found in _LEX.finditer(query[:MAX_QUERY_CHARS]):
+        if found["open"]:
+            tokens.append(("(", ""))
+            continue
+        if found["close"]:
+            tokens.append((")", ""))
+            continue
+        if terms >= MAX_QUERY_TERMS:
+            continue
+        word = found["word"]
+        if word is None:
+            phrase = found["phrase"] or ""
+            if _searchable(phrase):
+                tokens.append(("term", _quote(phrase) + ("*" if found["pstar"] else "")))
+                terms += 1
+            continue
+        if word in OPERATORS:  # FTS5 operators are case-sensitive; `and` is just a word
+            tokens.append(("op", word))
+            continue
+        column = None
+        prefix, sep, rest = word.partition(":")
+        if sep and prefix.lower() in _COLUMNS and _searchable(rest):
+            column, word = _COLUMNS[prefix.lower()], rest
+        star = word.endswith("*")
+        core = word.rstrip("*")
+        if not _searchable(core):
+            continue  # bare `*`, `.`, `?`, `--`: nothing a tokenizer would index
+        # Quoting makes FTS5 tokenize the chunk itself: `POL-358` becomes the phrase "POL 358".
+        text = _quote(core) + ("*" if star else "")
+        tokens.append(("term", f"{{{column}}} : {text}" if column else text))
+        terms += 1
+    return tokens
+
+
+class _Parser:
+    """Tolerant recursive descent (NOT > AND > OR, as FTS5); emits a fully parenthesised string."""
+
+    def __init__(self, tokens: list[tuple[str, str]]) -> None:
+        self.tokens = tokens
+        self.pos = 0
+        self.depth = 0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def parse(self) -> str:
+        parts = []
+        while self.peek() is not None:
+            expr = self.parse_or()
+            if expr:
+                parts.append(expr)
+            if self.peek() is not None:  # a stray `)` or a dangling operator: skip it
+                self.pos += 1
+        return _join(parts, "AND")
+
+    def parse_or(self) -> str:
+        parts = [self.parse_and()]
+        while self.peek() == ("op", "OR"):
+            self.pos += 1
+            parts.append(self.parse_and())
+        return _join([p for p in parts if p], "OR")
+
+    def parse_and(self) -> str:
+        parts: list[str] = []
+        while (tok := self.peek()) is not None and tok[0] != ")" and tok != ("op", "OR"):
+            if tok == ("op", "AND"):
+                self.pos += 1
+            elif tok == ("op", "NOT"):
+                self.pos += 1
+                operand = self.parse_primary()
+                # FTS5 has no unary NOT: `NOT x` with nothing on the left is dropped.
+                if operand and parts:
+                    parts[-1] = f"({parts[-1]} NOT {operand})"
+            else:
+                operand = self.parse_primary()
+                if operand:
+                    parts.append(operand)
+        return _join(parts, "AND")
+
+    def parse_primary(self) -> str:
+        tok = self.peek()
+        if tok is None or tok[0] in (")", "op"):
+            return ""
+        self.pos += 1
+        if tok[0] == "term":
+            return tok[1]
+        self.depth += 1
+        inner = self.parse_or()
+        self.depth -= 1
+        if self.peek() == (")", ""):
+            self.pos += 1
+        return f"({inner})" if inner else ""
+
+
+def _join(parts: list[str], op: str) -> str:
+    if len(parts) <= 1:
+        return parts[0] if parts else ""
+    return "(" + f" {op} ".join(parts) + ")"
+
+
+def sanitize_query(query: str) -> str | None:
+    """A valid FTS5 MATCH expression for any input, or None when nothing searchable is left."""
+    # FTS5 reads its query as a C string: a NUL would end it inside a quoted term.
+    tokens = _lex(query.replace("\x00", " "))
+    # Past a sane depth, parentheses are ignored rather than trusted (FTS5 caps depth too).
+    depth = 0
+    kept = []
+    for kind, text in tokens:
+        if kind == "(":
+            depth += 1
+            if depth > MAX_PAREN_DEPTH:
+                continue
+        elif kind == ")":
+            depth -= 1
+            if depth >= MAX_PAREN_DEPTH:
+                continue
+        kept.append((kind, text))
+    expr = _Parser(kept).parse()
+    return expr or None
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    agent: str | None = None  # sender or any recipient (by name)
+    since_ts: str | None = None
+    until_ts: str | None = None
+    importance: tuple[str, ...] = ()
+    thread_id: str | None = None
+
+
+def normalize_ts(value: str | None, name: str) -> str | None:
+    """Any ISO-8601 moment (naive means UTC) in the store's one representation."""
+    if value is None or value == "":
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidArgument(
+            f"{name} must be an ISO-8601 timestamp such as 2026-01-31T12:00:00Z, got {value!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return format_ts(moment)
+
+
+def normalize_importance(value: str | list[str] | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        level = str(item).strip().lower()
+        if level not in IMPORTANCE:
+            raise InvalidArgument(f"importance must be one of {', '.join(IMPORTANCE)}, got {item!r}")
+        out.append(level)
+    return tuple(dict.fromkeys(out))
+
+
+def visible_clause(viewer: int | None, params: dict[str, Any], alias: str = "m") -> str:
+    """SQL limiting rows of `messages {alias}` to what `viewer` may read (None: the operator)."""
+    if viewer is None:
+        return "1"
+    params["viewer"] = viewer
+    return (
+        f"({alias}.sender_id = :viewer OR EXISTS (SELECT 1 FROM message_recipients vr"
+        f" WHERE vr.message_id = {alias}.id AND vr.agent_id = :viewer))"
+    )
+
+
+def find_agent_id(conn: Connection, name: str) -> int:
+    row = conn.execute(
+        "SELECT id FROM agents WHERE lower(name) = lower(?) ORDER BY is_active DESC, id DESC LIMIT 1", (name,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(
+            f"agent_filter {name!r} is not a known agent; list agents with resource://agents/<project>",
+            data={"type": "agent_filter_not_found", "agent": name},
+        )
+    agent_id: int = row[0]
+    return agent_id
+
+
+def _filter_sql(
+    conn: Connection, project_id: int, viewer: int | None, filters: SearchFilters
+) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {"project": project_id}
+    where = ["m.project_id = :project", visible_clause(viewer, params)]
+    if filters.agent:
+        params["agent"] = find_agent_id(conn, filters.agent)
+        where.append(
+            "(m.sender_id = :agent OR EXISTS (SELECT 1 FROM message_recipients ar"
+            " WHERE ar.message_id = m.id AND ar.agent_id = :agent))"
+        )
+    if filters.since_ts:
+        params["since"] = filters.since_ts
+        where.append("m.created_ts >= :since")
+    if filters.until_ts:
+        params["until"] = filters.until_ts
+        where.append("m.created_ts <= :until")
+    if filters.importance:
+        names = []
+        for i, level in enumerate(filters.importance):
+            params[f"imp{i}"] = level
+            names.append(f":imp{i}")
+        where.append(f"m.importance IN ({', '.join(names)})")
+    if filters.thread_id:
+        params["thread"] = filters.thread_id
+        clause = "m.thread_id = :thread"
+        if filters.thread_id.isdigit():
+            params["thread_seed"] = int(filters.thread_id)
+            clause = "(m.thread_id = :thread OR m.id = :thread_seed)"
+        where.append(clause)
+    return " AND ".join(where), params
+
+
+def load_messages(
+    conn: Connection, ids: list[int], viewer: int | None, *, include_bodies: bool
+) -> dict[int, dict[str, Any]]:
+    """Full message dicts (with from/to/cc/bcc names) for `ids`; bcc only for its sender or the operator."""
+    if not ids:
+        return {}
+    marks = ", ".join("?" * len(ids))
+    out: dict[int, dict[str, Any]] = {}
+    for row in conn.execute(
+        "SELECT m.id, m.project_id, m.sender_id, a.name, m.thread_id, m.subject, m.body_md, m.importance,"
+        f" m.ack_required, m.created_ts, m.attachments FROM messages m JOIN agents a ON a.id = m.sender_id"
+        f" WHERE m.id IN ({marks})",
+        ids,
+    ):
+        try:
+            attachments = json.loads(row[10])
+        except ValueError:
+            attachments = []
+        message: dict[str, Any] = {
+            "id": row[0],
+            "project_id": row[1],
+            "sender_id": row[2],
+            "from": row[3],
+            "thread_id": row[4],
+            "subject": row[5],
+            "importance": row[7],
+            "ack_required": bool(row[8]),
+            "created_ts": row[9],
+            "attachments": attachments,
+            "to": [],
+            "cc": [],
+            "bcc": [],
+        }
+        if include_bodies:
+            message["body_md"] = row[6]
+        out[row[0]] = message
+    for message_id, kind, name in conn.execute(
+        "SELECT r.message_id, r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
+        f" WHERE r.message_id IN ({marks}) ORDER BY a.name",
+        ids,
+    ):
+        owner = out.get(message_id)
+        if owner is None:
+            continue
+        if kind == "bcc" and viewer is not None and viewer != owner["sender_id"]:
+            continue  # a recipient must not learn who else was blind-copied
+        owner[kind].append(name)
+    return out
+
+
+def relevance(bm25_score: float) -> float:
+    """bm25 is negative (lower is better); map it to a score in [0, 1) that grows with relevance."""
+    strength = max(0.0, -bm25_score)
+    return round(strength / (1.0 + strength), 6)
+
+
+def _ranked(
+    conn: Connection, base: str, params: dict[str, Any], *, window: int, limit: int, ceiling: str
+) -> list[Any]:
+    """bm25 over the newest `window` matches, topped up newest-first when filters leave too few."""
+    # Walking a doclist newest-first is cheap (no ranking, no join): it finds the window's floor.
+    floor = conn.execute(
+        f"SELECT rowid FROM messages_fts WHERE messages_fts MATCH :q {ceiling}"
+        " ORDER BY rowid DESC LIMIT 1 OFFSET :skip",
+        {**params, "skip": max(1, window) - 1},
+    ).fetchone()
+    bounded = base if floor is None else f"{base} AND messages_fts.rowid >= {int(floor[0])}"
+    rows = conn.execute(
+        f"SELECT m.id, {BM25} AS score {bounded} ORDER BY score, m.id DESC LIMIT :limit", params
+    ).fetchall()
+    if floor is None or len(rows) >= limit:
+        return rows
+    # Selective filters (a rare importance, a bound agent's view): take the next matches that pass,
+    # newest first, stopping as soon as there are enough (widening the ranked window instead
+    # would walk many times more rows), then order everything by relevance.
+    more = conn.execute(
+        f"SELECT m.id, {BM25} AS score {base} AND messages_fts.rowid < {int(floor[0])}"
+        " ORDER BY messages_fts.rowid DESC LIMIT :more",
+        {**params, "more": limit - len(rows)},
+    ).fetchall()
+    return sorted([*rows, *more], key=lambda row: (row[1], -row[0]))
+
+
+TIME_HINT_MAX_ROWS = 50_000
+
+
+def _id_range(conn: Connection, project_id: int, filters: SearchFilters) -> tuple[int, int] | None:
+    """The id span of the messages in a time range, when the range is small enough to scan.
+
+    Exact whatever the id/time correlation: ids outside [lo, hi] cannot be in the range, and
+    the time predicate itself still filters inside it. It lets FTS5 seek instead of walking.
+    """
+    if not (filters.since_ts or filters.until_ts):
+        return None
+    row = conn.execute(
+        "SELECT min(id), max(id), count(*) FROM (SELECT id FROM messages WHERE project_id = ?"
+        " AND created_ts >= ? AND created_ts <= ? LIMIT ?)",
+        (project_id, filters.since_ts or "", filters.until_ts or "\uffff", TIME_HINT_MAX_ROWS + 1),
+    ).fetchone()
+    if row is None or row[2] > TIME_HINT_MAX_ROWS:
+        return None
+    if row[2] == 0:
+        return (0, -1)
+    return (int(row[0]), int(row[1]))
+
+
+_EXPR_TERM = re.compile(r'"((?:[^"]|"")*)"(\*?)')
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _fold(text: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(ch))
+
+
+def _highlighter(expr: str) -> re.Pattern[str] | None:
+    """A regex marking the words of `expr`'s terms (prefix terms as prefixes), over folded text."""
+    words = []
+    for text, star in _EXPR_TERM.findall(expr):
+        pieces = _WORD.findall(_fold(text.replace('""', '"')))
+        for i, piece in enumerate(pieces):
+            prefix = star and i == len(pieces) - 1
+            words.append(re.escape(piece) + (r"[^\W_]*" if prefix else r"(?![^\W_])"))
+    if not words:
+        return None
+    return re.compile(r"(?<![^\W_])(?:" + "|".join(sorted(set(words), key=len, reverse=True)) + ")")
+
+
+def python_snippet(text: str, pattern: re.Pattern[str] | None, max_words: int) -> str:
+    """FTS5-style snippet without asking FTS5 again: used for prefix queries, whose expansion
+    costs a full term scan on every `MATCH ... AND rowid = ?` probe."""
+    words = text.split()
+    if not words:
+        return ""
+    hits = [i for i, w in enumerate(words) if pattern is not None and pattern.search(_fold(w))]
+    start = max(0, min(hits[0] - max_words // 4, len(words) - max_words)) if hits else 0
+    window = words[start : start + max_words]
+    marked = []
+    for word in window:
+        folded = _fold(word)
+        found = pattern.search(folded) if pattern is not None else None
+        # Fold-safe: only mark when folding kept the length (true for ASCII and most Latin text).
+        if found and len(folded) == len(word):
+            a, b = found.start(), found.end()
+            marked.append(f"{word[:a]}<mark>{word[a:b]}</mark>{word[b:]}")
+        else:
+            marked.append(word)
+    prefix = "..." if start > 0 else ""
+    suffix = "..." if start + max_words < len(words) else ""
+    return prefix + " ".join(marked) + suffix
+
+
+def _as_hits(rows: Any) -> list[tuple[int, float]]:
+    return [(int(message_id), float(score)) for message_id, score in rows]
+
+
+def run_search(
+    conn: Connection,
+    *,
+    project_id: int,
+    expr: str,
+    viewer: int | None,
+    filters: SearchFilters,
+    limit: int,
+    order: str,
+    window: int,
+    include_bodies: bool,
+) -> list[dict[str, Any]]:
+    where, params = _filter_sql(conn, project_id, viewer, filters)
+    params["q"] = expr
+    params["limit"] = limit
+    if filters.thread_id:
+        # A thread is small: walk its messages and probe the index for each (rowid = ? is a seek).
+        base = (
+            "FROM messages m CROSS JOIN messages_fts ON messages_fts.rowid = m.id"
+            f" WHERE messages_fts MATCH :q AND {where}"
+        )
+        ordering = "messages_fts.rowid DESC" if order == "newest" else "score, m.id DESC"
+        rows = conn.execute(f"SELECT m.id, {BM25} AS score {base} ORDER BY {ordering} LIMIT :limit", params).fetchall()
+    else:
+        base = (
+            "FROM messages_fts CROSS JOIN messages m ON m.id = messages_fts.rowid"
+            f" WHERE messages_fts MATCH :q AND {where}"
+        )
+        ceiling = ""
+        span = _id_range(conn, project_id, filters)
+        if span is not None:
+            params["lo"], params["hi"] = span
+            base += " AND messages_fts.rowid BETWEEN :lo AND :hi"
+            ceiling = "AND rowid BETWEEN :lo AND :hi"
+        if order == "newest":
+            rows = conn.execute(
+                f"SELECT m.id, {BM25} {base} ORDER BY messages_fts.rowid DESC LIMIT :limit", params
+            ).fetchall()
+        else:
+            rows = _ranked(conn, base, params, window=window, limit=limit, ceiling=ceiling)
+    hits = _as_hits(rows)
+    ids = [message_id for message_id, _ in hits]
+    if not ids:
+        return []
+    messages = load_messages(conn, ids, viewer, include_bodies=include_bodies)
+    snippet_sql = (
+        "SELECT snippet(messages_fts, 0, '<mark>', '</mark>', '...', 32),"
+        " snippet(messages_fts, 1, '<mark>', '</mark>', '...', 64)"
+        " FROM messages_fts WHERE messages_fts MATCH ? AND rowid = ?"
+    )
+    has_prefix = any(star for _, star in _EXPR_TERM.findall(expr))
+    pattern = _highlighter(expr) if has_prefix else None
+    results = []
+    for message_id, score in hits:
+        message = messages.get(message_id)
+        if message is None:
+            continue
+        if has_prefix:
+            subject_snippet = python_snippet(message["subject"], pattern, 32)
+            body = message.get("body_md")
+            if body is None:
+                body = conn.execute("SELECT body_md FROM messages WHERE id = ?", (message_id,)).get
+            body_snippet = python_snippet(str(body or ""), pattern, 64)
+        else:
+            # One seek per result: `rowid IN (...)` would make FTS5 evaluate the whole query.
+            found = conn.execute(snippet_sql, (expr, message_id)).fetchone()
+            subject_snippet, body_snippet = found if found is not None else ("", "")
+        message["relevance_score"] = relevance(score)
+        message["subject_snippet"] = subject_snippet
+        message["body_snippet"] = body_snippet
+        results.append(message)
+    return results
+
+
+class Search:
+    def __init__(self, store: Store, rank_window: int = 2000) -> None:
+        self._store = store
+        self._rank_window = max(1, rank_window)
+
+    async def agent_id(self, name: str) -> int:
+        """The id of the agent called `name` (any case); NOT_FOUND otherwise."""
+        return await self._store.read(find_agent_id, name)
+
+    async def search(
+        self,
+        project_key: str,
+        query: str,
+        *,
+        viewer: int | None,
+        filters: SearchFilters | None = None,
+        limit: int = 20,
+        order: str = "relevance",
+        include_bodies: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Ranked matches visible to `viewer` (an agent id; None = operator). Never fails on `query`."""
+        key = validate_project_key(project_key)
+        if order not in ("relevance", "newest"):
+            raise InvalidArgument(f"order must be 'relevance' or 'newest', got {order!r}")
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        expr = sanitize_query(query if isinstance(query, str) else "")
+        filters = filters or SearchFilters()
+
+        def unit(conn: Connection) -> list[dict[str, Any]]:
+            project = find_in(conn, key)
+            if expr is None:
+                return []
+            return run_search(
+                conn,
+                project_id=project["id"],
+                expr=expr,
+                viewer=viewer,
+                filters=filters,
+                limit=limit,
+                order=order,
+                window=self._rank_window,
+                include_bodies=include_bodies,
+            )
+
+        return await self._store.read(unit)
