@@ -20,8 +20,8 @@ class RegisterAgentArgs(Args):
     name: str | None = Field(None, description="Wanted name (e.g. BlueLake); omit for a generated one.")
     task_description: str = ""
     attachments_policy: str = "auto"
-    force_reclaim: bool = Field(False, description="Retire whoever holds the name, even if online.")
-    registration_token: str | None = Field(None, description="Token of an existing agent, to re-register it.")
+    force_reclaim: bool = Field(False, description="Take the name even from an online holder.")
+    registration_token: str | None = None
     auto_fetch_inbox: bool = False
     inbox_limit: int = Field(10, ge=1, le=1000)
     inbox_urgent_only: bool = False
@@ -48,11 +48,8 @@ class WhoisArgs(Args):
 def register(tools: ToolRegistry) -> None:
     @tools.tool(core=True, category="identity")
     async def register_agent(services: Services, args: RegisterAgentArgs) -> dict[str, Any]:
-        """Register (or re-register) your agent identity and bind this session to it. Call once at start.
-
-        Returns the agent, plus registration_token when created: keep it; it is shown once.
-        Later calls default sender_name/agent_name to this agent.
-        """
+        """Register your agent and bind this session to it (once, at start); later calls act as it.
+        Keep the registration_token returned on creation: it is shown once."""
         session = current_session.get()
         agent = await services.agents.register(
             session, args.project_key, args.program, args.model, args.name, args.task_description,

@@ -17,21 +17,19 @@ from maild.services.search import SearchFilters, normalize_importance, normalize
 from maild.services.sessions import current_session
 from shared.errors import AuthenticationRequired
 
-ProjectKey = Field(description="Project key: the repo's absolute path or any label.")
-Query = Field(
-    description='FTS5 query: words, "exact phrase", prefix auth*, AND/OR/NOT, subject:word. Any text is safe.'
-)
-Limit = Field(default=20, ge=1, le=1000, description="Maximum results.")
-Importance = Field(default=None, description="Keep only these levels: low, normal, high, urgent.")
+ProjectKey = Field(description="Repo path or project label.")
+Query = Field(description='Words, "phrase", auth*, AND/OR/NOT, subject:x. Any text is safe.')
+Limit = Field(default=20, ge=1, le=1000)
+Importance = Field(default=None, description="low|normal|high|urgent (one or a list)")
 
 
 class FilterArgs(Args):
-    agent_filter: str | None = Field(default=None, description="Keep messages this agent sent or received.")
-    since_ts: str | None = Field(default=None, description="ISO-8601; keep messages created at or after.")
-    until_ts: str | None = Field(default=None, description="ISO-8601; keep messages created at or before.")
+    agent_filter: str | None = Field(default=None, description="Sent or received by this agent.")
+    since_ts: str | None = Field(default=None, description="ISO-8601, inclusive.")
+    until_ts: str | None = Field(default=None, description="ISO-8601, inclusive.")
     importance: list[str] | str | None = Importance
-    thread_id: str | None = Field(default=None, description="Keep one thread (key or seed message id).")
-    order: Literal["relevance", "newest"] = Field(default="relevance", description="bm25 relevance or newest first.")
+    thread_id: str | None = None
+    order: Literal["relevance", "newest"] = "relevance"
 
     def filters(self) -> SearchFilters:
         return SearchFilters(
@@ -52,7 +50,7 @@ class SearchMessagesArgs(FilterArgs):
 class SearchMailboxArgs(FilterArgs):
     project_key: str = ProjectKey
     query: str = Query
-    requesting_agent: str | None = Field(default=None, description="Search as this agent (only its mail).")
+    requesting_agent: str | None = None
     limit: int = Limit
     include_bodies: bool = True
 
@@ -104,10 +102,7 @@ def register(tools: ToolRegistry, resources: ResourceRegistry) -> None:
 
     @tools.tool(core=True, category="search", read_only=True, idempotent=True)
     async def search_mailbox(services: Services, args: SearchMailboxArgs) -> list[dict[str, Any]]:
-        """Search your mail (sent or received) in a project: full messages, best match first.
-
-        Each result has relevance_score, subject_snippet and body_snippet with <mark> around hits.
-        """
+        """Search mail you sent or received, best match first, with <mark> snippets and relevance_score."""
         return await services.search.search(
             args.project_key, args.query, viewer=await viewer_for(services, args.requesting_agent),
             filters=args.filters(), limit=args.limit, order=args.order, include_bodies=args.include_bodies,
