@@ -21,16 +21,10 @@ class EnsureProjectArgs(Args):
 def register(tools: ToolRegistry) -> None:
     @tools.tool(core=True, category="infrastructure", read_only=True, idempotent=True)
     async def health_check(services: Services, args: HealthCheckArgs) -> dict[str, Any]:
-        """Check the mail daemon is up: live DB check, archive queue, uptime, version, sessions.
-
-        Use when a mail tool fails unexpectedly or at the start of a session.
-        """
+        """Live daemon health (database, archive queue, uptime, version). Use when a mail tool misbehaves."""
         return await services.health.check()
 
     @tools.tool(core=True, category="infrastructure", idempotent=True)
     async def ensure_project(services: Services, args: EnsureProjectArgs) -> dict[str, Any]:
-        """Create the project if missing and return it ({id, slug, human_key, created_at}). Idempotent.
-
-        Keys that slugify alike are one project (`/backend`, `Backend`). register_agent also creates it.
-        """
+        """Create the project if missing and return it. Idempotent: keys that slugify alike are one project."""
         return await services.projects.ensure(args.human_key)
