@@ -13,7 +13,8 @@ from pydantic import Field
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.registry import Args, ResourceRegistry, ToolRegistry
 from maild.services.agents import is_operator
-from maild.services.search import SearchFilters, normalize_importance, normalize_ts
+from maild.services.messaging import parse_ts
+from maild.services.search import SearchFilters, normalize_importance
 from maild.services.sessions import current_session
 from shared.errors import AuthenticationRequired
 
@@ -34,8 +35,8 @@ class FilterArgs(Args):
     def filters(self) -> SearchFilters:
         return SearchFilters(
             agent=self.agent_filter or None,
-            since_ts=normalize_ts(self.since_ts, "since_ts"),
-            until_ts=normalize_ts(self.until_ts, "until_ts"),
+            since_ts=parse_ts(self.since_ts, "since_ts"),
+            until_ts=parse_ts(self.until_ts, "until_ts"),
             importance=normalize_importance(self.importance),
             thread_id=self.thread_id or None,
         )

@@ -13,7 +13,6 @@ thread and small time-range filters seek instead of walking. Figures: docs/searc
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import unicodedata
@@ -22,7 +21,6 @@ from typing import Any
 
 from maild.services.projects import find_in, validate_project_key
 from maild.store import Connection, Store
-from maild.store.db import format_ts
 from shared.errors import InvalidArgument, NotFound
 
 MAX_QUERY_CHARS = 1000
@@ -187,21 +185,6 @@ class SearchFilters:
     until_ts: str | None = None
     importance: tuple[str, ...] = ()
     thread_id: str | None = None
-
-
-def normalize_ts(value: str | None, name: str) -> str | None:
-    """Any ISO-8601 moment (naive means UTC) in the store's one representation."""
-    if value is None or value == "":
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise InvalidArgument(
-            f"{name} must be an ISO-8601 timestamp such as 2026-01-31T12:00:00Z, got {value!r}"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return format_ts(moment)
 
 
 def normalize_importance(value: str | list[str] | None) -> tuple[str, ...]:
