@@ -28,7 +28,7 @@ def stop(paths: MailboxPaths) -> None:
 
 
 def summarise(samples_s: list[float]) -> dict[str, float]:
-    """Milliseconds: median, p90, p99, min, max over the samples (given in seconds)."""
+    """Milliseconds: median, p90, p95, p99, min, max over the samples (given in seconds)."""
     ms = sorted(s * 1000 for s in samples_s)
 
     def pct(p: float) -> float:
@@ -38,17 +38,22 @@ def summarise(samples_s: list[float]) -> dict[str, float]:
         "n": len(ms),
         "p50_ms": round(statistics.median(ms), 3),
         "p90_ms": round(pct(90), 3),
+        "p95_ms": round(pct(95), 3),
         "p99_ms": round(pct(99), 3),
         "min_ms": round(ms[0], 3),
         "max_ms": round(ms[-1], 3),
     }
 
 
+def machine() -> dict[str, Any]:
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+
+
 def write_report(name: str, figures: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     report = {
         "bench": name,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "figures": figures,
     }
     path = RESULTS / f"{name}.json"
