@@ -176,3 +176,34 @@ def test_macros_start_a_session_and_run_a_reservation_cycle(mailbox: Mailbox) ->
                                                                 "paths": ["tmp/*.txt"], "auto_release": True})
         assert cycle["released"]["released"] == 1
     time.sleep(0)
+
+
+def test_macro_prepare_thread_registers_reads_the_inbox_and_summarises(mailbox: Mailbox) -> None:
+    project = str(mailbox.root)
+    with agent(mailbox, "Writer") as writer, mailbox.client(
+        hello={"session": "joiner", "client": "test", "pid": os.getpid()}
+    ) as joiner:
+        with pytest.raises(NotFound, match="ensure_project"):
+            joiner.call_tool("macro_prepare_thread", {"project_key": "/nowhere", "thread_id": "T-1",
+                                                      "program": "p", "model": "m"})
+        with pytest.raises(InvalidArgument, match="agent_name is required"):
+            joiner.call_tool("macro_prepare_thread", {"project_key": project, "thread_id": "T-1", "program": "p",
+                                                      "model": "m", "register_if_missing": False})
+        joined = joiner.call_tool("macro_prepare_thread", {"project_key": project, "thread_id": "T-1",
+                                                           "program": "p", "model": "m", "agent_name": "Joiner"})
+        assert joined["agent"]["name"] == "Joiner"
+        assert joined["thread"]["total_messages"] == 0
+        writer.call_tool("send_message", {"project_key": project, "to": "Joiner", "thread_id": "T-1",
+                                          "subject": "Plan", "body_md": "- [ ] run the `src/db/migrate.py` step"})
+        again = joiner.call_tool("macro_prepare_thread", {"project_key": project, "thread_id": "T-1",
+                                                          "program": "p", "model": "m", "register_if_missing": False})
+        assert again["agent"]["name"] == "Joiner"
+        assert again["unread_count"] == 1
+        assert [m["subject"] for m in again["inbox"]] == ["Plan"]
+        assert "body_md" not in again["inbox"][0]
+        thread = again["thread"]
+        assert thread["thread_id"] == "T-1"
+        assert thread["total_messages"] == 1
+        assert thread["summary"]["participants"] == ["Writer"]
+        assert thread["summary"]["open_actions"] == 1
+        assert thread["examples"][0]["subject"] == "Plan"

@@ -10,6 +10,7 @@ from maild.mcp_surface.context import Services
 from maild.mcp_surface.registry import Args, ResourceRegistry, ToolRegistry
 from maild.services.mail_views import to_bool
 from maild.services.sessions import current_session
+from shared.errors import InvalidArgument
 
 ProjectKey = Field(description="Repo path or project label.")
 
@@ -61,6 +62,22 @@ class StartSessionArgs(Args):
     file_reservation_reason: str = "macro-session"
     file_reservation_ttl_seconds: int = 3600
     inbox_limit: int = 10
+
+
+class PrepareThreadArgs(Args):
+    project_key: str = ProjectKey
+    thread_id: str
+    program: str
+    model: str
+    agent_name: str | None = None
+    task_description: str = ""
+    register_if_missing: bool = True
+    include_examples: bool = True
+    inbox_limit: int = 10
+    include_inbox_bodies: bool = False
+    llm_mode: bool = True
+    llm_model: str | None = None
+    registration_token: str | None = Field(None, description="Needed only to act as another agent.")
 
 
 class ReservationCycleArgs(Args):
@@ -135,6 +152,43 @@ def register(tools: ToolRegistry, resources: ResourceRegistry) -> None:
         )
         return {"project": project, "agent": agent, "file_reservations": reservations, "inbox": inbox["result"],
                 "unread_count": inbox["unread_count"]}
+
+    @tools.tool(core=False, category="workflow_macros")
+    async def macro_prepare_thread(services: Services, args: PrepareThreadArgs) -> dict[str, Any]:
+        """Join a thread in one call: register (unless register_if_missing=false), fetch the inbox and
+        summarise the thread. The project must exist."""
+        session = current_session.get()
+        project = await services.projects.find(args.project_key)
+        token = args.registration_token
+        if args.register_if_missing:
+            agent = await services.agents.register(
+                session, args.project_key, args.program, args.model, args.agent_name, args.task_description,
+                "auto", force_reclaim=False, token=token,
+            )
+            token = agent.get("registration_token") or token
+        elif args.agent_name is None and (session is None or session.agent_id is None):
+            raise InvalidArgument(
+                "agent_name is required when register_if_missing=false and this session is not bound to an "
+                "agent; pass agent_name, or let the macro register you", data={"parameter": "agent_name"},
+            )
+        inbox = await services.messaging.fetch_inbox(
+            session, args.project_key, args.agent_name, token, limit=args.inbox_limit, urgent_only=False,
+            include_bodies=args.include_inbox_bodies, since_ts=None,
+        )
+        if not args.register_if_missing:
+            agent = await services.agents.whois(args.project_key, inbox["agent"], False, 0)
+        thread = await services.summaries.summarize_thread(
+            args.project_key, args.thread_id, viewer=agent["id"], include_examples=args.include_examples,
+            llm_mode=args.llm_mode, llm_model=args.llm_model,
+        )
+        return {
+            "project": project,
+            "agent": agent,
+            "thread": {"thread_id": thread["thread_id"], "summary": thread["summary"],
+                       "examples": thread.get("examples", []), "total_messages": thread["summary"]["total_messages"]},
+            "inbox": inbox["result"],
+            "unread_count": inbox["unread_count"],
+        }
 
     @tools.tool(core=False, category="workflow_macros")
     async def macro_file_reservation_cycle(services: Services, args: ReservationCycleArgs) -> dict[str, Any]:

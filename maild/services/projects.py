@@ -88,6 +88,11 @@ class Projects:
             return project_dict(existing)
         return await self._store.write(ensure_in, key)
 
+    async def find(self, human_key: object) -> dict[str, Any]:
+        """An existing project (NOT_FOUND, saying how to create it, otherwise)."""
+        key = validate_project_key(human_key)
+        return await self._store.read(find_in, key)
+
     async def list(self) -> list[dict[str, Any]]:
         rows = await self._store.read(
             lambda conn: conn.execute(f"SELECT {_COLUMNS} FROM projects ORDER BY id").fetchall()
