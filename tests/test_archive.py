@@ -159,18 +159,75 @@ def test_kill_9_under_load_loses_no_acknowledged_message(mailbox: Mailbox) -> No
     assert set(in_db) == set(archived), "database and archive disagree after crash recovery"
 
 
-def test_stale_git_locks_are_repaired_at_start(mailbox: Mailbox) -> None:
+def test_stale_git_locks_left_by_a_crashed_git_are_removed_at_start(mailbox: Mailbox) -> None:
     a = agent(mailbox, "BlueLake")
     wait_drained(mailbox)
     a.close()
     mailbox.stop()
-    for lock in ("index.lock", "refs/heads/main.lock"):
+    stale = ("index.lock", "HEAD.lock", "packed-refs.lock", "refs/heads/main.lock", "refs/heads/other.lock")
+    for lock in stale:
         (mailbox.paths.archive / lock).write_text("stale")
     b = agent(mailbox, "GreenCastle")
     sent = send(b, "BlueLake")
     wait_drained(mailbox)
     assert sent["id"] in canonical_files(mailbox)
-    assert not (mailbox.paths.archive / "refs/heads/main.lock").exists()
+    left = [lock for lock in stale if (mailbox.paths.archive / lock).exists()]
+    assert left == [], f"stale locks survived the start: {left}"
+    b.close()
+
+
+def wait_degraded(mailbox: Mailbox) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        report = mailbox.call("health_check")
+        if report["status"] == "degraded":
+            return report  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"health never went degraded: {report['archive']}"
+        time.sleep(0.05)
+
+
+def test_a_ref_lock_held_during_sends_keeps_the_queue_until_it_is_released(mailbox: Mailbox) -> None:
+    a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    wait_drained(mailbox)
+    head = git(mailbox, "rev-parse", "main").strip()
+    held = mailbox.paths.archive / "refs/heads/main.lock"
+    held.write_text(head + "\n")  # another git process is updating the branch
+    try:
+        sent = [send(a, "GreenCastle", subject=f"while locked {i}") for i in range(3)]
+        report = wait_degraded(mailbox)
+        assert report["archive"]["ok"] is False
+        assert "main.lock" in report["archive"]["last_error"] or "refs/heads/main" in report["archive"]["last_error"]
+        assert report["archive"]["queue_depth"] >= 3, "nothing may count as archived while the ref cannot move"
+        assert git(mailbox, "rev-parse", "main").strip() == head
+        assert held.exists(), "a lock that appears while the daemon runs belongs to someone else"
+    finally:
+        held.unlink()
+    wait_drained(mailbox, timeout=60)
+    assert {m["id"] for m in sent} <= set(canonical_files(mailbox))
+    assert mailbox.call("health_check")["status"] == "ok"
+    a.close()
+    b.close()
+    mailbox.stop()
+    assert "missing in archive" not in mailbox.mailctl("doctor").stdout
+
+
+def test_an_unremovable_stale_lock_degrades_health_instead_of_stopping_the_daemon(mailbox: Mailbox) -> None:
+    a = agent(mailbox, "BlueLake")
+    wait_drained(mailbox)
+    a.close()
+    mailbox.stop()
+    (mailbox.paths.archive / "refs/heads/main.lock").write_text("stale")
+    restore = make_unwritable(mailbox.paths.archive)
+    try:
+        b = agent(mailbox, "GreenCastle")
+        sent = send(b, "BlueLake", subject="lock cannot be removed")
+        report = wait_degraded(mailbox)
+        assert "stale git lock" in report["archive"]["last_error"]
+        assert mailbox.call("health_check")["pid"] == report["pid"], "the daemon kept running"
+    finally:
+        restore()
+    wait_drained(mailbox, timeout=60)
+    assert sent["id"] in canonical_files(mailbox)
     b.close()
 
 

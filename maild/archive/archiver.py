@@ -105,6 +105,13 @@ class Archiver:
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                     continue
+                except Exception as exc:  # top of a task: an archive bug must never stop the daemon
+                    self.ok, self.last_error = False, f"{type(exc).__name__}: {exc}"[:500]
+                    log.exception("archive round failed unexpectedly (mail is unaffected; will retry in %.1f s)",
+                                  backoff)
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                    continue
                 backoff = 0.5
                 if not done:
                     await anyio.sleep(IDLE_POLL_SECONDS)
@@ -113,7 +120,7 @@ class Archiver:
                 try:
                     while await self.drain_once():  # the last changes before shutdown
                         pass
-                except ArchiveError as exc:
+                except Exception as exc:  # shutdown must finish; the outbox keeps the work
                     log.warning("final archive drain failed; the outbox keeps it for next start: %s", exc)
             await anyio.to_thread.run_sync(self._committer.close)
 

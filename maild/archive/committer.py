@@ -3,9 +3,11 @@
 fast-import needs no index and no work tree, so many changes become one commit at ~O(batch) cost,
 and there is no `index.lock` to contend on (measured: ~100x GitPython's per-commit index writes).
 The repository is bare: browse it with `git -C .mcp_mail/archive log --stat` or clone it.
-A batch counts as committed only when fast-import has checkpointed it (the ref is updated) and
-answered our `progress` marker; until then its outbox rows stay, and a replay rewrites the same
-deterministic files.
+A batch counts as committed only when fast-import has checkpointed it, answered our `progress`
+marker, *and* the branch ref on disk names the batch's commit: fast-import answers `progress` even
+when the checkpoint could not update the ref (e.g. a held `refs/heads/main.lock`), so the reply alone
+proves nothing. Until then its outbox rows stay, and a replay rewrites the same deterministic files.
+Every failure (git errors, OSError, timeouts) leaves this module as `ArchiveError`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import time
 from pathlib import Path
 from typing import IO
 
+from shared.errors import StorageError
+
 log = logging.getLogger(__name__)
 BRANCH = "refs/heads/main"
 
 
-class ArchiveError(Exception):
-    """git failed (permissions, disk full, corrupt repo); the outbox keeps the work for later."""
+class ArchiveError(StorageError):
+    """git failed (permissions, disk full, corrupt repo, timeout); the outbox keeps the work for later."""
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -32,17 +36,20 @@ def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 
 def repair_stale_locks(repo: Path) -> list[str]:
-    """Remove lock files a crashed writer left behind. Safe: only the daemon (which holds the
-    instance lock) ever writes to the archive."""
+    """Remove lock files a crashed writer left behind. Safe at start-up only: the daemon (which
+    holds the instance lock) is the archive's one writer, and nothing of ours runs yet."""
     removed = []
     candidates = [repo / "index.lock", repo / "HEAD.lock", repo / "packed-refs.lock", repo / "shallow.lock"]
     refs = repo / "refs"
-    if refs.is_dir():
-        candidates += list(refs.rglob("*.lock"))
-    for lock in candidates:
-        if lock.exists():
-            lock.unlink()
-            removed.append(str(lock.relative_to(repo)))
+    try:
+        if refs.is_dir():
+            candidates += list(refs.rglob("*.lock"))
+        for lock in candidates:
+            if lock.exists():
+                lock.unlink()
+                removed.append(str(lock.relative_to(repo)))
+    except OSError as exc:
+        raise ArchiveError(f"cannot remove stale git lock in {repo} ({exc}); make the archive writable") from None
     if removed:
         log.warning("removed stale archive locks: %s", ", ".join(removed))
     return removed
@@ -51,14 +58,29 @@ def repair_stale_locks(repo: Path) -> list[str]:
 def ensure_repository(repo: Path) -> None:
     if (repo / "HEAD").exists():
         return
-    repo.mkdir(parents=True, exist_ok=True)
     try:
+        repo.mkdir(parents=True, exist_ok=True)
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(repo)], capture_output=True, text=True,
                        check=True, timeout=60)
         _git(repo, "config", "commit.gpgsign", "false")
         _git(repo, "config", "gc.auto", "0")  # we pack when idle, not in the middle of a batch
     except subprocess.CalledProcessError as exc:
         raise ArchiveError(f"git init failed: {exc.stderr.strip()}") from None
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ArchiveError(f"cannot create the archive repository {repo}: {exc}") from None
+
+
+def branch_head(repo: Path) -> str | None:
+    """The commit the branch names on disk right now (loose ref first, then `git rev-parse`)."""
+    loose = repo / BRANCH
+    try:
+        text = loose.read_text().strip()
+    except FileNotFoundError:
+        text = ""
+    if text:
+        return text
+    done = _git(repo, "rev-parse", "--verify", "-q", BRANCH, check=False)  # packed, or no branch yet
+    return done.stdout.strip() or None
 
 
 class FastImportCommitter:
@@ -68,20 +90,35 @@ class FastImportCommitter:
         self._proc: subprocess.Popen[bytes] | None = None
         self._needs_from = False
         self._batches = 0
+        self._repaired = False
 
     def _start(self) -> subprocess.Popen[bytes]:
         ensure_repository(self.repo)
-        repair_stale_locks(self.repo)
-        exists = _git(self.repo, "rev-parse", "--verify", "-q", BRANCH, check=False).returncode == 0
-        self._needs_from = exists
+        if not self._repaired:
+            # Only once per daemon: a lock that appears later belongs to someone else (a human's git,
+            # a backup tool) and must make commits fail and retry, not be deleted under them.
+            repair_stale_locks(self.repo)
+            self._repaired = True
+        self._needs_from = branch_head(self.repo) is not None
         self._proc = subprocess.Popen(
             ["git", "--git-dir", str(self.repo), "fast-import", "--quiet", "--done"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         return self._proc
 
-    def commit(self, files: dict[str, bytes], message: str) -> None:
-        """Write one commit with `files` (path -> content) and wait until the ref moved."""
+    def commit(self, files: dict[str, bytes], message: str) -> str:
+        """Write one commit with `files` (path -> content); return its id once the branch names it.
+        Raises ArchiveError for every failure (the caller keeps the work and retries)."""
+        try:
+            return self._commit(files, message)
+        except ArchiveError:
+            raise
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            if self._proc is not None:
+                self._failure(self._proc, str(exc))
+            raise ArchiveError(f"archive commit failed: {exc}") from None
+
+    def _commit(self, files: dict[str, bytes], message: str) -> str:
         proc = self._proc if self._proc is not None and self._proc.poll() is None else self._start()
         assert proc.stdin is not None
         assert proc.stdout is not None
@@ -90,7 +127,7 @@ class FastImportCommitter:
         now = int(time.time())
         text = message.encode()
         chunks = [
-            f"commit {BRANCH}\n".encode(),
+            f"commit {BRANCH}\nmark :{self._batches}\n".encode(),
             f"author {self._author} {now} +0000\ncommitter {self._author} {now} +0000\n".encode(),
             f"data {len(text)}\n".encode(), text, b"\n",
         ]
@@ -98,25 +135,41 @@ class FastImportCommitter:
             chunks.append(f"from {BRANCH}^0\n".encode())
         for path, content in sorted(files.items()):
             chunks += [f"M 100644 inline {path}\n".encode(), f"data {len(content)}\n".encode(), content, b"\n"]
-        chunks.append(f"\ncheckpoint\n\nprogress {marker}\n".encode())
+        chunks.append(f"\ncheckpoint\n\nget-mark :{self._batches}\nprogress {marker}\n".encode())
         try:
             proc.stdin.write(b"".join(chunks))
             proc.stdin.flush()
+            made = proc.stdout.readline().decode().strip()
             reply = proc.stdout.readline().decode().strip()
         except (BrokenPipeError, OSError) as exc:
             raise ArchiveError(self._failure(proc, str(exc))) from None
-        if reply != f"progress {marker}":
-            raise ArchiveError(self._failure(proc, f"unexpected reply {reply!r}"))
+        if reply != f"progress {marker}" or len(made) != 40:
+            raise ArchiveError(self._failure(proc, f"unexpected reply {made!r} {reply!r}"))
+        head = branch_head(self.repo)
+        if head != made:
+            # The checkpoint wrote the objects but could not move the ref (a held ref lock, a
+            # read-only refs dir). fast-import now believes in a branch git does not have: restart it
+            # so the retry builds on the real ref.
+            detail = self._failure(proc, "", graceful=True)
+            raise ArchiveError(f"git did not move {BRANCH} to the new commit (it names {head}): "
+                               f"{detail or 'ref update failed'}")
         self._needs_from = False
+        return made
 
-    def _failure(self, proc: subprocess.Popen[bytes], fallback: str) -> str:
+    def _failure(self, proc: subprocess.Popen[bytes], fallback: str, *, graceful: bool = False) -> str:
+        if graceful and proc.stdin is not None:  # a clean `done` spares us fast-import's crash report
+            with contextlib.suppress(OSError):
+                proc.stdin.write(b"done\n")
+                proc.stdin.flush()
         self._kill(proc)
         stderr: IO[bytes] | None = proc.stderr
         detail = stderr.read().decode(errors="replace").strip() if stderr is not None else ""
         if stderr is not None:
             stderr.close()
         self._proc = None
-        return (detail.splitlines()[-1] if detail else fallback)[:500]
+        lines = detail.splitlines()
+        errors = [line for line in lines if line.startswith(("error:", "fatal:"))]
+        return (errors[0] if errors else lines[-1] if lines else fallback)[:500]
 
     @staticmethod
     def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -148,9 +201,15 @@ class FastImportCommitter:
 
 def head_files(repo: Path, prefix: str = "projects") -> list[str]:
     """Paths in the archive's current commit (empty when nothing is committed yet)."""
-    if _git(repo, "rev-parse", "--verify", "-q", BRANCH, check=False).returncode != 0:
-        return []
-    out = _git(repo, "ls-tree", "-r", "--name-only", BRANCH, "--", prefix).stdout
+    try:
+        if _git(repo, "rev-parse", "--verify", "-q", BRANCH, check=False).returncode != 0:
+            return []
+        out = _git(repo, "ls-tree", "-r", "--name-only", BRANCH, "--", prefix).stdout
+    except subprocess.CalledProcessError as exc:
+        raise ArchiveError(f"cannot list the archive at {repo}: {exc.stderr.strip()[:300]}; "
+                           f"check it with `git --git-dir {repo} fsck`") from None
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ArchiveError(f"cannot read the archive at {repo}: {exc}") from None
     return out.splitlines()
 
 
@@ -159,12 +218,18 @@ def read_blobs(repo: Path, paths: list[str]) -> dict[str, bytes]:
     if not paths:
         return {}
     request = "".join(f"{BRANCH}:{p}\n" for p in paths).encode()
-    proc = subprocess.run(["git", "--git-dir", str(repo), "cat-file", "--batch"], input=request,
-                          capture_output=True, check=True, timeout=600)
+    try:
+        proc = subprocess.run(["git", "--git-dir", str(repo), "cat-file", "--batch"], input=request,
+                              capture_output=True, check=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ArchiveError(f"cannot read files from the archive at {repo}: {exc}; "
+                           f"check it with `git --git-dir {repo} fsck`") from None
     out, pos, blobs = proc.stdout, 0, {}
     for path in paths:
         header_end = out.index(b"\n", pos)
         header = out[pos:header_end].split()
+        if len(header) < 3 or header[1] != b"blob":
+            raise ArchiveError(f"archive file {path} is unreadable ({out[pos:header_end].decode(errors='replace')})")
         size = int(header[2])
         blobs[path] = out[header_end + 1 : header_end + 1 + size]
         pos = header_end + 1 + size + 1
