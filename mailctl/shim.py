@@ -6,7 +6,8 @@ SDK server answers the protocol; the shim adds three things:
 - survival of daemon restarts: on a dropped socket it answers in-flight requests with a retryable
   JSON-RPC error, reconnects (auto-starting maild), re-sends the hello (the daemon restores the
   session's identity binding by session id) and replays a legacy client's `initialize` +
-  `notifications/initialized`, swallowing the duplicate reply;
+  `notifications/initialized`, consuming the duplicate reply itself (a live answer also proves
+  the new connection is served before anything is relayed on it);
 - prompt exit on stdin EOF, SIGINT/SIGTERM, or the death of its parent (no ghost agents online).
 """
 
@@ -78,9 +79,30 @@ class Shim:
             replay = json.loads(self._initialize)
             replay["id"] = REPLAY_ID
             sock.sendall(json.dumps(replay).encode() + b"\n")
+            # Wait for the replayed initialize's answer before relaying anything: a socket accepted
+            # in the instant a dying daemon closes its listener looks connected but is already lost.
+            self._await_replay(sock)
             if self._initialized is not None:
                 sock.sendall(self._initialized)
         return sock
+
+    @staticmethod
+    def _await_replay(sock: socket.socket) -> None:
+        sock.settimeout(RECONNECT_TIMEOUT)
+        buffered = b""
+        while b"\n" not in buffered:  # nothing else is sent before `initialized` goes out
+            try:
+                chunk = sock.recv(65536)
+            except OSError as exc:
+                chunk = b""
+                reason = f"did not answer the restored session ({exc})"
+            else:
+                reason = "closed the connection while the session was being restored"
+            if not chunk:
+                sock.close()
+                raise DaemonUnavailable(f"maild {reason}")
+            buffered += chunk
+        sock.settimeout(None)
 
     def start(self) -> None:
         self._sock = self._open()
@@ -158,8 +180,6 @@ class Shim:
             except ValueError:
                 frame = None
             if isinstance(frame, dict) and "method" not in frame and "id" in frame:
-                if frame["id"] == REPLAY_ID:
-                    return  # the reply to our replayed initialize: the client already has one
                 with self._state:
                     self._in_flight.pop(_key(frame["id"]), None)
                     self._state.notify_all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,18 +124,80 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
     return proc.wait(timeout=timeout)
 
 
-def test_the_shim_exits_on_stdin_eof_and_on_sigterm(mailbox: Mailbox) -> None:
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+
+
+def rpc(proc: subprocess.Popen[bytes], frame: dict[str, Any]) -> dict[str, Any] | None:
+    """Write one frame to the shim; for a request, read lines until its answer."""
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write(json.dumps(frame).encode() + b"\n")
+    proc.stdin.flush()
+    if "id" not in frame:
+        return None
+    while True:
+        reply: dict[str, Any] = json.loads(proc.stdout.readline())
+        if reply.get("id") == frame["id"]:
+            return reply
+
+
+def start_raw_shim(mailbox: Mailbox) -> subprocess.Popen[bytes]:
+    proc = run_shim(mailbox)
+    assert rpc(proc, INITIALIZE) is not None  # answered: the shim is connected and its handlers are set
+    rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+    return proc
+
+
+def unread_bytes(pid: int) -> int:
+    """Bytes waiting in the receive queues of `pid`'s unix sockets (`ss` shows Recv-Q per socket)."""
+    listing = subprocess.run(["ss", "-xpn"], capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[2]) for line in listing.splitlines() if f"pid={pid}," in line)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_shim_exits_on_stdin_eof_and_on_signals(mailbox: Mailbox, sig: signal.Signals) -> None:
     proc = run_shim(mailbox)
     assert proc.stdin is not None
     proc.stdin.close()
     assert wait_exit(proc) == 0
     proc.stdout.close()  # type: ignore[union-attr]
-    proc = run_shim(mailbox)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
+    proc = start_raw_shim(mailbox)
+    proc.send_signal(sig)
     assert wait_exit(proc) == 0
     proc.stdin.close()  # type: ignore[union-attr]
     proc.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs `ss` (iproute2) to see the request reach the daemon")
+def test_a_request_in_flight_when_the_daemon_dies_gets_a_retryable_error(mailbox: Mailbox) -> None:
+    proc = start_raw_shim(mailbox)
+    call = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "health_check", "arguments": {}}}
+    first = rpc(proc, {**call, "id": 2})
+    assert first is not None
+    daemon = first["result"]["structuredContent"]["pid"]
+    os.kill(daemon, signal.SIGSTOP)  # frozen: the next request is delivered but never answered
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({**call, "id": 3}).encode() + b"\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 10
+        while unread_bytes(daemon) == 0:  # the shim has relayed it: the request is in flight
+            assert time.monotonic() < deadline, "the request never reached the daemon's socket"
+    finally:
+        os.kill(daemon, signal.SIGKILL)
+    assert proc.stdout is not None
+    lost = json.loads(proc.stdout.readline())
+    assert lost["id"] == 3
+    assert lost["error"]["code"] == -32099
+    assert lost["error"]["data"] == {"retryable": True}
+    retried = rpc(proc, {**call, "id": 4})  # the shim restarted the daemon: the retry succeeds
+    assert retried is not None
+    assert "result" in retried, retried
+    assert retried["result"]["structuredContent"]["pid"] != daemon
+    proc.stdin.close()
+    assert wait_exit(proc) == 0
+    proc.stdout.close()
 
 
 def test_a_shim_whose_editor_died_exits_and_its_agent_goes_offline(mailbox: Mailbox) -> None:

@@ -171,11 +171,21 @@ def _generate_free_name(conn: Connection) -> str:
 
 def _retire(conn: Connection, row: Any, now: str) -> None:
     conn.execute("UPDATE agents SET is_active = 0, deleted_ts = ? WHERE id = ?", (now, row[0]))
-    conn.execute(
-        "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL", (now, row[0])
-    )
+    released = conn.execute(
+        "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL RETURNING id",
+        (now, row[0]),
+    ).fetchall()
     conn.execute("UPDATE sessions SET agent_id = NULL WHERE agent_id = ?", (row[0],))
     enqueue(conn, "agent", row[13], {"agent": agent_dict(get_by_id(conn, row[0]))})
+    if released:
+        from maild.services import reservations as rs  # here: reservations imports this module
+
+        by_slug: dict[str, list[Any]] = {}
+        for (rid,) in released:
+            fresh: Any = conn.execute(f"SELECT {rs.COLUMNS} FROM {rs.FROM} WHERE r.id = ?", (rid,)).fetchone()
+            by_slug.setdefault(fresh[10], []).append(fresh)
+        for slug, rows in by_slug.items():
+            rs._archive(conn, slug, rows)  # the one place reservation payloads are built
 
 
 def _create(conn: Connection, project: dict[str, Any], name: str, fields: dict[str, str]) -> tuple[Any, str]:

@@ -77,8 +77,11 @@ def conflicts_for(active: list[Any], agent_id: int, pattern: str, exclusive: boo
 
 
 def _archive(conn: Connection, slug: str, rows: list[Any]) -> None:
+    """Queue the archive files of `rows` (COLUMNS rows); every state change calls this. The holder's
+    id travels with its name so a rebuild keeps leases on the right agent after a name is reclaimed."""
     if rows:
-        enqueue(conn, "file_reservation", slug, {"reservations": [reservation_dict(r) for r in rows]})
+        enqueue(conn, "file_reservation", slug,
+                {"reservations": [{**reservation_dict(r), "agent_id": r[2]} for r in rows]})
 
 
 def release_expired(conn: Connection, now: str) -> int:
