@@ -16,7 +16,8 @@ import pytest
 
 from tests.conftest import Mailbox
 
-pytestmark = pytest.mark.slow
+# On a fresh machine the first test also installs ~400 MB of npm packages (npm's own timeout: 600 s).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 NPM_PREFIX = Path.home() / ".cache" / "agent-mail-tests" / "npm"
 PACKAGES = ["@modelcontextprotocol/inspector@2.12.0", "@anthropic-ai/claude-code"]
