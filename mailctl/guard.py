@@ -4,16 +4,21 @@ Installed into the repository's real hooks directory (`git rev-parse --git-path 
 honours `core.hooksPath` and worktrees). An existing hook is kept as `<hook>.orig` and run first,
 as are executables in `hooks.d/<hook>/`; uninstall removes only our runner and restores `.orig`.
 
-The check asks the running daemon (one socket round trip); when none runs it reads the database
-read-only. Decision for an unreachable or unreadable mailbox: with no database at all nothing can
-be reserved, so the commit passes with a notice; a database that exists but cannot be read blocks
-(in block mode) — never a silent pass — and says how to bypass (`AGENT_MAIL_BYPASS=1`).
+The guard is scoped to one project: `install` records the project key in the repository's git
+config (`agentmail.project`, shared by its worktrees; default: the main checkout's top-level path,
+upstream's human_key convention), so with one mailbox shared by several repositories a reservation
+in one never blocks commits in another. The check asks the running daemon (one socket round trip);
+when none runs it reads the database read-only. Decision for an unreachable or unreadable
+mailbox: with no database at all nothing can be reserved, so the commit passes with a notice; a
+database that exists but cannot be read blocks (in block mode) — never a silent pass — and says
+how to bypass (`AGENT_MAIL_BYPASS=1`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +32,32 @@ from shared.paths import MailboxPaths
 
 MARKER = "# agent-mail guard chain runner"
 HOOKS = ("pre-commit", "pre-push")
+PROJECT_CONFIG = "agentmail.project"
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def project_slug(project_key: str) -> str:
+    """The daemon's slug rule (maild.services.projects.slugify; a test keeps the two in step)."""
+    return _NON_SLUG.sub("-", project_key.strip().lower()).strip("-") or "project"
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
+
+
+def default_project_key(repo: Path) -> str:
+    """The top-level path of the repository's main checkout, so that all worktrees share a project."""
+    common = _git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").stdout.strip()
+    if common and Path(common).name == ".git":
+        return str(Path(common).parent)
+    top = _git(repo, "rev-parse", "--show-toplevel").stdout.strip()
+    return top or str(repo.resolve())
+
+
+def project_key_for(repo: Path) -> str:
+    """The project the guard checks for this repository: what install recorded, else the default."""
+    recorded = _git(repo, "config", "--get", PROJECT_CONFIG).stdout.strip()
+    return recorded or default_project_key(repo)
 
 
 def hooks_dir(repo: Path) -> Path:
@@ -55,8 +86,11 @@ printf '%s\\n' "$input" | exec "{sys.executable}" -P -m mailctl --root "{root}" 
 """
 
 
-def install(repo: Path, root: Path, prepush: bool = False) -> dict[str, Any]:
+def install(repo: Path, root: Path, prepush: bool = False, project_key: str | None = None) -> dict[str, Any]:
     directory = hooks_dir(repo)
+    project = (project_key or "").strip() or default_project_key(repo)
+    if _git(repo, "config", "--local", PROJECT_CONFIG, project).returncode != 0:
+        raise InvalidArgument(f"cannot record {PROJECT_CONFIG} in {repo}'s git config; check its permissions")
     directory.mkdir(parents=True, exist_ok=True)
     installed = []
     for hook in ("pre-commit", "pre-push") if prepush else ("pre-commit",):
@@ -69,7 +103,7 @@ def install(repo: Path, root: Path, prepush: bool = False) -> dict[str, Any]:
         target.write_text(runner_script(hook, root))
         target.chmod(0o755)
         installed.append(str(target))
-    return {"hooks": installed, "hooks_dir": str(directory)}
+    return {"hooks": installed, "hooks_dir": str(directory), "project_key": project}
 
 
 def uninstall(repo: Path) -> dict[str, Any]:
@@ -83,6 +117,8 @@ def uninstall(repo: Path) -> dict[str, Any]:
             backup = directory / f"{hook}.orig"
             if backup.exists():
                 backup.rename(target)
+    if removed:
+        _git(repo, "config", "--local", "--unset", PROJECT_CONFIG)
     return {"removed": removed}
 
 
@@ -91,9 +127,8 @@ def _git_lines(repo: Path, *args: str) -> list[str]:
     return [line for line in out.split("\0" if "-z" in args else "\n") if line]
 
 
-def staged_paths(repo: Path) -> list[str]:
-    """Paths a commit would touch, both sides of renames and copies."""
-    fields = _git_lines(repo, "diff", "--cached", "--name-status", "-M", "-z")
+def _name_status_paths(fields: list[str]) -> list[str]:
+    """Every path in `--name-status -z` output: both the old and the new side of renames and copies."""
     paths, index = [], 0
     while index < len(fields):
         status = fields[index]
@@ -101,6 +136,11 @@ def staged_paths(repo: Path) -> list[str]:
         paths.extend(fields[index + 1 : index + 1 + count])
         index += 1 + count
     return paths
+
+
+def staged_paths(repo: Path) -> list[str]:
+    """Paths a commit would touch, both sides of renames and copies."""
+    return _name_status_paths(_git_lines(repo, "diff", "--cached", "--name-status", "-M", "-z"))
 
 
 def pushed_paths(repo: Path, stdin: str) -> list[str]:
@@ -113,17 +153,20 @@ def pushed_paths(repo: Path, stdin: str) -> list[str]:
         local, remote = parts[1], parts[3]
         span = [f"{remote}..{local}"] if remote != zero else [local, "--not", "--remotes"]
         for commit in _git_lines(repo, "rev-list", *span):
-            paths.extend(_git_lines(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", "-M", "--root", commit))
+            paths.extend(_name_status_paths(_git_lines(
+                repo, "diff-tree", "--no-commit-id", "--name-status", "-r", "-M", "--root", "-z", commit)))
     return list(dict.fromkeys(paths))
 
 
-def conflicts_via_daemon(paths: MailboxPaths, agent: str | None, files: list[str]) -> list[dict[str, Any]]:
+def conflicts_via_daemon(paths: MailboxPaths, project: str, agent: str | None,
+                         files: list[str]) -> list[dict[str, Any]]:
     with DaemonClient(paths, autostart=False) as conn:
-        result = conn.call_tool("guard_check", {"paths": files, "agent_name": agent})
+        result = conn.call_tool("guard_check", {"paths": files, "agent_name": agent, "project_key": project})
     return list(result["conflicts"])
 
 
-def conflicts_via_database(paths: MailboxPaths, agent: str | None, files: list[str]) -> list[dict[str, Any]] | None:
+def conflicts_via_database(paths: MailboxPaths, project: str, agent: str | None,
+                           files: list[str]) -> list[dict[str, Any]] | None:
     """None when there is no database at all; raises OSError/sqlite3.Error when it cannot be read."""
     if not paths.db.exists():
         return None
@@ -132,8 +175,9 @@ def conflicts_via_database(paths: MailboxPaths, agent: str | None, files: list[s
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         rows = conn.execute(
             "SELECT a.name, r.path_pattern, r.expires_ts, r.id FROM file_reservations r"
-            " JOIN agents a ON a.id = r.agent_id WHERE r.released_ts IS NULL AND r.exclusive = 1"
-            " AND r.expires_ts > ?", (now,),
+            " JOIN agents a ON a.id = r.agent_id JOIN projects p ON p.id = r.project_id"
+            " WHERE r.released_ts IS NULL AND r.exclusive = 1 AND r.expires_ts > ? AND p.slug = ?",
+            (now, project_slug(project)),
         ).fetchall()
     finally:
         conn.close()
@@ -146,7 +190,7 @@ def conflicts_via_database(paths: MailboxPaths, agent: str | None, files: list[s
     ]
 
 
-def check(root: Path, repo: Path, hook: str, stdin: str) -> int:
+def check(root: Path, repo: Path, hook: str, stdin: str, project_key: str | None = None) -> int:
     """Run the guard for one hook; returns the exit status for git."""
     mode = os.environ.get("AGENT_MAIL_GUARD_MODE", "block").lower()
     if os.environ.get("AGENT_MAIL_BYPASS") == "1":
@@ -157,12 +201,13 @@ def check(root: Path, repo: Path, hook: str, stdin: str) -> int:
     if not files:
         return 0
     agent = os.environ.get("AGENT_MAIL_NAME") or None
+    project = project_key or project_key_for(repo)
     paths = MailboxPaths(root)
     try:
-        conflicts: list[dict[str, Any]] | None = conflicts_via_daemon(paths, agent, files)
+        conflicts: list[dict[str, Any]] | None = conflicts_via_daemon(paths, project, agent, files)
     except (DaemonUnavailable, MailError, OSError):
         try:
-            conflicts = conflicts_via_database(paths, agent, files)
+            conflicts = conflicts_via_database(paths, project, agent, files)
         except (OSError, sqlite3.Error) as exc:
             verdict = "blocked" if mode != "warn" else "allowed (warn mode)"
             print(f"agent-mail guard: cannot read the mailbox at {paths.db} ({exc}); commit {verdict}. "

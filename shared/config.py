@@ -48,6 +48,14 @@ class Settings:
     reservation_sweep_seconds: float = field(
         default=60.0, metadata=_env("FILE_RESERVATIONS_CLEANUP_INTERVAL_SECONDS")
     )
+    # Force-release: a holder is stale after this long without agent activity, and with no mail,
+    # file change or commit touching the reserved paths within the grace period.
+    reservation_inactivity_seconds: float = field(
+        default=1800.0, metadata=_env("FILE_RESERVATION_INACTIVITY_SECONDS")
+    )
+    reservation_activity_grace_seconds: float = field(
+        default=900.0, metadata=_env("FILE_RESERVATION_ACTIVITY_GRACE_SECONDS")
+    )
     # HTTP bridge (upstream names). Lists are comma-separated.
     http_enabled: bool = field(default=False, metadata=_env("AGENT_MAIL_HTTP", "HTTP_ENABLED"))
     http_host: str = field(default="127.0.0.1", metadata=_env("HTTP_HOST"))
@@ -84,6 +92,7 @@ class Settings:
     )
     http_rate_limit_tools_burst: int = field(default=0, metadata=_env("HTTP_RATE_LIMIT_TOOLS_BURST"))
     http_rate_limit_resources_burst: int = field(default=0, metadata=_env("HTTP_RATE_LIMIT_RESOURCES_BURST"))
+    http_rate_limit_max_buckets: int = field(default=100_000, metadata=_env("HTTP_RATE_LIMIT_MAX_BUCKETS"))
     http_cors_enabled: bool = field(default=False, metadata=_env("HTTP_CORS_ENABLED"))
     http_cors_origins: str = field(default="", metadata=_env("HTTP_CORS_ORIGINS"))
     http_allowed_hosts: str = field(default="", metadata=_env("HTTP_ALLOWED_HOSTS"))

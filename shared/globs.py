@@ -29,7 +29,7 @@ def matches(pattern: str, path: str) -> bool:
 
 
 @functools.lru_cache(maxsize=8192)
-def _anchor(pattern: str) -> tuple[str, ...] | None:
+def anchor(pattern: str) -> tuple[str, ...] | None:
     """The literal leading directories of an anchored pattern (`src/auth/*.py` -> (src, auth)), or None
     when the pattern can match at any depth (no inner slash, like `*.py` or `build/`)."""
     if "/" not in pattern.strip("/"):
@@ -51,9 +51,9 @@ class PatternIndex:
         self._anywhere: list[tuple[str, object]] = []
         self._by_head: dict[str, list[tuple[str, object]]] = {}
         for pattern, tag in patterns:
-            anchor = _anchor(pattern) if pattern not in BROAD else None
-            if anchor:
-                self._by_head.setdefault(anchor[0], []).append((pattern, tag))
+            prefix = anchor(pattern) if pattern not in BROAD else None
+            if prefix:
+                self._by_head.setdefault(prefix[0], []).append((pattern, tag))
             else:
                 self._anywhere.append((pattern, tag))
 
@@ -73,7 +73,7 @@ def overlaps(a: str, b: str) -> bool:
         return True
     # Cheap pruning: anchored patterns under unrelated directories cannot overlap
     # (checking 1,000 reservations costs ~0.3 ms instead of ~3 ms of glob matching).
-    anchor_a, anchor_b = _anchor(a), _anchor(b)
+    anchor_a, anchor_b = anchor(a), anchor(b)
     if anchor_a is not None and anchor_b is not None:
         shortest = min(len(anchor_a), len(anchor_b))
         if anchor_a[:shortest] != anchor_b[:shortest]:

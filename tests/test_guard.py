@@ -1,17 +1,22 @@
 """The git guard in real repositories: blocked, allowed, warned, bypassed, renames, chain runner,
-pre-push, daemon down (database fallback), unreadable mailbox."""
+pre-push, daemon down (database fallback), unreadable mailbox, project scoping with a shared
+mailbox, worktrees."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mailctl.guard import project_slug
+from maild.services.projects import slugify
 from shared.client import DaemonClient
-from tests.conftest import Mailbox
+from tests.conftest import Mailbox, git_init
 
 
 def git(
@@ -32,10 +37,27 @@ def repo(mailbox: Mailbox) -> Path:
     return root
 
 
-def hold(mailbox: Mailbox, name: str, paths: list[str], **extra: Any) -> None:
+def hold(mailbox: Mailbox, name: str, paths: list[str], project: Path | None = None, **extra: Any) -> None:
+    key = str(project or mailbox.root)
     with mailbox.client(hello={"session": f"s-{name}", "client": "test", "pid": 1}) as conn:
-        conn.call_tool("register_agent", {"project_key": str(mailbox.root), "program": "p", "model": "m", "name": name})
-        conn.call_tool("file_reservation_paths", {"project_key": str(mailbox.root), "paths": paths, **extra})
+        conn.call_tool("register_agent", {"project_key": key, "program": "p", "model": "m", "name": name})
+        conn.call_tool("file_reservation_paths", {"project_key": key, "paths": paths, **extra})
+
+
+def new_repo(path: Path) -> Path:
+    git_init(path)
+    git(path, "config", "user.email", "t@example.com")
+    git(path, "config", "user.name", "t")
+    (path / "README").write_text("x")
+    git(path, "add", "README")
+    git(path, "commit", "-qm", "init")
+    return path.resolve()
+
+
+def mailctl_in(mailbox: Mailbox, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """mailctl run inside another checkout, aimed at the test's (shared) mailbox root."""
+    return subprocess.run([sys.executable, "-P", "-m", "mailctl", *args], env=mailbox.env, cwd=cwd,
+                          capture_output=True, text=True, check=True, timeout=60)
 
 
 def commit(repo: Path, path: str, agent: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -151,7 +173,77 @@ def test_pre_push_checks_the_pushed_commits(mailbox: Mailbox, repo: Path, tmp_pa
 
 def test_mcp_tools_install_and_uninstall_the_guard(mailbox: Mailbox, repo: Path) -> None:
     with DaemonClient(mailbox.paths) as conn:
-        installed = conn.call_tool("install_precommit_guard", {"project_key": str(repo), "code_repo_path": str(repo)})
+        installed = conn.call_tool("install_precommit_guard", {"project_key": "Backend", "code_repo_path": str(repo)})
         assert installed["hooks"] == [str(repo / ".git" / "hooks" / "pre-commit")]
+        assert git(repo, "config", "--get", "agentmail.project").stdout.strip() == "Backend"
         removed = conn.call_tool("uninstall_precommit_guard", {"code_repo_path": str(repo)})
         assert removed["removed"] == installed["hooks"]
+
+
+def test_pre_push_catches_renames_out_of_a_reserved_path(mailbox: Mailbox, repo: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    git(repo, "remote", "add", "origin", str(remote))
+    (repo / "core").mkdir()
+    (repo / "core" / "engine.py").write_text("engine\n" * 20)
+    git(repo, "add", "core/engine.py")
+    git(repo, "commit", "-qm", "engine")
+    git(repo, "push", "-q", "origin", "main")
+    git(repo, "mv", "core/engine.py", "engine.py")
+    git(repo, "commit", "-qm", "move it out")  # before anything was reserved or the guard installed
+    mailbox.mailctl("guard", "install", "--prepush")
+    hold(mailbox, "BlueLake", ["core/**"])
+    pushed = git(repo, "push", "-q", "origin", "main", env={"AGENT_MAIL_NAME": "GreenCastle"}, check=False)
+    assert pushed.returncode != 0, "the old side of the rename is under core/**"
+    assert "core/engine.py" in pushed.stderr
+
+
+def test_a_reservation_in_one_repository_never_blocks_another_sharing_the_mailbox(
+    mailbox: Mailbox, tmp_path: Path
+) -> None:
+    first, second = new_repo(tmp_path / "first"), new_repo(tmp_path / "second")
+    for checkout in (first, second):
+        installed = json.loads(mailctl_in(mailbox, checkout, "guard", "install").stdout)
+        assert installed["project_key"] == str(checkout)
+        assert git(checkout, "config", "--get", "agentmail.project").stdout.strip() == str(checkout)
+    hold(mailbox, "BlueLake", ["src/**"], project=first)
+    assert commit(second, "src/a.py", "GreenCastle").returncode == 0, "another project's reservation"
+    blocked = commit(first, "src/a.py", "GreenCastle")
+    assert blocked.returncode == 1
+    assert "reserved by BlueLake" in blocked.stderr
+    mailbox.stop()  # the database fallback is scoped the same way
+    assert commit(second, "src/b.py", "GreenCastle").returncode == 0
+    assert commit(first, "src/b.py", "GreenCastle").returncode == 1
+
+
+def test_an_explicit_project_key_is_recorded_and_checked(mailbox: Mailbox, repo: Path) -> None:
+    mailbox.mailctl("guard", "install", "--project", "Backend")
+    assert git(repo, "config", "--get", "agentmail.project").stdout.strip() == "Backend"
+    hold(mailbox, "BlueLake", ["api/**"])  # in the project named by the repository path
+    assert commit(repo, "api/x.py", "GreenCastle").returncode == 0
+    hold(mailbox, "RedFox", ["api/**"], project=Path("backend"))  # same slug as "Backend"
+    assert commit(repo, "api/y.py", "GreenCastle").returncode == 1
+    mailbox.mailctl("guard", "uninstall")
+    assert git(repo, "config", "--get", "agentmail.project", check=False).returncode != 0
+
+
+def test_the_guard_installs_and_runs_from_a_linked_worktree(mailbox: Mailbox, repo: Path, tmp_path: Path) -> None:
+    worktree = tmp_path / "feature-wt"
+    git(repo, "worktree", "add", "-q", "-b", "feature", str(worktree))
+    installed = json.loads(mailctl_in(mailbox, worktree, "guard", "install").stdout)
+    common_hooks = repo.resolve() / ".git" / "hooks"
+    assert installed["hooks"] == [str(common_hooks / "pre-commit")]
+    assert installed["project_key"] == str(repo.resolve()), "worktrees share the main checkout's project"
+    hold(mailbox, "BlueLake", ["src/**"])
+    blocked = commit(worktree, "src/x.py", "GreenCastle")
+    assert blocked.returncode == 1
+    assert "reserved by BlueLake" in blocked.stderr
+    assert commit(worktree, "src/x.py", "BlueLake").returncode == 0
+    assert commit(repo, "src/y.py", "GreenCastle").returncode == 1, "the main checkout runs the same hook"
+    removed = json.loads(mailctl_in(mailbox, worktree, "guard", "uninstall").stdout)
+    assert removed["removed"] == installed["hooks"]
+
+
+@pytest.mark.parametrize("key", ["/home/me/App", "Backend", "my_repo.v2", "***", "  x  "])
+def test_the_hook_slugs_project_keys_exactly_as_the_daemon_does(key: str) -> None:
+    assert project_slug(key) == slugify(key.strip())

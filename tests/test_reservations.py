@@ -1,11 +1,14 @@
 """File reservations through the real daemon: grants, conflicts, validation, the atomic race, renew,
-release, stale force-release with notification, macros."""
+release, stale force-release with notification and its activity signals (mail, file mtimes, git
+commits) and settings, the background expiry sweep, macros."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import apsw
@@ -207,3 +210,103 @@ def test_macro_prepare_thread_registers_reads_the_inbox_and_summarises(mailbox: 
         assert thread["summary"]["participants"] == ["Writer"]
         assert thread["summary"]["open_actions"] == 1
         assert thread["examples"][0]["subject"] == "Plan"
+
+
+LONG_AGO = "2020-01-01T00:00:00.000000Z"
+LONG_AGO_EPOCH = 1577836800
+
+
+def write_config(mailbox: Mailbox, **values: float) -> None:
+    """Settings for the daemon the first client call will start (config.toml in the state dir)."""
+    mailbox.paths.state_dir.mkdir(parents=True, exist_ok=True)
+    (mailbox.paths.state_dir / "config.toml").write_text("".join(f"{k} = {v}\n" for k, v in values.items()))
+
+
+def db_execute(mailbox: Mailbox, sql: str, *params: Any) -> list[Any]:
+    db = apsw.Connection(str(mailbox.paths.db))
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+def git(repo: Path, *args: str, **env: str) -> None:
+    subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
+                   check=True, capture_output=True, env={**os.environ, **env})
+
+
+def force_release(conn: DaemonClient, mailbox: Mailbox, rid: int, **extra: Any) -> dict[str, Any]:
+    return conn.call_tool("force_release_file_reservation",  # type: ignore[no-any-return]
+                          {"project_key": str(mailbox.root), "file_reservation_id": rid, **extra})
+
+
+def active_reasons(conn: DaemonClient, mailbox: Mailbox, rid: int) -> list[str]:
+    with pytest.raises(ReservationActive.__mro__[1]) as caught:
+        force_release(conn, mailbox, rid)
+    assert caught.value.code == "RESERVATION_ACTIVE"
+    return list(caught.value.data["stale_reasons"])
+
+
+def test_force_release_waits_until_mail_file_and_git_activity_are_older_than_the_grace(mailbox: Mailbox) -> None:
+    repo = mailbox.root
+    legacy = repo / "src" / "legacy"
+    legacy.mkdir(parents=True)
+    (legacy / "a.py").write_text("a\n")
+    git(repo, "add", "src/legacy/a.py")
+    git(repo, "commit", "-qm", "old work", GIT_AUTHOR_DATE=LONG_AGO, GIT_COMMITTER_DATE=LONG_AGO)
+    os.utime(legacy / "a.py", (LONG_AGO_EPOCH, LONG_AGO_EPOCH))
+    blue, green = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    rid = reserve(blue, mailbox, ["src/legacy/**"])["granted"][0]["id"]
+    blue.call_tool("send_message", {"project_key": str(repo), "to": "GreenCastle", "subject": "on it",
+                                    "body_md": "working on legacy"})
+    blue.close()
+    db_execute(mailbox, "UPDATE agents SET last_active_ts = ? WHERE name = 'BlueLake'", LONG_AGO)
+
+    assert active_reasons(green, mailbox, rid) == ["recent_mail_activity"]
+    db_execute(mailbox, "UPDATE messages SET created_ts = ?", LONG_AGO)
+
+    (legacy / "b.py").write_text("b\n")
+    assert active_reasons(green, mailbox, rid) == ["recent_filesystem_activity"]
+    os.utime(legacy / "b.py", (LONG_AGO_EPOCH, LONG_AGO_EPOCH))
+
+    git(repo, "add", "src/legacy/b.py")
+    git(repo, "commit", "-qm", "fresh work")  # a commit touching the reserved paths, just now
+    assert active_reasons(green, mailbox, rid) == ["recent_git_activity"]
+    git(repo, "commit", "-q", "--amend", "--no-edit", GIT_AUTHOR_DATE=LONG_AGO, GIT_COMMITTER_DATE=LONG_AGO)
+
+    result = force_release(green, mailbox, rid, note="taking over legacy")
+    assert result["released"] == 1
+    reservation = result["reservation"]
+    assert reservation["last_git_activity_ts"] is None
+    assert reservation["last_filesystem_activity_ts"].startswith("2020-01-01")
+    assert reservation["last_mail_activity_ts"] == LONG_AGO
+    with agent(mailbox, "BlueLake") as blue_again:
+        [note] = blue_again.call_tool("fetch_inbox", {"project_key": str(repo), "include_bodies": True})["result"]
+        assert "last commit touching it" in note["body_md"]
+    green.close()
+
+
+def test_inactivity_and_grace_come_from_the_settings(mailbox: Mailbox) -> None:
+    write_config(mailbox, reservation_inactivity_seconds=0, reservation_activity_grace_seconds=0)
+    blue, green = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    rid = reserve(blue, mailbox, ["docs/**"])["granted"][0]["id"]
+    (mailbox.root / "docs").mkdir()
+    (mailbox.root / "docs" / "x.md").write_text("fresh")
+    # With both thresholds at zero even a holder active this instant counts as stale.
+    assert force_release(green, mailbox, rid, notify_previous=False)["released"] == 1
+    blue.close()
+    green.close()
+
+
+def test_the_background_sweep_releases_expired_reservations_without_any_read(mailbox: Mailbox) -> None:
+    write_config(mailbox, reservation_sweep_seconds=0.1)
+    with agent(mailbox, "BlueLake") as blue:
+        rid = reserve(blue, mailbox, ["src/**"])["granted"][0]["id"]
+    db_execute(mailbox, "UPDATE file_reservations SET expires_ts = ? WHERE id = ?", LONG_AGO, rid)
+    deadline = time.monotonic() + 30
+    while True:  # bounded poll of the database itself: no tool call, so no cleanup-on-read
+        [(released,)] = db_execute(mailbox, "SELECT released_ts FROM file_reservations WHERE id = ?", rid)
+        if released is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert released == LONG_AGO, "the sweep records the expiry as the release time"

@@ -19,7 +19,7 @@ def repo_root() -> Path:
 
 
 def install(args: argparse.Namespace) -> int:
-    print_json(guard.install(repo_root(), mailbox(args).root, prepush=args.prepush))
+    print_json(guard.install(repo_root(), mailbox(args).root, prepush=args.prepush, project_key=args.project))
     return 0
 
 
@@ -30,7 +30,7 @@ def uninstall(args: argparse.Namespace) -> int:
 
 def check(args: argparse.Namespace) -> int:
     stdin = "" if sys.stdin.isatty() else sys.stdin.read()
-    return guard.check(mailbox(args).root, repo_root(), args.hook, stdin)
+    return guard.check(mailbox(args).root, repo_root(), args.hook, stdin, project_key=args.project)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,10 +40,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add_subcommand(actions, "install", "Install the pre-commit (and --prepush) chain runner.",
                        "mailctl guard install --prepush")
     p.add_argument("--prepush", action="store_true", help="also install the pre-push hook")
+    p.add_argument("--project", default=None, metavar="KEY",
+                   help="project whose reservations apply (recorded as git config agentmail.project; "
+                        "default: the repository's top-level path)")
     p.set_defaults(handler=install)
     add_subcommand(actions, "uninstall", "Remove our hooks, restoring any previous ones.",
                    "mailctl guard uninstall").set_defaults(handler=uninstall)
     p = add_subcommand(actions, "check", "Check staged (or pushed) paths now; what the hook runs.",
                        "mailctl guard check   # as $AGENT_MAIL_NAME")
     p.add_argument("--hook", default="pre-commit", choices=list(guard.HOOKS), help="which hook's paths to check")
+    p.add_argument("--project", default=None, metavar="KEY",
+                   help="check against this project (default: git config agentmail.project, else the top-level path)")
     p.set_defaults(handler=check)

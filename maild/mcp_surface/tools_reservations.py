@@ -50,6 +50,7 @@ class ForceReleaseArgs(Args):
 class GuardCheckArgs(Args):
     paths: list[str]
     agent_name: str | None = None
+    project_key: str | None = Field(None, description="Only this project's reservations (the hook's repo).")
 
 
 class StartSessionArgs(Args):
@@ -128,7 +129,7 @@ def register(tools: ToolRegistry, resources: ResourceRegistry) -> None:
     @tools.tool(core=False, category="infrastructure", read_only=True)
     async def guard_check(services: Services, args: GuardCheckArgs) -> dict[str, Any]:
         """Which of these repo paths are exclusively reserved by another active agent (the git hook's check)."""
-        return {"conflicts": await services.reservations.check_paths(args.agent_name, args.paths)}
+        return {"conflicts": await services.reservations.check_paths(args.agent_name, args.paths, args.project_key)}
 
     @tools.tool(core=False, category="workflow_macros")
     async def macro_start_session(services: Services, args: StartSessionArgs) -> dict[str, Any]:
@@ -229,7 +230,8 @@ def register_guard(tools: ToolRegistry) -> None:
     @tools.tool(core=False, category="infrastructure")
     async def install_precommit_guard(services: Services, args: InstallGuardArgs) -> dict[str, Any]:
         """Install the pre-commit guard (chain runner; keeps an existing hook) in a repository."""
-        return guard.install(Path(args.code_repo_path), services.archive_path.parent.parent)
+        return guard.install(Path(args.code_repo_path), services.archive_path.parent.parent,
+                             project_key=args.project_key)
 
     @tools.tool(core=False, category="infrastructure")
     async def uninstall_precommit_guard(services: Services, args: UninstallGuardArgs) -> dict[str, Any]:

@@ -5,25 +5,37 @@ either matches the other taken as a path (or they are equal). Virtual namespaces
 `resource://y`) match exactly and never overlap file paths. Every grant runs inside one
 `BEGIN IMMEDIATE` transaction, so with `fail_on_conflict=true` N racing agents get exactly one
 grant. Expired leases are released on read and by a periodic sweep; released or expired leases
-and non-exclusive ones never block anybody.
+and non-exclusive ones never block anybody. Force-release probes the project's directory (file
+mtimes, and `git log` when it is a repository) on a worker thread *before* taking the writer, then
+decides inside the IMMEDIATE transaction; it never edits the user's repository.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import anyio.to_thread
+
 from maild.services import agents as ag
-from maild.services.projects import find_in, validate_project_key
+from maild.services.projects import find_in, slugify, validate_project_key
 from maild.services.sessions import Session
 from maild.store import Connection, Store, format_ts, utcnow
 from maild.store.outbox import enqueue
+from shared.config import Settings
 from shared.errors import InvalidArgument, MailError, NotFound
-from shared.globs import BROAD, PatternIndex, is_virtual, matches, overlaps
+from shared.globs import BROAD, PatternIndex, anchor, is_virtual, matches, overlaps
 
 MIN_TTL_SECONDS = 60
 MAX_PATTERNS = 500
+# Bounds on the force-release probes, so a huge tree or repository cannot stall the request.
+MAX_PROBED_FILES = 20_000
+GIT_PROBE_TIMEOUT_SECONDS = 5.0
+_SKIPPED_DIRS = {".git", ".mcp_mail"}
 COLUMNS = ("r.id, r.project_id, r.agent_id, a.name, r.path_pattern, r.exclusive, r.reason, r.created_ts,"
            " r.expires_ts, r.released_ts, p.slug")
 FROM = "file_reservations r JOIN agents a ON a.id = r.agent_id JOIN projects p ON p.id = r.project_id"
@@ -95,11 +107,77 @@ def release_expired(conn: Connection, now: str) -> int:
     return len(rows)
 
 
+@dataclass(frozen=True)
+class Activity:
+    """What the filesystem and git say about a pattern, observed outside any transaction."""
+
+    filesystem_ts: str | None = None
+    git_ts: str | None = None
+
+
+def newest_mtime(root: Path, pattern: str) -> float | None:
+    """Newest mtime of the files under `root` matching `pattern`; walks only below the pattern's
+    literal leading directories and at most MAX_PROBED_FILES files."""
+    prefix = anchor(pattern)
+    start = root.joinpath(*prefix) if prefix else root
+    walk: Any = [(start.parent, [], [start.name])] if start.is_file() else os.walk(start)
+    newest: float | None = None
+    seen = 0
+    for directory, dirnames, filenames in walk:
+        dirnames[:] = [d for d in dirnames if d not in _SKIPPED_DIRS]
+        for name in filenames:
+            seen += 1
+            if seen > MAX_PROBED_FILES:
+                return newest
+            path = Path(directory, name)
+            if not matches(pattern, path.relative_to(root).as_posix()):
+                continue
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                continue
+            newest = mtime if newest is None else max(newest, mtime)
+    return newest
+
+
+def last_commit_ts(root: Path, pattern: str, within_seconds: float) -> float | None:
+    """Commit time of the newest commit touching `pattern` in the last `within_seconds`, when `root`
+    is in a git repository. `--since` keeps the history walk short; errors mean "no signal"."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "log", "-1", f"--since={max(1, int(within_seconds))} seconds ago",
+             "--format=%ct", "--", pattern],
+            capture_output=True, text=True, timeout=GIT_PROBE_TIMEOUT_SECONDS, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = out.stdout.strip()
+    return float(text.split()[0]) if out.returncode == 0 and text else None
+
+
+def probe_activity(root: Path | None, pattern: str, grace_seconds: float) -> Activity:
+    """File and commit activity for one reserved pattern (blocking: run it on a worker thread)."""
+    if root is None or is_virtual(pattern) or not root.is_dir():
+        return Activity()
+
+    def ts(epoch: float | None) -> str | None:
+        return None if epoch is None else format_ts(dt.datetime.fromtimestamp(epoch, dt.UTC))
+
+    return Activity(filesystem_ts=ts(newest_mtime(root, pattern)),
+                    git_ts=ts(last_commit_ts(root, pattern, grace_seconds)))
+
+
 class Reservations:
     def __init__(self, store: Store, inactivity_seconds: float = 1800, grace_seconds: float = 900) -> None:
+        """`inactivity_seconds` / `grace_seconds`: upstream's FILE_RESERVATION_INACTIVITY_SECONDS and
+        FILE_RESERVATION_ACTIVITY_GRACE_SECONDS, the stale-holder thresholds for force-release."""
         self._store = store
         self._inactivity = inactivity_seconds
         self._grace = grace_seconds
+
+    @classmethod
+    def from_settings(cls, store: Store, settings: Settings) -> Reservations:
+        return cls(store, settings.reservation_inactivity_seconds, settings.reservation_activity_grace_seconds)
 
     async def reserve(
         self, session: Session | None, project_key: str, agent_name: str | None, token: str | None,
@@ -210,7 +288,7 @@ class Reservations:
 
         return await self._store.write(unit)
 
-    def _staleness(self, conn: Connection, row: Any, project_root: Path | None, now: dt.datetime) -> dict[str, Any]:
+    def _staleness(self, conn: Connection, row: Any, activity: Activity, now: dt.datetime) -> dict[str, Any]:
         def age(ts: str | None) -> float | None:
             return None if ts is None else (now - dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))).total_seconds()
 
@@ -220,25 +298,17 @@ class Reservations:
             " UNION ALL SELECT max(coalesce(ack_ts, read_ts)) FROM message_recipients WHERE agent_id = ?)",
             (row[2], row[2]),
         ).get
-        fs_ts = None
-        if project_root is not None and project_root.is_dir() and not is_virtual(row[4]):
-            newest = 0.0
-            for path in list(project_root.rglob("*"))[:20000]:
-                rel = path.relative_to(project_root).as_posix()
-                if path.is_file() and ".git" not in path.parts and matches(row[4], rel):
-                    newest = max(newest, path.stat().st_mtime)
-            if newest:
-                fs_ts = format_ts(dt.datetime.fromtimestamp(newest, dt.UTC))
         reasons = []
         agent_age = age(agent_ts)
         if agent_age is not None and agent_age < self._inactivity:
             reasons.append("agent_recently_active")
-        for name, ts in (("mail", mail_ts), ("filesystem", fs_ts)):
+        for name, ts in (("mail", mail_ts), ("filesystem", activity.filesystem_ts), ("git", activity.git_ts)):
             seen = age(ts)
             if seen is not None and seen < self._grace:
                 reasons.append(f"recent_{name}_activity")
         return {"stale": not reasons, "active_reasons": reasons, "last_agent_activity_ts": agent_ts,
-                "last_mail_activity_ts": mail_ts, "last_filesystem_activity_ts": fs_ts}
+                "last_mail_activity_ts": mail_ts, "last_filesystem_activity_ts": activity.filesystem_ts,
+                "last_git_activity_ts": activity.git_ts}
 
     async def force_release(self, session: Session | None, project_key: str, agent_name: str | None,
                             token: str | None, reservation_id: int, notify_previous: bool,
@@ -248,18 +318,27 @@ class Reservations:
         key = validate_project_key(project_key)
         root = Path(key) if key.startswith("/") else None
 
-        def unit(conn: Connection) -> dict[str, Any]:
+        def lookup(conn: Connection) -> Any:
             project = find_in(conn, key)
-            me = ag.acting_agent(conn, session, agent_name, token)
             row = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.id = ? AND r.project_id = ?",
                                (reservation_id, project["id"])).fetchone()
             if row is None:
                 raise NotFound(f"file reservation {reservation_id} does not exist in this project",
                                data={"file_reservation_id": reservation_id})
+            return row
+
+        # Probe the filesystem and git first, off the writer: a slow walk must not hold up every write.
+        pattern = (await self._store.read(lookup))[4]
+        activity = await anyio.to_thread.run_sync(probe_activity, root, pattern, self._grace)
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            project = find_in(conn, key)
+            me = ag.acting_agent(conn, session, agent_name, token)
+            row = lookup(conn)
             if row[9] is not None:
                 return {"released": 0, "released_at": row[9], "already_released": True}
             now_dt = dt.datetime.now(dt.UTC)
-            signals = self._staleness(conn, row, root, now_dt)
+            signals = self._staleness(conn, row, activity, now_dt)
             if not signals["stale"] and row[8] > format_ts(now_dt):
                 raise ReservationActive(
                     f"reservation {reservation_id} on {row[4]!r} by {row[3]} is still in use "
@@ -276,6 +355,7 @@ class Reservations:
                         f"- last agent activity: {signals['last_agent_activity_ts']}\n"
                         f"- last mail activity: {signals['last_mail_activity_ts']}\n"
                         f"- last file change: {signals['last_filesystem_activity_ts']}\n"
+                        f"- last commit touching it: {signals['last_git_activity_ts']}\n"
                         + (f"\nNote: {note}\n" if note else ""))
                 out = Outgoing(project_key=key, subject=f"[file-reservations] Released stale lock on {row[4]}"[:512],
                                body_md=body, to=[row[3]])
@@ -304,12 +384,20 @@ class Reservations:
 
         return await self._store.read(unit)
 
-    async def check_paths(self, agent_name: str | None, paths: list[str]) -> list[dict[str, Any]]:
-        """Exclusive reservations of *other* agents that these concrete paths fall under (the guard)."""
+    async def check_paths(self, agent_name: str | None, paths: list[str],
+                          project_key: str | None = None) -> list[dict[str, Any]]:
+        """Exclusive reservations of *other* agents that these concrete paths fall under (the guard),
+        within one project when `project_key` is given (the hook always gives its repository's)."""
+        slug = None if project_key is None else slugify(validate_project_key(project_key))
 
         def unit(conn: Connection) -> list[dict[str, Any]]:
+            project_id = None
+            if slug is not None:
+                project_id = conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).get
+                if project_id is None:  # a project nobody has used yet holds no reservations
+                    return []
             me = ag.find_active(conn, agent_name) if agent_name else None
-            others = [r for r in _active(conn, None, utcnow())
+            others = [r for r in _active(conn, project_id, utcnow())
                       if r[5] and not is_virtual(r[4]) and (me is None or r[2] != me[0])]
             index = PatternIndex([(r[4], r) for r in others])
             hits = []
