@@ -156,7 +156,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             http_stop, http_done = anyio.Event(), anyio.Event()
             if settings.http_enabled:
                 readonly = {s.name for s in tools.all() if s.read_only} | set(csv(settings.http_rbac_readonly_tools))
-                app = build_app(server, settings, lambda: readonly)
+                app = build_app(server, settings, lambda: readonly, readiness=health.check)
                 await tg.start(serve_http, app, settings, http_stop, http_done)
             if not settings.http_enabled:  # an HTTP server stays up; only socket-only daemons idle out
                 tg.start_soon(stop_when_idle)

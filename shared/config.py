@@ -92,6 +92,7 @@ class Settings:
     )
     http_rate_limit_tools_burst: int = field(default=0, metadata=_env("HTTP_RATE_LIMIT_TOOLS_BURST"))
     http_rate_limit_resources_burst: int = field(default=0, metadata=_env("HTTP_RATE_LIMIT_RESOURCES_BURST"))
+    http_rate_limit_max_buckets: int = field(default=100_000, metadata=_env("HTTP_RATE_LIMIT_MAX_BUCKETS"))
     http_cors_enabled: bool = field(default=False, metadata=_env("HTTP_CORS_ENABLED"))
     http_cors_origins: str = field(default="", metadata=_env("HTTP_CORS_ORIGINS"))
     http_allowed_hosts: str = field(default="", metadata=_env("HTTP_ALLOWED_HOSTS"))

@@ -1,17 +1,20 @@
-"""The bridge's ASGI app: the SDK's Streamable HTTP app behind one gate (auth, RBAC, rate limit).
+"""The bridge's ASGI app: CORS outside, then one gate (Host/Origin, auth, RBAC, rate limit, deadline),
+then the SDK's Streamable HTTP app.
 
-The gate reads each POST body once (bounded by the size limit), finds what is being asked
-(`tools/call` of which tool — looking through `call_extended_tool` — or `resources/read`), then:
-401 without valid credentials, 403 when a reader asks for a writing tool, 429 with `Retry-After`
-when the caller's bucket is empty. Refused requests (401/403) never consume tokens. The identity
-is attached to the ASGI scope; the MCP surface turns it into an HTTP session bound to the token's
-agent. Host/Origin validation (DNS rebinding) is the SDK's, configured here.
+CORS is the outermost layer so a browser's preflight is answered without credentials and every
+answer, 401/403/429 included, carries the CORS grant for an allowed origin. The gate reads each
+POST body once (bounded by the size limit), finds what is being asked (`tools/call` of which tool
+— looking through `call_extended_tool` — or `resources/read`), then: 401 without valid
+credentials, 403 when a reader asks for a writing tool, 429 with `Retry-After` when the caller's
+bucket is empty. Refused requests (401/403) never consume tokens. The identity is attached to the
+ASGI scope; the MCP surface turns it into an HTTP session bound to the token's agent.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -29,11 +32,31 @@ from shared.config import Settings, csv
 
 log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Readiness = Callable[[], Awaitable[dict[str, Any]]]
 IDENTITY_KEY = "agent_mail_identity"
+DEFAULT_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+DEFAULT_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+READINESS_TIMEOUT_SECONDS = 5.0
+_UNAUTHORIZED = (401, {"error": "unauthorized"}, [(b"www-authenticate", b"Bearer")])
 
 
-async def _respond(send: Callable[[Any], Awaitable[None]], status: int, body: dict[str, Any],
+def pattern_regex(patterns: list[str]) -> re.Pattern[str]:
+    """Host or Origin patterns as one regex: exact values, `*` (anything), or `base:*` (any port)."""
+    parts = []
+    for pattern in patterns:
+        if pattern == "*":
+            parts.append(".*")
+        elif pattern.endswith(":*"):
+            parts.append(re.escape(pattern[:-2]) + r":[0-9]+")
+        else:
+            parts.append(re.escape(pattern))
+    return re.compile("|".join(parts) or "(?!)", re.IGNORECASE)
+
+
+async def _respond(send: Send, status: int, body: dict[str, Any],
                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
     payload = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
@@ -63,26 +86,35 @@ def what_is_asked(body: bytes) -> tuple[str, str]:
     return "other", method
 
 
+class TimedOut(Exception):
+    pass
+
+
 class Gate:
-    def __init__(self, app: ASGIApp, settings: Settings, read_only_tools: Callable[[], set[str]]) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, read_only_tools: Callable[[], set[str]],
+                 limiter: MemoryLimiter | RedisLimiter) -> None:
         self._app = app
         self._settings = settings
         self._auth = Authenticator(settings)
         self._read_only = read_only_tools
-        self._limiter: MemoryLimiter | RedisLimiter = (
-            RedisLimiter(settings.http_rate_limit_redis_url)
-            if settings.http_rate_limit_backend == "redis" else MemoryLimiter()
-        )
+        self._limiter = limiter
         self._limits = {
             "tools": Limit(settings.http_rate_limit_tools_per_minute, settings.http_rate_limit_tools_burst),
             "resources": Limit(settings.http_rate_limit_resources_per_minute,
                                settings.http_rate_limit_resources_burst),
         }
-        self._mcp_paths = {"/mcp", "/mcp/", settings.http_path.rstrip("/") or "/mcp",
-                           (settings.http_path.rstrip("/") or "/mcp") + "/"}
+        base = settings.http_path.rstrip("/") or "/mcp"
+        self._mcp_paths = {"/mcp", "/mcp/", base, base + "/"}
+        self._hosts = pattern_regex(csv(settings.http_allowed_hosts) or DEFAULT_HOSTS)
+        self._origins = pattern_regex(csv(settings.http_cors_origins) or DEFAULT_ORIGINS)
+        self._timeout = settings.http_request_timeout_seconds
+        self._max_body = settings.http_max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
-                       send: Callable[[Any], Awaitable[None]]) -> None:
+    @property
+    def auth(self) -> Authenticator:
+        return self._auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].rstrip("/") or scope["path"].startswith("/health/"):
             await self._app(scope, receive, send)
             return
@@ -90,76 +122,149 @@ class Gate:
             await _respond(send, 404, {"error": "not found"})
             return
         scope["path"] = "/mcp"  # serve both /mcp and /mcp/ (and the configured HTTP_PATH)
-        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        headers: dict[bytes, bytes] = dict(scope["headers"])  # ASGI servers send lower-case names
+        # DNS-rebinding protection: a page on another site must not reach a local bridge.
+        if not self._hosts.fullmatch(headers.get(b"host", b"").decode("latin-1")):
+            await _respond(send, 421, {"error": "invalid Host header"})
+            return
+        origin = headers.get(b"origin")
+        if origin is not None and not self._origins.fullmatch(origin.decode("latin-1")):
+            await _respond(send, 403, {"error": "invalid Origin header"})
+            return
+        if scope["method"] != "POST":  # GET (server-to-client stream) and DELETE (end session): no deadline
+            client = scope.get("client")
+            try:
+                identity = await self._auth.authenticate(headers, client[0] if client else None)
+            except Unauthorized:
+                await _respond(send, *_UNAUTHORIZED)
+                return
+            self._attach(scope, identity.subject, identity.role, identity.agent)
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        phase = ["auth"]
+        with anyio.move_on_after(self._timeout) as deadline:
+            await self._post(scope, receive, tracked_send, headers, phase)
+        if deadline.cancelled_caught and not started:
+            if phase[0] == "body":
+                await _respond(send, 408, {"error": f"the request body did not arrive within {self._timeout:g} s"})
+            else:
+                await _respond(send, 504, {"error": f"the request took longer than {self._timeout:g} s"})
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes],
+                    phase: list[str]) -> None:
+        """Handle one POST; `phase` says how far it got (auth, body, app) if the deadline cuts it off."""
         client = scope.get("client")
         try:
-            identity = self._auth.authenticate(headers, client[0] if client else None)
+            identity = await self._auth.authenticate(headers, client[0] if client else None)
         except Unauthorized:
-            await _respond(send, 401, {"error": "unauthorized"}, [(b"www-authenticate", b"Bearer")])
+            await _respond(send, *_UNAUTHORIZED)
             return
-        body, more = b"", True
-        if scope["method"] == "POST":
-            while more:
-                message = await receive()
-                body += message.get("body", b"")
-                more = message.get("more_body", False)
-                if len(body) > self._settings.http_max_body_bytes:
-                    await _respond(send, 413, {"error": "request body too large"})
-                    return
-            kind, name = what_is_asked(body)
-            if (self._settings.http_rbac_enabled and identity.role != "writer" and kind == "tools"
-                    and name not in self._read_only()):
-                await _respond(send, 403, {"error": "forbidden: this tool needs the writer role"})
+        phase[0] = "body"
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
                 return
-            if self._settings.http_rate_limit_enabled and kind in self._limits:
-                allowed, wait = await self._limiter.take(f"{kind}:{name}:{identity.subject}", self._limits[kind])
-                if not allowed:
-                    await _respond(send, 429, {"error": "rate limited"}, [(b"retry-after", str(wait).encode())])
-                    return
-        # A plain dict: the MCP surface reads it without importing this transport.
-        scope.setdefault("state", {})[IDENTITY_KEY] = {
-            "subject": identity.subject, "role": identity.role, "agent": identity.agent,
-        }
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                await _respond(send, 413, {"error": "request body too large"})
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        kind, name = what_is_asked(body)
+        if (self._settings.http_rbac_enabled and identity.role != "writer" and kind == "tools"
+                and name not in self._read_only()):
+            await _respond(send, 403, {"error": "forbidden: this tool needs the writer role"})
+            return
+        if self._settings.http_rate_limit_enabled and kind in self._limits:
+            allowed, wait = await self._limiter.take(f"{kind}:{name}:{identity.subject}", self._limits[kind])
+            if not allowed:
+                await _respond(send, 429, {"error": "rate limited"}, [(b"retry-after", str(wait).encode())])
+                return
+        self._attach(scope, identity.subject, identity.role, identity.agent)
+        phase[0] = "app"
         replayed = False
 
         async def replay() -> Any:
             nonlocal replayed
-            if scope["method"] == "POST" and not replayed:
+            if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        with anyio.move_on_after(self._settings.http_request_timeout_seconds if scope["method"] == "POST" else None):
-            await self._app(scope, replay, send)
+        await self._app(scope, replay, send)
+
+    @staticmethod
+    def _attach(scope: Scope, subject: str, role: str, agent: str | None) -> None:
+        # A plain dict: the MCP surface reads it without importing this transport.
+        scope.setdefault("state", {})[IDENTITY_KEY] = {"subject": subject, "role": role, "agent": agent}
+
+    def statistics(self) -> dict[str, Any]:
+        return {"rate_limit": self._limiter.statistics(), "jwks_fetches": self._auth.jwks.fetches}
 
 
-def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable[[], set[str]]) -> ASGIApp:
-    hosts = csv(settings.http_allowed_hosts) or ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-    origins = csv(settings.http_cors_origins) or ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
-    security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
-                                         allowed_origins=origins)
+def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable[[], set[str]],
+              readiness: Readiness | None = None) -> ASGIApp:
+    """The whole bridge app. `readiness` reports the daemon's health (`database.ok` decides)."""
+    memory = MemoryLimiter(settings.http_rate_limit_max_buckets)
+    limiter: MemoryLimiter | RedisLimiter = (
+        RedisLimiter(settings.http_rate_limit_redis_url, memory) if settings.http_rate_limit_backend == "redis"
+        else memory
+    )
+    gate: Gate
 
     async def liveness(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive"})
 
-    async def readiness(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ready"})
+    async def ready(request: Request) -> JSONResponse:
+        report: dict[str, Any] = {}
+        if readiness is not None:
+            with anyio.move_on_after(READINESS_TIMEOUT_SECONDS):
+                report = await readiness()
+        else:
+            report = {"database": {"ok": True}}
+        database_ok = report.get("database", {}).get("ok") is True
+        archive = report.get("archive", {})
+        body = {
+            "status": "ready" if database_ok else "not ready",
+            "database": {"ok": database_ok},
+            "archive": {k: archive[k] for k in ("ok", "queue_depth", "lag_p99_seconds") if k in archive},
+            **gate.statistics(),
+        }
+        return JSONResponse(body, status_code=200 if database_ok else 503)
 
     inner: Starlette = server.streamable_http_app(
         streamable_http_path="/mcp",
         json_response=True,
-        transport_security=security,
+        # Host and Origin are checked by the gate (one place, `*` and port wildcards); the SDK
+        # still checks Content-Type.
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         max_request_body_size=settings.http_max_body_bytes,
         host=settings.http_host,
-        custom_starlette_routes=[Route("/health/liveness", liveness), Route("/health/readiness", readiness)],
+        custom_starlette_routes=[Route("/health/liveness", liveness), Route("/health/readiness", ready)],
     )
-    app: ASGIApp = inner
-    if settings.http_cors_enabled:
-        from starlette.middleware.cors import CORSMiddleware
+    gate = Gate(inner, settings, read_only_tools, limiter)
+    if not settings.http_cors_enabled:
+        return gate
+    from starlette.middleware.cors import CORSMiddleware
 
-        app = CORSMiddleware(inner, allow_origins=csv(settings.http_cors_origins) or ["*"], allow_methods=["*"],
-                             allow_headers=["*"], expose_headers=["Mcp-Session-Id", "Retry-After"])
-    return Gate(app, settings, read_only_tools)
+    origins = pattern_regex(csv(settings.http_cors_origins) or DEFAULT_ORIGINS).pattern
+    cors: ASGIApp = CORSMiddleware(
+        gate, allow_origin_regex=origins, allow_methods=["GET", "POST", "DELETE", "OPTIONS"], allow_headers=["*"],
+        expose_headers=["Mcp-Session-Id", "Mcp-Protocol-Version", "Retry-After", "WWW-Authenticate"],
+    )
+    return cors
 
 
 async def serve_http(

@@ -3,25 +3,28 @@
 Every failure is the same 401 with no detail (what was wrong stays in the debug log): `alg=none`,
 algorithm confusion (an RSA public key offered as an HMAC secret), unknown `kid`, expiry,
 not-yet-valid, wrong audience or issuer, malformed tokens. Localhost is trusted only when
-explicitly enabled, and never when a forwarding header shows a proxy in between.
+explicitly enabled, and never when a forwarding header shows a proxy in between. A verified token
+is remembered (until it expires, at most a minute) so a client reusing it is not re-verified on
+every request; failures are never remembered.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
+import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import jwt
 
+from maild.transport.http.jwks import Jwks, UnknownKey
 from shared.config import Settings, csv
 
 log = logging.getLogger(__name__)
-FORWARDING_HEADERS = (b"x-forwarded-for", b"forwarded", b"x-real-ip", b"x-forwarded-host")
-ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512")
+FORWARDING_HEADERS = (b"x-forwarded-for", b"x-forwarded-proto", b"forwarded", b"x-real-ip", b"x-forwarded-host")
+ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA")
+VERIFIED_CACHE_SIZE = 10_000
+VERIFIED_CACHE_SECONDS = 60.0
 
 
 class Unauthorized(Exception):
@@ -38,83 +41,83 @@ class Identity:
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._bearer = settings.http_bearer_token
+        self._bearer = settings.http_bearer_token.encode()
         self._algorithms = [a for a in csv(settings.http_jwt_algorithms) if a.lower() != "none"]
-        self._jwks_client: jwt.PyJWKClient | None = None
-        self._jwks_keys: dict[str, Any] = {}
-        if settings.http_jwt_jwks_file:
-            data = json.loads(Path(settings.http_jwt_jwks_file).read_text())
-            for key in data.get("keys", []):
-                self._jwks_keys[key.get("kid", "")] = jwt.PyJWK.from_dict(key).key
-        if settings.http_jwt_jwks_url:
-            self._jwks_client = jwt.PyJWKClient(settings.http_jwt_jwks_url, cache_keys=True, lifespan=300)
+        self._jwks = Jwks(file=settings.http_jwt_jwks_file, url=settings.http_jwt_jwks_url)
+        self._writer_roles = set(csv(settings.http_rbac_writer_roles))
+        self._reader_roles = set(csv(settings.http_rbac_reader_roles))
+        self._verified: dict[str, tuple[Identity, float]] = {}  # token -> (identity, valid until, wall clock)
 
     @property
-    def enabled(self) -> bool:
-        return bool(self._bearer) or self._settings.http_jwt_enabled
+    def jwks(self) -> Jwks:
+        return self._jwks
 
-    def authenticate(self, headers: dict[bytes, bytes], client_host: str | None) -> Identity:
+    async def authenticate(self, headers: dict[bytes, bytes], client_host: str | None) -> Identity:
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = authorization.partition(" ")
+        token = token.strip()
         if scheme.lower() == "bearer" and token:
-            if self._bearer and hmac.compare_digest(token.encode(), self._bearer.encode()):
+            if self._bearer and hmac.compare_digest(token.encode(), self._bearer):
                 return Identity(subject="bearer", role="writer")
             if self._settings.http_jwt_enabled:
-                return self._from_jwt(token.strip())
+                cached = self._verified.get(token)
+                if cached is not None and time.time() < cached[1]:
+                    return cached[0]
+                return await self._from_jwt(token)
             raise Unauthorized
         if (
             self._settings.http_allow_localhost_unauthenticated
-            and client_host in ("127.0.0.1", "::1", "localhost")
+            and client_host in ("127.0.0.1", "::1", "::ffff:127.0.0.1", "localhost")
             and not any(name in headers for name in FORWARDING_HEADERS)
         ):
             return Identity(subject="localhost", role="writer")
-        if not self.enabled and not self._settings.http_allow_localhost_unauthenticated:
-            raise Unauthorized  # no credential configured at all: nothing may pass
         raise Unauthorized
 
-    def _key_for(self, token: str, header: dict[str, Any]) -> Any:
-        algorithm = header.get("alg")
-        if algorithm not in self._algorithms:
-            raise Unauthorized
-        kid = header.get("kid")
-        if self._jwks_keys:
-            if kid not in self._jwks_keys:
-                raise Unauthorized
-            return self._jwks_keys[kid]
-        if self._jwks_client is not None:
-            try:
-                return self._jwks_client.get_signing_key_from_jwt(token).key
-            except jwt.PyJWKClientError:
-                raise Unauthorized from None
-        if algorithm in ASYMMETRIC or not self._settings.http_jwt_secret:
-            raise Unauthorized  # an asymmetric token needs a public key, never the HMAC secret
-        return self._settings.http_jwt_secret
-
-    def _from_jwt(self, token: str) -> Identity:
+    async def _from_jwt(self, token: str) -> Identity:
         try:
             header = jwt.get_unverified_header(token)
-            key = self._key_for(token, header)
+            algorithm = header.get("alg")
+            if algorithm not in self._algorithms:
+                raise Unauthorized  # noqa: TRY301 - one refusal path for every failure
+            if self._jwks.configured:
+                key = await self._jwks.key_for(header.get("kid"), algorithm)
+            elif algorithm in ASYMMETRIC or not self._settings.http_jwt_secret:
+                raise Unauthorized  # noqa: TRY301 - an asymmetric token needs a public key, never the HMAC secret
+            else:
+                key = self._settings.http_jwt_secret
             claims = jwt.decode(
                 token,
                 key=key,
-                algorithms=[header["alg"]],
+                algorithms=[algorithm],
                 audience=self._settings.http_jwt_audience or None,
                 issuer=self._settings.http_jwt_issuer or None,
                 leeway=self._settings.http_jwt_leeway_seconds,
                 options={"require": ["exp", "sub"], "verify_aud": bool(self._settings.http_jwt_audience)},
             )
-        except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
+        except Unauthorized:
+            log.debug("JWT refused: algorithm not allowed or no key for it")
+            raise
+        except (jwt.PyJWTError, UnknownKey, KeyError, ValueError, TypeError) as exc:
             log.debug("JWT refused: %s", exc)
             raise Unauthorized from None
+        identity = self._identity(claims)
+        try:
+            expires = float(claims["exp"]) + self._settings.http_jwt_leeway_seconds
+        except (TypeError, ValueError):
+            return identity
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # rare: a bound, not a policy
+        self._verified[token] = (identity, min(expires, time.time() + VERIFIED_CACHE_SECONDS))
+        return identity
+
+    def _identity(self, claims: dict[str, object]) -> Identity:
         role = claims.get(self._settings.http_jwt_role_claim)
-        roles = role if isinstance(role, list) else [role] if isinstance(role, str) else []
-        writer = set(csv(self._settings.http_rbac_writer_roles))
-        reader = set(csv(self._settings.http_rbac_reader_roles))
-        if any(r in writer for r in roles):
+        roles = role if isinstance(role, list) else role.split() if isinstance(role, str) else []
+        if any(r in self._writer_roles for r in roles):
             resolved = "writer"
-        elif any(r in reader for r in roles):
+        elif any(r in self._reader_roles for r in roles):
             resolved = "reader"
         else:
-            resolved = "writer" if self._settings.http_rbac_default_role in writer else "reader"
+            resolved = "writer" if self._settings.http_rbac_default_role in self._writer_roles else "reader"
         agent = claims.get(self._settings.http_jwt_agent_claim)
         return Identity(subject=str(claims["sub"]), role=resolved, agent=agent if isinstance(agent, str) else None)
