@@ -64,6 +64,8 @@ def canonical_files(mailbox: Mailbox) -> dict[int, str]:
 
 def test_a_message_file_parses_back_to_the_database_row(mailbox: Mailbox) -> None:
     a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    b_id = b.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m",
+                                          "name": "GreenCastle"})["id"]
     sent = send(a, "GreenCastle", subject="Ünïcode & `code` / slashes", cc=["BlueLake"], thread_id="FEAT-7",
                 importance="high", ack_required=True)
     wait_drained(mailbox)
@@ -77,6 +79,7 @@ def test_a_message_file_parses_back_to_the_database_row(mailbox: Mailbox) -> Non
         "id": row["id"], "thread_id": "FEAT-7", "project": PROJECT, "project_slug": "work-app", "from": "BlueLake",
         "to": row["to"], "cc": row["cc"], "bcc": row["bcc"], "subject": row["subject"],
         "importance": "high", "ack_required": True, "created": row["created_ts"], "attachments": [],
+        "agent_ids": {"BlueLake": row["sender_id"], "GreenCastle": b_id},
     }
     assert body == row["body_md"]
     assert list(json.loads(text.split("\n---\n")[0].removeprefix("---json\n"))) == sorted(meta), "sorted keys"
@@ -268,17 +271,20 @@ def test_an_unwritable_archive_never_blocks_mail_and_catches_up(mailbox: Mailbox
     b.close()
 
 
-def snapshot(mailbox: Mailbox) -> dict[str, Any]:
-    conn = apsw.Connection(str(mailbox.paths.db), flags=apsw.SQLITE_OPEN_READONLY)
+def snapshot(mailbox: Mailbox, db: Any = None) -> dict[str, Any]:
+    conn = apsw.Connection(str(db or mailbox.paths.db), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         return {
             "projects": conn.execute("SELECT id, slug, human_key, created_ts FROM projects ORDER BY id").fetchall(),
             "agents": conn.execute("SELECT id, project_id, name, program, model, task_description, is_active,"
-                                   " inception_ts FROM agents ORDER BY id").fetchall(),
+                                   " deleted_ts, inception_ts FROM agents ORDER BY id").fetchall(),
             "messages": conn.execute("SELECT id, project_id, sender_id, thread_id, subject, body_md, importance,"
                                      " ack_required, created_ts FROM messages ORDER BY id").fetchall(),
             "recipients": conn.execute("SELECT message_id, agent_id, kind FROM message_recipients"
                                        " ORDER BY message_id, agent_id").fetchall(),
+            "reservations": conn.execute("SELECT id, project_id, agent_id, path_pattern, exclusive, reason,"
+                                         " created_ts, expires_ts, released_ts FROM file_reservations"
+                                         " ORDER BY id").fetchall(),
             "search": conn.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'body'"
                                    " ORDER BY rowid").fetchall(),
         }
@@ -286,22 +292,99 @@ def snapshot(mailbox: Mailbox) -> dict[str, Any]:
         conn.close()
 
 
+def reserve(conn: DaemonClient, path: str, **extra: Any) -> int:
+    result = conn.call_tool("file_reservation_paths", {"project_key": PROJECT, "paths": [path], "ttl_seconds": 3600,
+                                                       **extra})
+    return int(result["granted"][0]["id"])
+
+
 def test_rebuild_from_the_archive_round_trips_the_database(mailbox: Mailbox) -> None:
     a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
     first = send(a, "GreenCastle", subject="one", cc=["BlueLake"])
     b.call_tool("reply_message", {"project_key": PROJECT, "message_id": first["id"], "body_md": "reply body"})
     send(b, "BlueLake", subject="three", bcc=["GreenCastle"], thread_id="T-1")
+    renewed = reserve(a, "src/**", exclusive=True, reason="refactor")
+    a.call_tool("renew_file_reservations", {"project_key": PROJECT, "extend_seconds": 600})
+    released = reserve(b, "docs/*.md", exclusive=False, reason="typos")
+    b.call_tool("release_file_reservations", {"project_key": PROJECT, "paths": ["docs/*.md"]})
+    shared = reserve(b, "src/**", exclusive=False, reason="reading")  # same pattern, another holder
+    # BlueLake is retired by a new agent reclaiming its name; its lease is released with it.
+    heir = mailbox.client(hello={"session": "s-heir", "client": "test", "pid": 1})
+    heir.call_tool("register_agent", {"project_key": PROJECT, "program": "p2", "model": "m2", "name": "BlueLake",
+                                      "force_reclaim": True})
+    send(heir, "GreenCastle", subject="from the new BlueLake")
+    send(b, "BlueLake", subject="to the new BlueLake")
     wait_drained(mailbox)
-    a.close()
-    b.close()
+    for conn in (a, b, heir):
+        conn.close()
     mailbox.stop()
     before = snapshot(mailbox)
+    assert [row[1:3] for row in before["agents"]] == [(1, "BlueLake"), (1, "GreenCastle"), (1, "BlueLake")]
+    assert before["agents"][0][6] == 0, "the first BlueLake is retired"
+    assert before["agents"][0][7] is not None
+    by_id = {row[0]: row for row in before["reservations"]}
+    assert by_id[renewed][8] is not None, "retiring released the lease"
+    assert by_id[renewed][4:6] == (1, "refactor")
+    assert by_id[released][8] is not None
+    assert by_id[shared][8] is None
     rebuilt = mailbox.mailctl("doctor", "--rebuild")
-    assert '"messages": 3' in rebuilt.stdout
+    assert '"messages": 5' in rebuilt.stdout
     assert snapshot(mailbox) == before
     assert list(mailbox.paths.state_dir.glob("mail.sqlite3.bak-*")), "the previous database is kept"
     report = json.loads(mailbox.mailctl("doctor", "--json").stdout)
     assert report["ok"] is True
+
+
+def test_every_reservation_state_change_is_archived_under_its_own_id(mailbox: Mailbox) -> None:
+    a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    mine = reserve(a, "src/**", exclusive=True, reason="refactor")
+    theirs = reserve(b, "src/**", exclusive=False, reason="reading")
+    wait_drained(mailbox)
+
+    def archived(rid: int) -> dict[str, Any]:
+        path = f"projects/work-app/file_reservations/id-{rid}.json"
+        return json.loads(read_blobs(mailbox.paths.archive, [path])[path])  # type: ignore[no-any-return]
+
+    assert (archived(mine)["agent"], archived(theirs)["agent"]) == ("BlueLake", "GreenCastle")
+    expires = archived(mine)["expires_ts"]
+    a.call_tool("renew_file_reservations", {"project_key": PROJECT, "extend_seconds": 600})
+    wait_drained(mailbox)
+    assert archived(mine)["expires_ts"] > expires
+    assert (archived(mine)["exclusive"], archived(mine)["reason"]) == (True, "refactor"), "renew keeps the flags"
+    heir = mailbox.client(hello={"session": "s-heir", "client": "test", "pid": 1})
+    heir.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m", "name": "BlueLake",
+                                      "force_reclaim": True})
+    wait_drained(mailbox)
+    assert archived(mine)["released_ts"] is not None, "retiring an agent archives the leases it releases"
+    assert archived(mine)["agent_id"] != heir.call_tool("whois", {"project_key": PROJECT,
+                                                                   "agent_name": "BlueLake"})["id"]
+    assert archived(theirs)["released_ts"] is None
+    files = head_files(mailbox.paths.archive)
+    assert "projects/work-app/agents/BlueLake/profiles/1.json" in files, "the retired profile is kept by id"
+    for conn in (a, b, heir):
+        conn.close()
+
+
+def test_rebuild_keeps_the_old_database_with_its_committed_wal(mailbox: Mailbox) -> None:
+    a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    for i in range(5):
+        send(a, "GreenCastle", subject=f"only in the wal {i}")
+    report = wait_drained(mailbox)
+    a.close()
+    b.close()
+    os.kill(report["pid"], signal.SIGKILL)  # an unclean death: no checkpoint at shutdown
+    deadline = time.monotonic() + 10
+    while pid_alive(report["pid"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    wal = mailbox.paths.db.with_name(mailbox.paths.db.name + "-wal")
+    assert wal.exists(), "precondition: committed data lives in the WAL"
+    assert wal.stat().st_size > 0
+    before = snapshot(mailbox)
+    assert len(before["messages"]) == 5
+    mailbox.mailctl("doctor", "--rebuild")
+    [backup] = mailbox.paths.state_dir.glob("mail.sqlite3.bak-*[0-9]")
+    assert snapshot(mailbox, backup) == before, "the backup holds every committed transaction"
 
 
 def test_doctor_finds_and_fixes_messages_missing_from_the_archive(mailbox: Mailbox) -> None:

@@ -35,9 +35,20 @@ def _pending(conn: Connection, limit: int) -> list[Any]:
     return rows
 
 
-def _context(conn: Connection, threads: set[tuple[str, str]]) -> tuple[dict[str, str], dict[tuple[str, str], Any]]:
-    """Project keys by slug, and the full message list of each touched thread (for digests)."""
+Context = tuple[dict[str, str], dict[tuple[str, str], Any], dict[int, dict[str, int]]]
+
+
+def _context(conn: Connection, threads: set[tuple[str, str]], message_ids: list[int]) -> Context:
+    """Project keys by slug, the full message list of each touched thread (for digests), and the
+    agent id behind every name of each message (names can be reclaimed; ids cannot)."""
     keys: dict[str, str] = {str(slug): str(key) for slug, key in conn.execute("SELECT slug, human_key FROM projects")}
+    ids: dict[int, dict[str, int]] = {}
+    for message_id in message_ids:
+        ids[message_id] = {str(name): int(agent_id) for agent_id, name in conn.execute(
+            "SELECT a.id, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id WHERE r.message_id = ?"
+            " UNION SELECT a.id, a.name FROM messages m JOIN agents a ON a.id = m.sender_id WHERE m.id = ?",
+            (message_id, message_id),
+        )}
     digests: dict[tuple[str, str], Any] = {}
     for slug, thread in threads:
         rows = conn.execute(
@@ -58,7 +69,7 @@ def _context(conn: Connection, threads: set[tuple[str, str]]) -> tuple[dict[str,
                              "importance": row[4], "ack_required": bool(row[5]), "created_ts": row[6],
                              "from": row[7], **lists})
         digests[(slug, thread)] = messages
-    return keys, digests
+    return keys, digests, ids
 
 
 def _delete(conn: Connection, ids: list[int]) -> None:
@@ -134,13 +145,18 @@ class Archiver:
             rows = await self._store.read(_pending, MAX_BATCH)
         items: list[tuple[int, str, str | None, dict[str, Any], str]] = []
         threads: set[tuple[str, str]] = set()
+        message_ids: list[int] = []
         for row_id, kind, slug, payload_text, created in rows:
             payload = json.loads(payload_text)
             items.append((row_id, kind, slug, payload, created))
             if kind == "message":
                 message = payload["message"]
                 threads.add((message["project_slug"], message["thread_id"] or str(message["id"])))
-        keys, digests = await self._store.read(_context, threads)
+                message_ids.append(int(message["id"]))
+        keys, digests, agent_ids = await self._store.read(_context, threads, message_ids)
+        for _row_id, kind, _slug, payload, _created in items:
+            if kind == "message" and agent_ids.get(payload["message"]["id"]):
+                payload["message"]["agent_ids"] = agent_ids[payload["message"]["id"]]
         files: dict[str, bytes] = {}
         lines: list[str] = []
         agents: list[str] = []

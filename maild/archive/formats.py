@@ -2,12 +2,17 @@
 and the parsers that read them back (for `doctor` and `rebuild`).
 
     projects/<slug>/project.json
-    projects/<slug>/agents/<Name>/profile.json
+    projects/<slug>/agents/<Name>/profile.json                  (the agent holding the name now)
+    projects/<slug>/agents/<Name>/profiles/<agent id>.json      (every agent that held the name)
     projects/<slug>/messages/YYYY/MM/<YYYY-MM-DDTHH-MM-SSZ>__<subject-slug>__<id>.md   (canonical)
     projects/<slug>/agents/<Name>/outbox/YYYY/MM/<same file name>                       (copy)
     projects/<slug>/agents/<Name>/inbox/YYYY/MM/<same file name>                        (copies)
     projects/<slug>/messages/threads/<thread_id>.md                                     (digest)
-    projects/<slug>/file_reservations/<sha1(pattern)>.json
+    projects/<slug>/file_reservations/<sha1(pattern)>.json      (latest change to that pattern)
+    projects/<slug>/file_reservations/id-<reservation id>.json  (each reservation, all its states)
+
+Ids travel with names (`agent_ids` in front matter, `id` in profiles, `agent_id` in reservations)
+so a rebuild reattaches mail and leases to the right agent after a retired name is reclaimed.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ def front_matter(payload: dict[str, Any], project_key: str) -> dict[str, Any]:
         "ack_required": payload["ack_required"],
         "created": payload["created_ts"],
         "attachments": payload.get("attachments", []),
+        **({"agent_ids": payload["agent_ids"]} if "agent_ids" in payload else {}),
     }
 
 
@@ -108,7 +114,9 @@ def pretty_json(value: Any) -> bytes:
 
 
 def agent_files(agent: dict[str, Any], slug: str) -> Files:
-    return {f"projects/{segment(slug)}/agents/{segment(agent['name'])}/profile.json": pretty_json(agent)}
+    folder = f"projects/{segment(slug)}/agents/{segment(agent['name'])}"
+    content = pretty_json(agent)
+    return {f"{folder}/profile.json": content, f"{folder}/profiles/{int(agent['id'])}.json": content}
 
 
 def project_files(project: dict[str, Any]) -> Files:
@@ -119,7 +127,9 @@ def reservation_files(reservations: list[dict[str, Any]], slug: str) -> Files:
     files: Files = {}
     for reservation in reservations:
         digest = hashlib.sha1(reservation["path_pattern"].encode(), usedforsecurity=False).hexdigest()
-        files[f"projects/{segment(slug)}/file_reservations/{digest}.json"] = pretty_json(reservation)
+        content = pretty_json(reservation)
+        files[f"projects/{segment(slug)}/file_reservations/{digest}.json"] = content
+        files[f"projects/{segment(slug)}/file_reservations/id-{int(reservation['id'])}.json"] = content
     return files
 
 

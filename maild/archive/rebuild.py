@@ -2,14 +2,16 @@
 
 Reads the archive's current commit (projects, agent profiles, canonical message files,
 reservation files), writes a fresh database beside the old one, then swaps them, keeping the old
-file as `mail.sqlite3.bak-<time>`. What the archive does not hold cannot come back: read/ack
-state (every message is unread again) and registration tokens (agents re-register, and
+file as `mail.sqlite3.bak-<time>` (WAL checkpointed first). Retired agents come back retired, and
+mail and leases keep their original agent ids. What the archive does not hold cannot come back:
+read/ack state (every message is unread again) and registration tokens (agents re-register, and
 `force_reclaim` or their own session binds them again). Runs only while no daemon serves the root.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -22,32 +24,46 @@ from maild.archive import formats
 from maild.archive.committer import head_files, read_blobs
 from maild.store import Connection, open_store
 from shared.config import Settings
+from shared.errors import MailError
+
+log = logging.getLogger(__name__)
 
 PROJECT_FILE = re.compile(r"^projects/[^/]+/project\.json$")
 PROFILE_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/profile\.json$")
-RESERVATION_FILE = re.compile(r"^projects/(?P<slug>[^/]+)/file_reservations/[0-9a-f]+\.json$")
+PROFILE_HISTORY_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/profiles/\d+\.json$")
+RESERVATION_FILE = re.compile(r"^projects/(?P<slug>[^/]+)/file_reservations/(?P<by_id>id-)?[0-9a-f]+\.json$")
+WANTED = (PROJECT_FILE, PROFILE_FILE, PROFILE_HISTORY_FILE, RESERVATION_FILE, formats.MESSAGE_FILE)
 
 Progress = Callable[[str, int, int], None]
 
 
 def collect(repo: Path) -> dict[str, list[Any]]:
-    paths = head_files(repo)
-    wanted = [p for p in paths if PROJECT_FILE.match(p) or PROFILE_FILE.match(p)
-              or formats.MESSAGE_FILE.match(p) or RESERVATION_FILE.match(p)]
+    """Everything a database needs, from the archive's head. Agents and reservations are keyed by
+    id: the per-id files (`profiles/<id>.json`, `id-<id>.json`) win over the by-name / by-pattern
+    ones, which older archives alone have and which a reclaimed name or a reused pattern overwrote."""
+    wanted = [p for p in head_files(repo) if any(rx.match(p) for rx in WANTED)]
     blobs = read_blobs(repo, wanted)
-    found: dict[str, list[Any]] = {"projects": [], "agents": [], "messages": [], "reservations": []}
-    for path, blob in blobs.items():
+    projects: list[Any] = []
+    messages: list[Any] = []
+    agents: dict[int, tuple[bool, Any]] = {}
+    reservations: dict[int, tuple[bool, Any]] = {}
+    for path, blob in sorted(blobs.items()):
         text = blob.decode()
         if PROJECT_FILE.match(path):
-            found["projects"].append(json.loads(text))
-        elif PROFILE_FILE.match(path):
-            found["agents"].append(json.loads(text))
+            projects.append(json.loads(text))
+        elif PROFILE_FILE.match(path) or PROFILE_HISTORY_FILE.match(path):
+            agent, exact = json.loads(text), PROFILE_HISTORY_FILE.match(path) is not None
+            if exact or not agents.get(agent["id"], (False, None))[0]:
+                agents[agent["id"]] = (exact, agent)
         elif (match := RESERVATION_FILE.match(path)) is not None:
-            found["reservations"].append({**json.loads(text), "project_slug": match["slug"]})
+            reservation, exact = {**json.loads(text), "project_slug": match["slug"]}, match["by_id"] is not None
+            if exact or not reservations.get(reservation["id"], (False, None))[0]:
+                reservations[reservation["id"]] = (exact, reservation)
         else:
             meta, body = formats.parse_message(text)
-            found["messages"].append({**meta, "body_md": body})
-    return found
+            messages.append({**meta, "body_md": body})
+    return {"projects": projects, "agents": [a for _, a in agents.values()], "messages": messages,
+            "reservations": [r for _, r in reservations.values()]}
 
 
 def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progress) -> dict[str, int]:
@@ -61,33 +77,39 @@ def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progres
         conn.execute(
             "INSERT INTO agents(id, project_id, name, program, model, task_description, attachments_policy,"
             " contact_policy, inception_ts, last_active_ts, is_active, deleted_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (a["id"], a["project_id"], a["name"], a["program"], a["model"], a["task_description"],
-             a["attachments_policy"], a["contact_policy"], a["inception_ts"], a["last_active_ts"],
-             int(a["is_active"]), a["deleted_ts"]),
+            (a["id"], a["project_id"], a["name"], a.get("program", ""), a.get("model", ""),
+             a.get("task_description", ""), a.get("attachments_policy", "auto"), a.get("contact_policy", "auto"),
+             a["inception_ts"], a.get("last_active_ts", a["inception_ts"]), int(a["is_active"]), a.get("deleted_ts")),
         )
         if a["is_active"] or a["name"].lower() not in names:
             names[a["name"].lower()] = a["id"]
+
+    def agent_id(name: str, ids: dict[str, int] | None) -> int:
+        # Archives written before ids were recorded only have names: the active holder is the best guess.
+        return ids[name] if ids and name in ids else names[name.lower()]
+
     messages = sorted(found["messages"], key=lambda m: m["id"])
     for index, m in enumerate(messages, 1):
+        ids = m.get("agent_ids")
         conn.execute(
             "INSERT INTO messages(id, project_id, sender_id, thread_id, subject, body_md, importance, ack_required,"
             " created_ts, attachments) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (m["id"], projects[m["project_slug"]], names[m["from"].lower()], m["thread_id"], m["subject"],
+            (m["id"], projects[m["project_slug"]], agent_id(m["from"], ids), m["thread_id"], m["subject"],
              m["body_md"], m["importance"], int(m["ack_required"]), m["created"], json.dumps(m["attachments"])),
         )
         for kind in ("to", "cc", "bcc"):
             for name in m[kind]:
                 conn.execute(
                     "INSERT OR IGNORE INTO message_recipients(message_id, agent_id, kind) VALUES (?, ?, ?)",
-                    (m["id"], names[name.lower()], kind),
+                    (m["id"], agent_id(name, ids), kind),
                 )
         if index % 1000 == 0 or index == len(messages):
             progress("messages", index, len(messages))
-    for r in found["reservations"]:
+    for r in sorted(found["reservations"], key=lambda r: r["id"]):
         conn.execute(
             "INSERT INTO file_reservations(id, project_id, agent_id, path_pattern, exclusive, reason, created_ts,"
             " expires_ts, released_ts) VALUES (?,?,?,?,?,?,?,?,?)",
-            (r["id"], projects[r["project_slug"]], names[r["agent"].lower()], r["path_pattern"],
+            (r["id"], projects[r["project_slug"]], r.get("agent_id") or names[r["agent"].lower()], r["path_pattern"],
              int(r["exclusive"]), r.get("reason", ""), r["created_ts"], r["expires_ts"], r.get("released_ts")),
         )
     conn.execute("DELETE FROM archive_outbox")  # the archive already holds everything just read
@@ -106,11 +128,30 @@ def rebuild(db: Path, repo: Path, settings: Settings, progress: Progress) -> dic
             return await store.write(_insert_all, found, progress)
 
     counts = anyio.run(build)
-    backup = None
-    if db.exists():
-        backup = db.with_name(f"{db.name}.bak-{time.strftime('%Y%m%dT%H%M%S')}")
-        db.rename(backup)
-        for suffix in ("-wal", "-shm"):
-            db.with_name(db.name + suffix).unlink(missing_ok=True)
+    backup = _set_aside(db, settings)
     fresh.rename(db)
     return {"rebuilt": counts, "database": str(db), "previous_database": str(backup) if backup else None}
+
+
+def _set_aside(db: Path, settings: Settings) -> Path | None:
+    """Move the old database out of the way *with* its committed WAL content: after an unclean
+    death the newest transactions live only in `-wal`, so checkpoint it in (opening and closing the
+    store does that) or, if the old file cannot be opened, keep its `-wal` beside the backup."""
+    if not db.exists():
+        return None
+
+    async def checkpoint() -> None:
+        async with open_store(db, settings):
+            pass
+
+    try:
+        anyio.run(checkpoint)
+    except MailError as exc:  # a damaged database is a reason to rebuild; keep its WAL as it is
+        log.warning("could not checkpoint the old database before the rebuild (%s); keeping its -wal", exc.message)
+    backup = db.with_name(f"{db.name}.bak-{time.strftime('%Y%m%dT%H%M%S')}")
+    db.rename(backup)
+    wal = db.with_name(db.name + "-wal")
+    if wal.exists():
+        wal.rename(backup.with_name(backup.name + "-wal"))  # SQLite replays it when the backup is opened
+    db.with_name(db.name + "-shm").unlink(missing_ok=True)
+    return backup
