@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -138,21 +141,128 @@ def test_hostile_names_are_sanitised_not_used_as_paths(mailbox: Mailbox) -> None
         assert unicode_name["name"] == "ncd"
 
 
-def test_whois_shows_presence_and_the_shim_hello_binds_an_existing_agent(mailbox: Mailbox) -> None:
+def wait_archived(mailbox: Mailbox, timeout: float = 30) -> None:
+    """Bounded poll until the archive has committed everything queued (it group-commits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = mailbox.call("health_check")
+        if report["archive"]["queue_depth"] == 0:
+            return
+        assert time.monotonic() < deadline, f"archive did not drain: {report['archive']}"
+        time.sleep(0.02)
+
+
+def test_whois_shows_presence_and_the_agents_recent_archive_commits(mailbox: Mailbox) -> None:
     with agent_session(mailbox, "w1") as conn:
         agent = register(conn, name="AmberHawk")
+        wait_archived(mailbox)  # its own commit, so the two agents' histories differ
+    with agent_session(mailbox, "w2") as conn:
+        register(conn, name="Bystander")
+        wait_archived(mailbox)
     with mailbox.client() as anonymous:
         offline = anonymous.call_tool("whois", {"project_key": PROJECT, "agent_name": "amber-hawk"})
         assert offline["online"] is False
         assert offline["last_seen_ts"] is not None
-        assert isinstance(offline["recent_commits"], list)
-        with mailbox.client(hello={"session": "shim-1", "agent": "AmberHawk", "client": "shim"}) as shim:
-            shim.call_tool("health_check")  # one round trip: the hello before it has been applied
+        [commit] = offline["recent_commits"]
+        assert re.fullmatch(r"[0-9a-f]{12}", commit["hexsha"])
+        touched = subprocess.run(["git", "--git-dir", str(mailbox.paths.archive), "show", "--name-only",
+                                  "--format=", commit["hexsha"]], capture_output=True, text=True, check=True).stdout
+        assert "projects/work-app/agents/AmberHawk/profile.json" in touched.split()
+        other = anonymous.call_tool("whois", {"project_key": PROJECT, "agent_name": "Bystander"})
+        assert [c["hexsha"] for c in other["recent_commits"]] != [commit["hexsha"]]
+        token = {"token": agent["registration_token"]}
+        with mailbox.client(hello={"session": "shim-1", "agent": "AmberHawk", "client": "shim", **token}) as shim:
+            assert shim.call_tool("fetch_inbox", {"project_key": PROJECT})["agent"] == "AmberHawk"
             online = anonymous.call_tool("whois", {"project_key": PROJECT, "agent_name": "AmberHawk"})
             assert online["online"] is True
-            assert shim.call_tool("fetch_inbox", {"project_key": PROJECT})["agent"] == agent["name"]
         with pytest.raises(NotFound):
             anonymous.call_tool("whois", {"project_key": PROJECT, "agent_name": "Nobody"})
+
+
+def wait_offline(mailbox: Mailbox, name: str, timeout: float = 30) -> None:
+    """Bounded poll until the daemon has seen the agent's sessions close (closing is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while mailbox.call("whois", project_key=PROJECT, agent_name=name, include_recent_commits=False)["online"]:
+        assert time.monotonic() < deadline, f"{name} still online"
+        time.sleep(0.02)
+
+
+def shim_hello(mailbox: Mailbox, session: str, agent: str, token: str | None = None) -> DaemonClient:
+    hello = {"session": session, "client": "shim", "pid": 1, "agent": agent, **({"token": token} if token else {})}
+    return mailbox.client(hello=hello)
+
+
+def test_a_hello_naming_an_agent_without_its_token_does_not_take_it_over(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "lead") as lead:
+        target = register(lead, name="TrustedLead")  # registered by name: it holds a token
+        lead.call_tool("send_message", {"project_key": PROJECT, "to": "TrustedLead", "subject": "secret",
+                                        "body_md": "x"})
+        for session, token, needle in (("spoof-online", None, "online in another session"),
+                                       ("spoof-wrong", "wrong", "not TrustedLead's")):
+            with shim_hello(mailbox, session, "TrustedLead", token) as spoof:
+                with pytest.raises(AuthenticationRequired, match=needle) as caught:
+                    spoof.call_tool("fetch_inbox", {"project_key": PROJECT})
+                assert "AGENT_MAIL_TOKEN" in caught.value.message
+                with pytest.raises(AuthenticationRequired):
+                    spoof.call_tool("send_message", {"project_key": PROJECT, "to": "TrustedLead", "subject": "x",
+                                                     "body_md": "x"})
+        with shim_hello(mailbox, "own-token", "TrustedLead", target["registration_token"]) as second:
+            assert second.call_tool("fetch_inbox", {"project_key": PROJECT})["agent"] == "TrustedLead", (
+                "its token binds a second session even while it is online"
+            )
+    wait_offline(mailbox, "TrustedLead")
+    with shim_hello(mailbox, "spoof-offline", "TrustedLead") as spoof, pytest.raises(
+        AuthenticationRequired, match="registered through register_agent"
+    ):
+        spoof.call_tool("fetch_inbox", {"project_key": PROJECT})
+
+
+def test_a_shims_configured_name_rebinds_its_agent_while_offline_but_never_while_online(mailbox: Mailbox) -> None:
+    with shim_hello(mailbox, "editor-1", "BlueLake") as first:
+        created = register(first)  # the name comes from the hello (AGENT_MAIL_NAME)
+        assert created["name"] == "BlueLake"
+        with shim_hello(mailbox, "intruder", "BlueLake") as intruder, pytest.raises(
+            AuthenticationRequired, match="online in another session"
+        ):
+            intruder.call_tool("fetch_inbox", {"project_key": PROJECT})
+    wait_offline(mailbox, "BlueLake")
+    with shim_hello(mailbox, "editor-2", "blue-lake") as restarted:
+        inbox = restarted.call_tool("fetch_inbox", {"project_key": PROJECT})
+        assert inbox["agent"] == "BlueLake", "the editor's restarted shim is its agent again"
+
+
+def test_the_operator_name_is_reserved_for_the_command_line(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "pretender") as conn, pytest.raises(NameTaken, match="reserved"):
+        register(conn, name="human-operator")
+    mailbox.mailctl("send", "HumanOperator", "note to self", "x")
+    with agent_session(mailbox, "pretender-2") as conn, pytest.raises(NameTaken, match="reserved"):
+        register(conn, name="HumanOperator", force_reclaim=True)
+
+
+def test_mailctl_acts_as_an_agent_only_with_its_token(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "victim") as victim:
+        target = register(victim, name="TrustedLead")
+    for env, needle in (({"AGENT_MAIL_NAME": "TrustedLead"}, "needs TrustedLead's registration token"),
+                        ({"AGENT_MAIL_NAME": "TrustedLead", "AGENT_MAIL_TOKEN": "wrong"}, "not TrustedLead's")):
+        spoof = subprocess.run(
+            [sys.executable, "-P", "-m", "mailctl", "send", "TrustedLead", "I am the lead", "x", "--project", PROJECT],
+            env={**mailbox.env, **env}, cwd=mailbox.root, capture_output=True, text=True, check=False,
+        )
+        assert spoof.returncode == 1
+        assert spoof.stderr.startswith("mailctl: AUTHENTICATION_REQUIRED: ")
+        assert needle in spoof.stderr
+    spoof = mailbox.mailctl("inbox", "--as", "TrustedLead", check=False)
+    assert "AUTHENTICATION_REQUIRED" in spoof.stderr
+    real = subprocess.run(
+        [sys.executable, "-P", "-m", "mailctl", "send", "TrustedLead", "from me", "x", "--json", "--project", PROJECT],
+        env={**mailbox.env, "AGENT_MAIL_NAME": "TrustedLead", "AGENT_MAIL_TOKEN": target["registration_token"]},
+        cwd=mailbox.root, capture_output=True, text=True, check=True,
+    )
+    assert json.loads(real.stdout)["deliveries"][0]["payload"]["from"] == "TrustedLead"
+    with agent_session(mailbox, "victim-again") as victim:
+        inbox = register(victim, name="TrustedLead", registration_token=target["registration_token"],
+                         auto_fetch_inbox=True)
+        assert [m["subject"] for m in inbox["inbox"]] == ["from me"], "the spoofed sends delivered nothing"
 
 
 def test_binding_survives_a_daemon_restart(mailbox: Mailbox) -> None:

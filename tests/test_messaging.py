@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from shared.client import DaemonClient
-from shared.errors import AuthenticationRequired, InvalidArgument, NotFound, RecipientNotFound
+from shared.errors import AuthenticationRequired, InvalidArgument, NameTaken, NotFound, RecipientNotFound
 from tests.conftest import Mailbox
 
 PROJECT = "/work/app"
@@ -123,15 +123,61 @@ def test_auto_registered_recipients_get_the_first_message(mailbox: Mailbox) -> N
     mailbox.paths.state_dir.mkdir(mode=0o700)
     mailbox.paths.config_file.write_text("auto_register_recipients = true\n")
     a = Agent(mailbox, "BlueLake")
-    sent = a.send("NewHire")
+    sent = a.send("NewHire", subject="Welcome", body="Start with the README.")
     assert sent["to"] == ["NewHire"]
-    newbie = Agent(mailbox, "NewHire")  # coerce: reclaims the offline auto-registered identity
-    assert newbie.name == "NewHire"
     with mailbox.client() as anonymous:
-        whois = anonymous.call_tool("whois", {"project_key": PROJECT, "agent_name": "NewHire"})
-        assert whois["program"] == "claude-code"
+        placeholder = anonymous.call_tool("whois", {"project_key": PROJECT, "agent_name": "NewHire"})
+        assert placeholder["placeholder"] is True
+    with mailbox.client(hello={"session": "s-NewHire", "client": "test", "pid": 1}) as conn:
+        joined = conn.call_tool("register_agent", {
+            "project_key": PROJECT, "program": "codex", "model": "gpt-5", "name": "new-hire",
+            "auto_fetch_inbox": True, "inbox_include_bodies": True,
+        })
+        me = joined["agent"]
+        assert me["id"] == placeholder["id"], "the newcomer claims the placeholder, not a fresh identity"
+        assert me["created"] is True
+        assert me["placeholder"] is False
+        assert len(me["registration_token"]) >= 24
+        assert [(m["id"], m["body_md"]) for m in joined["inbox"]] == [(sent["id"], "Start with the README.")]
+        assert joined["unread_count"] == 1
+        assert conn.call_tool("fetch_inbox", {"project_key": PROJECT})["result"][0]["subject"] == "Welcome"
+        with mailbox.client() as anonymous:
+            whois = anonymous.call_tool("whois", {"project_key": PROJECT, "agent_name": "NewHire"})
+            assert (whois["program"], whois["model"]) == ("codex", "gpt-5")
+        with mailbox.client(hello={"session": "s-late", "client": "test", "pid": 1}) as late, pytest.raises(
+            NameTaken, match="online"
+        ):
+            late.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m",
+                                              "name": "NewHire"})
     a.conn.close()
-    newbie.conn.close()
+
+
+def test_register_can_fetch_the_inbox_with_its_filters(pair: tuple[Agent, Agent]) -> None:
+    a, b = pair
+    first = a.send("GreenCastle", subject="old", importance="urgent")
+    a.send("GreenCastle", subject="calm")
+    newer = a.send("GreenCastle", subject="new", importance="high", body="look")
+    a.send("GreenCastle", subject="newest", importance="urgent")
+
+    def register(**options: Any) -> dict[str, Any]:
+        return b.conn.call_tool("register_agent", {  # type: ignore[no-any-return]
+            "project_key": PROJECT, "program": "claude-code", "model": "opus", "name": "GreenCastle",
+            "auto_fetch_inbox": True, **options,
+        })
+
+    everything = register()
+    assert everything["agent"]["name"] == "GreenCastle"
+    assert [m["subject"] for m in everything["inbox"]] == ["newest", "new", "calm", "old"]
+    assert "body_md" not in everything["inbox"][0]
+    assert everything["unread_count"] == 4
+    filtered = register(inbox_limit=2, inbox_urgent_only=True, inbox_since_ts=first["created_ts"],
+                        inbox_include_bodies=True)
+    assert [m["subject"] for m in filtered["inbox"]] == ["newest", "new"]
+    assert filtered["inbox"][1]["body_md"] == "look"
+    assert [m["id"] for m in register(inbox_limit=1, inbox_since_ts=newer["created_ts"])["inbox"]] == [
+        newer["id"] + 1
+    ]
+    assert "inbox" not in register(auto_fetch_inbox=False), "without the option: the agent alone"
 
 
 def test_cross_project_addressing(mailbox: Mailbox) -> None:

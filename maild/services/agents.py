@@ -1,10 +1,11 @@
 """Agents: registration, naming modes, identity checks (who may act as whom) and presence.
 
 Identity rule (beyond upstream): a session acts as the agent it is bound to (by register_agent,
-or by the shim's hello naming `AGENT_MAIL_NAME`). Acting as any *other* agent needs that agent's
-registration token, returned once at creation and stored only as a SHA-256 hash. Names are unique
-among active agents of the mailbox root, case-insensitively; the database's unique index is the
-arbiter, and all name claims run inside the single writer's IMMEDIATE transactions.
+or by a hello naming an agent under `hello_refusal`'s rule). Acting as any *other* agent needs that
+agent's registration token, returned once at creation and stored only as a SHA-256 hash. Names are
+unique among active agents of the mailbox root, case-insensitively; the database's unique index is
+the arbiter, and all name claims run inside the single writer's IMMEDIATE transactions. The trust
+model (who is the operator, what a hello may claim) is written down in docs/messaging.md.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from shared.config import Settings
 from shared.errors import AuthenticationRequired, InvalidArgument, NameTaken, NotFound
 
 OPERATOR_CLIENT = "mailctl"
+# The identity the CLI speaks as for the person at the keyboard; reserved for operator sessions.
+OPERATOR_NAME = "HumanOperator"
 ATTACHMENT_POLICIES = ("auto", "inline", "file")
 MAX_FIELD_CHARS = {"program": 128, "model": 128, "task_description": 2048}
 
 AGENT_COLUMNS = (
     "a.id, a.name, a.program, a.model, a.task_description, a.inception_ts, a.last_active_ts, a.project_id,"
-    " a.attachments_policy, a.contact_policy, a.is_active, a.deleted_ts, a.unread_count, p.slug"
+    " a.attachments_policy, a.contact_policy, a.is_active, a.deleted_ts, a.unread_count, p.slug,"
+    " a.placeholder, a.named_by_env"
 )
 AGENT_FROM = "agents a JOIN projects p ON p.id = a.project_id"
 
@@ -52,6 +56,7 @@ def agent_dict(row: Any) -> dict[str, Any]:
         "is_active": bool(row[10]),
         "deleted_ts": row[11],
         "project_slug": row[13],
+        "placeholder": bool(row[14]),
     }
 
 
@@ -101,10 +106,45 @@ def require_active(conn: Connection, name: str, project: dict[str, Any] | None =
 
 
 def is_operator(session: Session | None) -> bool:
-    """The CLI, and plain scripts on the socket (no hello: not an agent's shim), act for the user."""
+    """The CLI, and plain scripts on the socket (no hello: not an agent's shim), act for the user.
+
+    Agents' shims always send a hello (client "shim"), and HTTP sessions are "http": neither is ever
+    the operator. The socket is 0600, so only the same OS user reaches this (docs/messaging.md)."""
     if session is None:
         return False
     return session.client == OPERATOR_CLIENT or (session.client == "socket" and not session.persisted)
+
+
+def is_operator_name(name: str) -> bool:
+    return names.lookup_key(name) == names.lookup_key(OPERATOR_NAME)
+
+
+def hello_refusal(conn: Connection, session: Session, row: Any, online: set[int]) -> str | None:
+    """Why a hello naming the existing agent `row` must not bind the session (None: it may).
+
+    A hello proves nothing by itself: any process of the user can send one. So it binds when it
+    carries the agent's token (AGENT_MAIL_TOKEN), or — the editor-config convenience — when the
+    agent was registered under that same configured name and is offline right now. It never takes
+    over an agent that is online, nor one that registered itself by name (it holds a token)."""
+    if session.vouched or token_matches(conn, row[0], session.hello_token):
+        return None
+    name = row[1]
+    fix = (
+        f" Set AGENT_MAIL_TOKEN to {name}'s registration_token in this client's environment (the editor's MCP "
+        f"config for `mailctl mcp`; or mailctl --token), pass registration_token / sender_token with the call, "
+        "or call register_agent with another name."
+    )
+    if session.hello_token:
+        return f"this session's hello named {name} with a token that is not {name}'s, so it is not bound." + fix
+    if row[14]:
+        return (f"{name} was created as a mail recipient and has not registered yet: call register_agent "
+                "(it claims the name and the mail already sent to it).")
+    if row[0] in online:
+        return f"{name} is online in another session, so a hello naming it without its token does not bind." + fix
+    if not row[15]:
+        return (f"{name} registered through register_agent (not under this shim's configured name), so a hello "
+                "naming it needs its token." + fix)
+    return None
 
 
 def bind(conn: Connection, session: Session | None, agent_id: int) -> None:
@@ -128,6 +168,10 @@ def acting_agent(
             raise AuthenticationRequired(
                 "the agent this session was bound to has been retired; call register_agent again",
                 data={"parameter": param},
+            )
+        if session is not None and session.binding_refused:
+            raise AuthenticationRequired(
+                session.binding_refused, data={"parameter": param, "agent_name": session.requested_agent}
             )
         raise InvalidArgument(
             f"{param} is required: this session is not bound to an agent yet. Call register_agent first "
@@ -188,15 +232,19 @@ def _retire(conn: Connection, row: Any, now: str) -> None:
             rs._archive(conn, slug, rows)  # the one place reservation payloads are built
 
 
-def _create(conn: Connection, project: dict[str, Any], name: str, fields: dict[str, str]) -> tuple[Any, str]:
+def _create(
+    conn: Connection, project: dict[str, Any], name: str, fields: dict[str, str],
+    *, placeholder: bool = False, named_by_env: bool = False,
+) -> tuple[Any, str]:
     now = utcnow()
     token = secrets.token_urlsafe(24)
     try:
         agent_id = conn.execute(
             "INSERT INTO agents(project_id, name, program, model, task_description, attachments_policy,"
-            " inception_ts, last_active_ts, token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " inception_ts, last_active_ts, token_hash, placeholder, named_by_env)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (project["id"], name, fields["program"], fields["model"], fields["task_description"],
-             fields["attachments_policy"], now, now, hash_token(token)),
+             fields["attachments_policy"], now, now, hash_token(token), int(placeholder), int(named_by_env)),
         ).get
     except IntegrityError:
         raise NameTaken(
@@ -224,20 +272,35 @@ def register_in(
     """The whole name-claim decision, inside one IMMEDIATE transaction."""
     project = ensure_in(conn, project_key) if not always_new else find_in(conn, project_key)
     clean: str | None = None
-    if mode != "always_auto" and requested is not None:
-        clean = names.sanitize(validate_name(requested))
-        if not clean:
-            if mode == "strict":
-                raise InvalidArgument(
-                    f"{requested!r} has no letters or digits; agent names look like 'BlueLake' (or omit the name)"
-                )
-            clean = None
+    if requested is not None:
+        clean = names.sanitize(validate_name(requested)) or None
+        if clean is None and mode == "strict":
+            raise InvalidArgument(
+                f"{requested!r} has no letters or digits; agent names look like 'BlueLake' (or omit the name)"
+            )
+    operator = clean is not None and is_operator_name(clean)
+    if operator and not is_operator(session):
+        raise NameTaken(
+            f"{OPERATOR_NAME} is reserved for the person at the command line (mailctl); choose another name",
+            data={"name": OPERATOR_NAME},
+        )
+    if mode == "always_auto" and not operator:
+        clean = None  # the operator keeps its name, or every CLI call would mint a new identity
+    # Registered under the name this session's hello gave (the editor config): see hello_refusal.
+    by_env = bool(
+        clean and session is not None and session.requested_agent
+        and names.lookup_key(session.requested_agent) == names.lookup_key(clean)
+    )
     now = utcnow()
     if clean is not None:
         existing = find_active(conn, clean)
+        if existing is not None and existing[14]:
+            return _claim(conn, session, project, existing, fields, by_env)
         if existing is not None:
-            authorized = (session is not None and session.agent_id == existing[0]) or token_matches(
-                conn, existing[0], token
+            authorized = (
+                (session is not None and session.agent_id == existing[0])
+                or token_matches(conn, existing[0], token)
+                or operator
             )
             if authorized and not always_new:
                 unchanged = (
@@ -247,9 +310,9 @@ def register_in(
                 )
                 conn.execute(
                     "UPDATE agents SET program = ?, model = ?, task_description = ?, attachments_policy = ?,"
-                    " last_active_ts = ?, project_id = ? WHERE id = ?",
+                    " last_active_ts = ?, project_id = ?, named_by_env = max(named_by_env, ?) WHERE id = ?",
                     (fields["program"], fields["model"], fields["task_description"],
-                     fields["attachments_policy"], now, project["id"], existing[0]),
+                     fields["attachments_policy"], now, project["id"], int(by_env), existing[0]),
                 )
                 bind(conn, session, existing[0])
                 row = get_by_id(conn, existing[0])
@@ -272,9 +335,29 @@ def register_in(
             _retire(conn, existing, now)
             clean = existing[1]  # a reclaimed name keeps its established spelling
     name = clean if clean is not None else _generate_free_name(conn)
-    row, new_token = _create(conn, project, name, fields)
+    row, new_token = _create(conn, project, name, fields, named_by_env=by_env)
     bind(conn, session, row[0])
     return {**agent_dict(row), "created": True, "registration_token": new_token}
+
+
+def _claim(
+    conn: Connection, session: Session | None, project: dict[str, Any], row: Any, fields: dict[str, str],
+    by_env: bool,
+) -> dict[str, Any]:
+    """The first real registration of an auto-registered recipient's name takes over its row: same
+    id, so the mail already sent to it stays in its inbox; its own profile; a fresh token."""
+    now = utcnow()
+    token = secrets.token_urlsafe(24)
+    conn.execute(
+        "UPDATE agents SET program = ?, model = ?, task_description = ?, attachments_policy = ?, project_id = ?,"
+        " inception_ts = ?, last_active_ts = ?, token_hash = ?, placeholder = 0, named_by_env = ? WHERE id = ?",
+        (fields["program"], fields["model"], fields["task_description"], fields["attachments_policy"],
+         project["id"], now, now, hash_token(token), int(by_env), row[0]),
+    )
+    bind(conn, session, row[0])
+    claimed = get_by_id(conn, row[0])
+    enqueue(conn, "agent", project["slug"], {"agent": agent_dict(claimed)})
+    return {**agent_dict(claimed), "created": True, "claimed_placeholder": True, "registration_token": token}
 
 
 def clean_fields(program: str, model: str, task_description: str, attachments_policy: str) -> dict[str, str]:
@@ -343,16 +426,24 @@ class Agents:
         return await self._store.write(unit)
 
     async def bind_requested(self, session: Session) -> None:
-        """Bind a session whose hello named an existing agent (the shim's AGENT_MAIL_NAME)."""
+        """Bind a session whose hello named an existing agent (the shim's AGENT_MAIL_NAME), if
+        `hello_refusal` allows it; otherwise record why, for the session's first identity-needing call."""
         if session.agent_id is not None or not session.requested_agent:
             return
 
-        def bind_if_exists(conn: Connection) -> None:
+        def decide(conn: Connection) -> None:
             row = find_active(conn, session.requested_agent or "")
-            if row is not None:
+            if row is None:
+                return  # register_agent will create it under this name
+            # Presence is read inside the single writer's unit: two hellos racing for one offline
+            # agent are serialised here, and the second sees the first one's binding.
+            refusal = hello_refusal(conn, session, row, self.online_ids())
+            if refusal is None:
                 bind(conn, session, row[0])
+            else:
+                session.binding_refused = refusal
 
-        await self._store.write(bind_if_exists)
+        await self._store.write(decide)
 
     async def whois(
         self, project_key: str, agent_name: str, include_recent_commits: bool, commit_limit: int

@@ -67,7 +67,7 @@ class MailViews:
                 f" FROM {ag.AGENT_FROM} WHERE a.project_id = ? AND a.is_active = 1 ORDER BY a.last_active_ts DESC",
                 (project["id"],),
             ).fetchall()
-            return project, [(r, r[14]) for r in rows]
+            return project, [(r, r[-1]) for r in rows]  # the last column: last session time
 
         project, rows = await self._store.read(unit)
         return {

@@ -158,10 +158,13 @@ def _resolve(
         return row
     clean = names.sanitize(name)
     if auto_register and clean and project_key is None:
+        # A placeholder: nobody holds its token (it is discarded); the first register_agent of this
+        # name claims the row, and with it the mail sent here before it registered.
         project = {"id": sender[7], "slug": sender[13]}
         created, _token = ag._create(
             conn, project, clean,
             {"program": sender[2], "model": sender[3], "task_description": "", "attachments_policy": "auto"},
+            placeholder=True,
         )
         return created
     unknown.append(address)

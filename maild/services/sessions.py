@@ -3,6 +3,7 @@
 A session is one client connection: a shim for one editor's agent, one CLI call, one HTTP session.
 The transport opens and closes sessions; tools read `current_session` to know their caller.
 Rows are persisted so a binding survives a daemon restart (a shim reconnects with the same id).
+Whether a hello's named agent may be bound is decided by the identity layer (agents.py), not here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ class Session:
     tools_mode: str | None = None
     agent_id: int | None = None
     persisted: bool = False
+    # The hello's `token` (the shim's AGENT_MAIL_TOKEN): kept in memory only, never stored or shown.
+    hello_token: str | None = field(default=None, repr=False)
+    # Why the hello's named agent was not bound (told to the agent on its first identity-needing call).
+    binding_refused: str | None = None
+    # The transport already authenticated `requested_agent` (an HTTP token's verified agent claim).
+    vouched: bool = False
     connected_at: str = field(default_factory=utcnow)
 
     def describe(self) -> dict[str, Any]:
@@ -82,6 +89,8 @@ class Sessions:
         session.cwd = _str_or_none(hello.get("cwd"))
         session.requested_agent = _str_or_none(hello.get("agent"), 128)
         session.tools_mode = _str_or_none(hello.get("tools"), 16)
+        session.hello_token = _str_or_none(hello.get("token"), 256)
+        session.binding_refused = None
         session.persisted = True
         session.agent_id = await self._store.write(self._upsert, session)
         if self.on_hello is not None:
@@ -118,7 +127,7 @@ class Sessions:
         key = f"http:{subject}"
         session = self._http.get(key)
         if session is None:
-            session = Session(id=key, client="http", requested_agent=agent)
+            session = Session(id=key, client="http", requested_agent=agent, vouched=True)
             if len(self._http) > 10_000:
                 self._http.clear()  # bounded; a dropped session rebinds on its next request
             self._http[key] = session

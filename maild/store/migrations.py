@@ -140,9 +140,20 @@ CREATE TRIGGER recipients_unread_delete AFTER DELETE ON message_recipients WHEN 
 END;
 """
 
+# How an agent came to exist, for the identity rules in maild/services/agents.py:
+# - placeholder: auto-registered as a recipient (MESSAGING_AUTO_REGISTER_RECIPIENTS); the first real
+#   register_agent of that name claims this row (same id, so the mail already sent is kept);
+# - named_by_env: registered under the name its shim's hello gave (AGENT_MAIL_NAME, the editor
+#   config); only such agents may be bound by a later token-less hello naming them, when offline.
+M003_AGENT_ORIGINS = """
+ALTER TABLE agents ADD COLUMN placeholder INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN named_by_env INTEGER NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial", M001_INITIAL),
     (2, "unread_counts", M002_UNREAD_COUNTS),
+    (3, "agent_origins", M003_AGENT_ORIGINS),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
