@@ -202,8 +202,13 @@ def test_a_request_in_flight_when_the_daemon_dies_gets_a_retryable_error(mailbox
 
 def test_a_shim_whose_editor_died_exits_and_its_agent_goes_offline(mailbox: Mailbox) -> None:
     mailbox.call("ensure_project", human_key=PROJECT)
-    with mailbox.client(hello={"session": "reg", "client": "test", "pid": 1}) as conn:
+    # Registered from a session configured as Ghost (AGENT_MAIL_NAME), so its next token-less shim rebinds it.
+    with mailbox.client(hello={"session": "reg", "client": "test", "pid": 1, "agent": "Ghost"}) as conn:
         conn.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m", "name": "Ghost"})
+    deadline = time.monotonic() + 20
+    while mailbox.call("whois", project_key=PROJECT, agent_name="Ghost")["online"]:  # closing is asynchronous
+        assert time.monotonic() < deadline, "the registering session never closed"
+        time.sleep(0.05)
     editor = subprocess.Popen(
         [sys.executable, "-c",
          "import subprocess, sys, time\n"
