@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +81,7 @@ if [ -d "$dir/hooks.d/$hook" ]; then
   done
 fi
 if [ -x "$dir/$hook.orig" ]; then printf '%s\\n' "$input" | "$dir/$hook.orig" "$@" || exit $?; fi
-printf '%s\\n' "$input" | exec "{sys.executable}" -P -m mailctl --root "{root}" guard check --hook "$hook"
+printf '%s\\n' "$input" | exec "{sys.executable}" -P -m mailctl.guard --root "{root}" --hook "$hook"
 """
 
 
@@ -140,7 +139,7 @@ def _name_status_paths(fields: list[str]) -> list[str]:
 
 def staged_paths(repo: Path) -> list[str]:
     """Paths a commit would touch, both sides of renames and copies."""
-    return _name_status_paths(_git_lines(repo, "diff", "--cached", "--name-status", "-M", "-z"))
+    return _name_status_paths(_git_lines(repo, "diff", "--cached", "--no-relative", "--name-status", "-M", "-z"))
 
 
 def pushed_paths(repo: Path, stdin: str) -> list[str]:
@@ -168,6 +167,8 @@ def conflicts_via_daemon(paths: MailboxPaths, project: str, agent: str | None,
 def conflicts_via_database(paths: MailboxPaths, project: str, agent: str | None,
                            files: list[str]) -> list[dict[str, Any]] | None:
     """None when there is no database at all; raises OSError/sqlite3.Error when it cannot be read."""
+    import sqlite3  # only when the daemon is down: the hook's fast path does without it
+
     if not paths.db.exists():
         return None
     conn = sqlite3.connect(f"file:{paths.db}?mode=ro", uri=True, timeout=5)
@@ -206,6 +207,8 @@ def check(root: Path, repo: Path, hook: str, stdin: str, project_key: str | None
     try:
         conflicts: list[dict[str, Any]] | None = conflicts_via_daemon(paths, project, agent, files)
     except (DaemonUnavailable, MailError, OSError):
+        import sqlite3
+
         try:
             conflicts = conflicts_via_database(paths, project, agent, files)
         except (OSError, sqlite3.Error) as exc:
@@ -227,3 +230,22 @@ def check(root: Path, repo: Path, hook: str, stdin: str, project_key: str | None
     print(f"agent-mail guard: {hook} blocked. Coordinate with the holder(s) (send_message), wait for the "
           "reservation to end, or set AGENT_MAIL_BYPASS=1 to override.", file=sys.stderr)
     return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """What the installed hook runs: `python -m mailctl.guard --root ROOT --hook HOOK`. Lighter than
+    `mailctl guard check` (which loads every command group): the hook's cost is mostly start-up.
+    git runs hooks at the checkout's top level, so the current directory is the repository."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mailctl.guard", description=main.__doc__)
+    parser.add_argument("--root", required=True, help="the mailbox root")
+    parser.add_argument("--hook", default="pre-commit", choices=HOOKS)
+    parser.add_argument("--project", default=None, help="override the recorded project key")
+    args = parser.parse_args(argv)
+    stdin = "" if sys.stdin.isatty() else sys.stdin.read()
+    return check(Path(args.root), Path.cwd(), args.hook, stdin, project_key=args.project)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

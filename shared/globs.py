@@ -8,6 +8,7 @@ other taken as a path, or they are equal — a symmetric test. Virtual namespace
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 BROAD = {"*", "**", "**/*", "/", ".", "./"}
@@ -42,26 +43,54 @@ def anchor(pattern: str) -> tuple[str, ...] | None:
     return tuple(literal)
 
 
+def _head(pattern: str) -> str | None:
+    """The index bucket of a pattern: its first literal directory, or None if it may match anywhere."""
+    prefix = anchor(pattern) if pattern not in BROAD else None
+    return prefix[0] if prefix else None
+
+
 class PatternIndex:
     """Many patterns, checked against many concrete paths without trying every pair: patterns are
     bucketed by their first literal directory, so a path only meets the patterns that could match it
     (plus those that match at any depth)."""
 
     def __init__(self, patterns: list[tuple[str, object]]) -> None:
+        self._all = patterns
         self._anywhere: list[tuple[str, object]] = []
-        self._by_head: dict[str, list[tuple[str, object]]] = {}
+        self._by_head: dict[str | None, list[tuple[str, object]]] = {}
         for pattern, tag in patterns:
-            prefix = anchor(pattern) if pattern not in BROAD else None
-            if prefix:
-                self._by_head.setdefault(prefix[0], []).append((pattern, tag))
+            self._by_head.setdefault(_head(pattern), []).append((pattern, tag))
+        self._anywhere = self._by_head.pop(None, [])
+
+    def updated(self, added: list[tuple[str, object]], keep: Callable[[object], bool]) -> PatternIndex:
+        """A new index with `added` and without the entries whose tag `keep` rejects — which must sit
+        under the same heads as `added` (a refresh of the same pattern). Only those buckets are copied."""
+        fresh = PatternIndex([])
+        fresh._all = [entry for entry in self._all if keep(entry[1])] + added
+        fresh._by_head = dict(self._by_head)
+        fresh._anywhere = self._anywhere
+        heads = {_head(pattern) for pattern, _ in added}
+        for head in heads:
+            old = self._anywhere if head is None else self._by_head.get(head, [])
+            bucket = [entry for entry in old if keep(entry[1])] + [e for e in added if _head(e[0]) == head]
+            if head is None:
+                fresh._anywhere = bucket
             else:
-                self._anywhere.append((pattern, tag))
+                fresh._by_head[head] = bucket
+        return fresh
 
     def matching(self, path: str) -> list[object]:
         path = path.strip("/")
         head = path.split("/", 1)[0]
         return [tag for pattern, tag in (*self._by_head.get(head, ()), *self._anywhere)
                 if overlaps(pattern, path)]
+
+    def overlapping(self, pattern: str) -> list[object]:
+        """Tags of the indexed patterns that overlap another *pattern* (the same answer as trying
+        `overlaps` on every pair: differently anchored patterns cannot overlap)."""
+        prefix = anchor(pattern) if pattern not in BROAD else None
+        pool = (*self._by_head.get(prefix[0], ()), *self._anywhere) if prefix else self._all
+        return [tag for indexed, tag in pool if overlaps(indexed, pattern)]
 
 
 def overlaps(a: str, b: str) -> bool:

@@ -17,7 +17,7 @@ import pytest
 from maild.services.reservations import ReservationActive
 from shared.client import DaemonClient
 from shared.errors import InvalidArgument, NotFound
-from shared.globs import overlaps
+from shared.globs import PatternIndex, overlaps
 from tests.conftest import Mailbox
 
 
@@ -310,3 +310,34 @@ def test_the_background_sweep_releases_expired_reservations_without_any_read(mai
             break
         time.sleep(0.05)
     assert released == LONG_AGO, "the sweep records the expiry as the release time"
+
+
+INDEXED = ["src/**", "src/auth/*.py", "src/auth/", "*.py", "docs/", "**", "tool://deploy", "/lib/x.py",
+           "lib/**/test_*.py", "*/build/**", "README", "src/[ab].py"]
+PROBES = ["src/auth/login.py", "src/x/**", "lib/a/test_b.py", "*.md", "tool://deploy", "a/build/z", "README",
+          "**", "docs/a/b", "src/b.py", "other/"]
+
+
+def test_the_pattern_index_finds_exactly_the_patterns_a_pairwise_check_would() -> None:
+    index = PatternIndex([(p, p) for p in INDEXED])
+    for probe in PROBES:
+        assert sorted(map(str, index.overlapping(probe))) == sorted(p for p in INDEXED if overlaps(p, probe)), probe
+    updated = index.updated([("src/auth/*.py", "refreshed"), ("docs/new.md", "new")],
+                            lambda tag: tag != "src/auth/*.py")
+    expected = ["*.py", "**", "refreshed", "src/**", "src/auth/"]
+    assert sorted(map(str, updated.overlapping("src/auth/a.py"))) == sorted(expected)
+    assert "new" in updated.overlapping("docs/**")
+    assert "new" not in index.overlapping("docs/**"), "the original index is unchanged"
+
+
+def test_refreshing_ones_own_reservation_replaces_it_for_later_conflict_checks(mailbox: Mailbox) -> None:
+    blue, green = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    reserve(blue, mailbox, ["src/a.py"])
+    assert reserve(green, mailbox, ["src/a.py"], exclusive=False, fail_on_conflict=True)["refused"]
+    reserve(blue, mailbox, ["src/a.py"], exclusive=False)  # the same pattern again: now shared
+    shared = reserve(green, mailbox, ["src/a.py"], exclusive=False, fail_on_conflict=True)
+    assert len(shared["granted"]) == 1
+    assert shared["conflicts"] == []
+    assert reserve(green, mailbox, ["src/a.py"], fail_on_conflict=True)["refused"], "exclusive vs shared"
+    blue.close()
+    green.close()
