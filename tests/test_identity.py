@@ -11,6 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
 
 from maild.services import names
 from shared.client import DaemonClient
@@ -263,6 +266,27 @@ def test_mailctl_acts_as_an_agent_only_with_its_token(mailbox: Mailbox) -> None:
         inbox = register(victim, name="TrustedLead", registration_token=target["registration_token"],
                          auto_fetch_inbox=True)
         assert [m["subject"] for m in inbox["inbox"]] == ["from me"], "the spoofed sends delivered nothing"
+
+
+@pytest.mark.anyio
+async def test_an_agents_shim_is_never_the_operator(mailbox: Mailbox) -> None:
+    with agent_session(mailbox, "a") as a, agent_session(mailbox, "b") as b:
+        register(a, name="BlueLake")
+        register(b, name="GreenCastle")
+        sent = a.call_tool("send_message", {"project_key": PROJECT, "to": "GreenCastle", "subject": "private plan",
+                                            "body_md": "x", "thread_id": "PRIV-1"})
+    message_id = sent["deliveries"][0]["payload"]["id"]
+    shim = StdioServerParameters(command=sys.executable, args=["-P", "-m", "mailctl", "mcp"], env=mailbox.env,
+                                 cwd=str(mailbox.root))
+    async with Client(shim, mode="legacy") as client:
+        with pytest.raises(MCPError, match="does not exist"):
+            await client.read_resource(f"resource://message/{message_id}")
+        thread = await client.read_resource("resource://thread/PRIV-1")
+        assert json.loads(thread.contents[0].text)["messages"] == []  # type: ignore[union-attr]
+        searched = await client.call_tool("search_mailbox", {"project_key": PROJECT, "query": "private"})
+        assert searched.structured_content["error"]["code"] == "AUTHENTICATION_REQUIRED"  # type: ignore[index]
+    operator = mailbox.mailctl("thread", "PRIV-1", "--project", PROJECT)
+    assert "private plan" in operator.stdout, "the CLI (the operator) reads every thread"
 
 
 def test_binding_survives_a_daemon_restart(mailbox: Mailbox) -> None:

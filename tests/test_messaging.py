@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -300,3 +301,43 @@ def test_a_vanished_connection_closes_nothing_else(mailbox: Mailbox) -> None:
     a.conn.close()
     with DaemonClient(mailbox.paths) as conn:
         assert conn.call_tool("health_check")["status"] == "ok"
+
+
+def test_the_cli_sends_replies_filters_and_creates_identities(mailbox: Mailbox) -> None:
+    def cli(*args: str) -> Any:
+        return json.loads(mailbox.mailctl(*args, "--project", PROJECT, "--json").stdout)
+
+    tokens = {name: cli("register", "--program", "codex", "--model", "gpt", "--name", name)["registration_token"]
+              for name in ("BlueLake", "GreenCastle", "RedFox")}
+    sent = cli("send", "blue-lake", "Plan", "Take auth?", "--cc", "GreenCastle", "--bcc", "RedFox", "--thread",
+               "FEAT-1", "--ack", "--importance", "urgent")["deliveries"][0]["payload"]
+    assert (sent["from"], sent["to"], sent["cc"], sent["bcc"]) == ("HumanOperator", ["BlueLake"], ["GreenCastle"],
+                                                                   ["RedFox"])
+    assert (sent["thread_id"], sent["ack_required"], sent["importance"]) == ("FEAT-1", True, "urgent")
+    cli("send", "BlueLake", "Later", "not urgent")
+
+    reply = cli("reply", str(sent["id"]), "Taking it.", "--as", "BlueLake", "--token", tokens["BlueLake"],
+                "--cc", "RedFox")
+    assert (reply["from"], reply["to"], reply["cc"]) == ("BlueLake", ["HumanOperator"], ["RedFox"])
+    assert (reply["subject"], reply["thread_id"], reply["importance"], reply["ack_required"]) == (
+        "Re: Plan", "FEAT-1", "urgent", True)
+    redirected = cli("reply", str(reply["id"]), "FYI", "--to", "GreenCastle")
+    assert (redirected["from"], redirected["to"], redirected["subject"]) == ("HumanOperator", ["GreenCastle"],
+                                                                              "Re: Plan")
+
+    inbox = cli("inbox", "--as", "BlueLake", "--token", tokens["BlueLake"])
+    assert [m["subject"] for m in inbox["result"]] == ["Later", "Plan"]
+    urgent = cli("inbox", "--as", "BlueLake", "--token", tokens["BlueLake"], "--urgent", "--limit", "5")
+    assert [m["id"] for m in urgent["result"]] == [sent["id"]]
+    newer = cli("inbox", "--as", "BlueLake", "--token", tokens["BlueLake"], "--since", sent["created_ts"],
+                "--limit", "1")
+    assert [m["subject"] for m in newer["result"]] == ["Later"]
+    text = mailbox.mailctl("inbox", "--as", "GreenCastle", "--token", tokens["GreenCastle"], "--project", PROJECT)
+    assert text.stdout.startswith("GreenCastle: 2 unread")
+
+    created = cli("identity", "new", "--program", "codex", "--model", "gpt", "--name-hint", "Scout")
+    assert created["name"] == "Scout"
+    assert len(created["registration_token"]) >= 24
+    again = cli("identity", "new", "--program", "codex", "--model", "gpt")
+    assert again["id"] != created["id"]
+    assert mailbox.mailctl("identity", "new", "--help").stdout.count("example: mailctl identity new") == 1
