@@ -1,4 +1,4 @@
-"""Agent names: memorable Adjective+Noun pairs (10,000 combinations) and name sanitising.
+"""Agent names: memorable Adjective+Noun pairs (11,187 combinations) and name sanitising.
 
 Names are stored sanitised (letters and digits only, ≤ 128 chars), so `blue-lake`, `Blue Lake`
 and `bluelake` all address `BlueLake`. Uniqueness is enforced by the database, not here.
