@@ -2,7 +2,7 @@
 
 Standard library only (no MCP SDK: importing it costs ~0.5 s and ~65 MB per agent). The daemon's
 SDK server answers the protocol; the shim adds three things:
-- a `maild/hello` first frame (stable session id, pid, parent pid, cwd, agent, tools mode);
+- a `maild/hello` first frame (stable session id, pid, parent pid, cwd, agent, its token, tools mode);
 - survival of daemon restarts: on a dropped socket it answers in-flight requests with a retryable
   JSON-RPC error, reconnects (auto-starting maild), re-sends the hello (the daemon restores the
   session's identity binding by session id) and replays a legacy client's `initialize` +
@@ -36,7 +36,7 @@ DRAIN_SECONDS = 5.0
 
 class Shim:
     def __init__(self, paths: MailboxPaths, agent: str | None, tools: str | None,
-                 stdin: BinaryIO, stdout: BinaryIO) -> None:
+                 stdin: BinaryIO, stdout: BinaryIO, token: str | None = None) -> None:
         self.paths = paths
         self.stdin = stdin
         self.stdout = stdout
@@ -48,6 +48,7 @@ class Shim:
             "cwd": os.getcwd(),  # noqa: PTH109 - pathlib costs import time here
             "agent": agent,
             "tools": tools,
+            "token": token,  # proves `agent` is ours (the daemon binds a named agent only with proof)
         }
         self.parent = os.getppid()
         self.done = threading.Event()
@@ -238,9 +239,9 @@ def _unkey(key: Any) -> Any:
     return key[1]
 
 
-def run(paths: MailboxPaths, agent: str | None, tools: str | None) -> int:
+def run(paths: MailboxPaths, agent: str | None, tools: str | None, token: str | None = None) -> int:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    shim = Shim(paths, agent, tools, stdin, stdout)
+    shim = Shim(paths, agent, tools, stdin, stdout, token)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: shim.done.set())
     try:

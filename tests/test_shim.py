@@ -259,3 +259,28 @@ def test_the_shim_imports_no_heavy_modules() -> None:
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == ""
+
+
+def test_a_shim_given_the_agents_token_binds_even_while_the_agent_is_online(mailbox: Mailbox) -> None:
+    with mailbox.client(hello={"session": "owner", "client": "test", "pid": os.getpid()}) as owner:
+        token = owner.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m",
+                                                   "name": "TokenBlue"})["registration_token"]
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": {"name": "fetch_inbox", "arguments": {"project_key": PROJECT}}}
+        for given, bound in ((token, True), ("not-the-token", False)):
+            env = {**mailbox.env, "AGENT_MAIL_NAME": "TokenBlue", "AGENT_MAIL_TOKEN": given}
+            proc = subprocess.Popen([sys.executable, "-m", "mailctl", "mcp"], env=env, cwd=mailbox.root,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            assert rpc(proc, INITIALIZE) is not None
+            rpc(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+            reply = rpc(proc, call)
+            assert reply is not None
+            result = reply["result"]
+            if bound:
+                assert result["structuredContent"]["agent"] == "TokenBlue"
+            else:
+                assert result["isError"]
+                assert result["structuredContent"]["error"]["code"] == "AUTHENTICATION_REQUIRED"
+            proc.stdin.close()  # type: ignore[union-attr]
+            assert wait_exit(proc) == 0
+            proc.stdout.close()  # type: ignore[union-attr]

@@ -13,7 +13,9 @@ def run(args: argparse.Namespace) -> int:
 
     agent = args.agent or os.environ.get("AGENT_MAIL_NAME") or None
     tools = args.tools or os.environ.get("MCP_TOOLS_MODE") or None
-    return run_shim(mailbox(args), agent, tools)
+    # The token comes only from the environment: a command-line flag would show it in `ps`.
+    token = os.environ.get("AGENT_MAIL_TOKEN") or None
+    return run_shim(mailbox(args), agent, tools, token)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,6 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Serve MCP over stdio for one agent, relaying to this mailbox's maild (started on demand).",
         "mailctl mcp --agent BlueLake --tools core   # in an editor's MCP server config",
     )
-    parser.add_argument("--agent", help="bind this session to the agent (default $AGENT_MAIL_NAME)")
+    parser.add_argument("--agent", help="bind this session to the agent (default $AGENT_MAIL_NAME; its token, "
+                        "when needed, in $AGENT_MAIL_TOKEN)")
     parser.add_argument("--tools", choices=["core", "extended"], help="tool set (default $MCP_TOOLS_MODE or core)")
     parser.set_defaults(handler=run)
