@@ -62,14 +62,15 @@ class PatternIndex:
             self._by_head.setdefault(_head(pattern), []).append((pattern, tag))
         self._anywhere = self._by_head.pop(None, [])
 
-    def updated(self, added: list[tuple[str, object]], keep: Callable[[object], bool]) -> PatternIndex:
-        """A new index with `added` and without the entries whose tag `keep` rejects — which must sit
-        under the same heads as `added` (a refresh of the same pattern). Only those buckets are copied."""
+    def updated(self, added: list[tuple[str, object]], dropped: list[str],
+                keep: Callable[[object], bool]) -> PatternIndex:
+        """A new index with `added` and without the entries whose tag `keep` rejects, all of which must
+        have their pattern in `added` or `dropped`. Only the buckets of those patterns are copied."""
         fresh = PatternIndex([])
         fresh._all = [entry for entry in self._all if keep(entry[1])] + added
         fresh._by_head = dict(self._by_head)
         fresh._anywhere = self._anywhere
-        heads = {_head(pattern) for pattern, _ in added}
+        heads = {_head(pattern) for pattern in [*(p for p, _ in added), *dropped]}
         for head in heads:
             old = self._anywhere if head is None else self._by_head.get(head, [])
             bucket = [entry for entry in old if keep(entry[1])] + [e for e in added if _head(e[0]) == head]

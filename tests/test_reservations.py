@@ -322,8 +322,9 @@ def test_the_pattern_index_finds_exactly_the_patterns_a_pairwise_check_would() -
     index = PatternIndex([(p, p) for p in INDEXED])
     for probe in PROBES:
         assert sorted(map(str, index.overlapping(probe))) == sorted(p for p in INDEXED if overlaps(p, probe)), probe
-    updated = index.updated([("src/auth/*.py", "refreshed"), ("docs/new.md", "new")],
-                            lambda tag: tag != "src/auth/*.py")
+    updated = index.updated([("src/auth/*.py", "refreshed"), ("docs/new.md", "new")], ["README"],
+                            lambda tag: tag not in ("src/auth/*.py", "README"))
+    assert updated.overlapping("README") == ["**"], "README was dropped"
     expected = ["*.py", "**", "refreshed", "src/**", "src/auth/"]
     assert sorted(map(str, updated.overlapping("src/auth/a.py"))) == sorted(expected)
     assert "new" in updated.overlapping("docs/**")
@@ -339,5 +340,7 @@ def test_refreshing_ones_own_reservation_replaces_it_for_later_conflict_checks(m
     assert len(shared["granted"]) == 1
     assert shared["conflicts"] == []
     assert reserve(green, mailbox, ["src/a.py"], fail_on_conflict=True)["refused"], "exclusive vs shared"
+    blue.call_tool("release_file_reservations", {"project_key": str(mailbox.root)})
+    assert reserve(green, mailbox, ["src/a.py"], fail_on_conflict=True)["granted"], "released holders never conflict"
     blue.close()
     green.close()

@@ -208,10 +208,21 @@ class Reservations:
             self._active_sets[slot] = fresh
         return fresh
 
-    def _advance(self, conn: Connection, project_id: int, active: ActiveSet, granted: list[Any]) -> None:
-        """After a grant, derive the new live set from the old one instead of re-reading 1,000 rows:
-        the grant's rows replace any earlier rows with the same ids (refreshes)."""
-        ids = {r[0] for r in granted}
+    def _cached_set(self, conn: Connection, project_id: int) -> ActiveSet | None:
+        """The connection's live set for a project if it is still exact (never re-reads)."""
+        version = (int(conn.execute("PRAGMA data_version").get), conn.total_changes())
+        with self._active_sets_lock:
+            cached = self._active_sets.get((id(conn), project_id))
+        if cached is not None and cached.conn is conn and cached.version == version and utcnow() < cached.valid_until:
+            return cached
+        return None
+
+    def _advance(self, conn: Connection, project_id: int, active: ActiveSet, granted: list[Any],
+                 released: list[Any] | None = None) -> None:
+        """After a grant or release, derive the new live set from the old one instead of re-reading
+        1,000 rows: granted rows replace earlier rows with the same ids (refreshes), released go."""
+        released = released or []
+        ids = {r[0] for r in granted} | {r[0] for r in released}
 
         def keep(row: Any) -> bool:
             return row[0] not in ids
@@ -219,7 +230,7 @@ class Reservations:
         version = (int(conn.execute("PRAGMA data_version").get), conn.total_changes())
         fresh = ActiveSet(conn, version, min([active.valid_until, *(r[8] for r in granted)]),
                           [r for r in active.rows if keep(r)] + granted,
-                          active.index.updated([(r[4], r) for r in granted], keep))
+                          active.index.updated([(r[4], r) for r in granted], [r[4] for r in released], keep))
         with self._active_sets_lock:
             self._active_sets[(id(conn), project_id)] = fresh
 
@@ -311,6 +322,7 @@ class Reservations:
         def unit(conn: Connection) -> dict[str, Any]:
             project = find_in(conn, key)
             agent = ag.acting_agent(conn, session, agent_name, token)
+            cached = self._cached_set(conn, project["id"])
             now = utcnow()
             rows = [r for r in conn.execute(
                 f"SELECT {COLUMNS} FROM {FROM} WHERE r.agent_id = ? AND r.project_id = ? AND r.released_ts IS NULL",
@@ -320,9 +332,15 @@ class Reservations:
                 conn.execute("UPDATE file_reservations SET released_ts = ? WHERE id = ?", (now, r[0]))
             _archive(conn, project["slug"], [conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.id = ?",
                                                           (r[0],)).fetchone() for r in rows])
+            if cached is not None:
+                self._advance(conn, project["id"], cached, [], rows)
             return {"released": len(rows), "released_at": now}
 
-        return await self._store.write(unit)
+        try:
+            return await self._store.write(unit)
+        except BaseException:
+            self._forget()  # the unit may have advanced the cache before a rollback
+            raise
 
     async def renew(self, session: Session | None, project_key: str, agent_name: str | None, token: str | None,
                     extend_seconds: int, paths: list[str] | None, ids: list[int] | None) -> dict[str, Any]:
