@@ -126,7 +126,9 @@ def read_status(paths: MailboxPaths) -> dict[str, Any] | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """True if `pid` runs (a zombie, dead but not yet reaped by its parent, counts as dead)."""
+    """True if `pid` runs. A zombie, dead but not yet reaped by its parent, counts as dead only once
+    all its threads have exited: a killed multi-threaded daemon's main thread turns zombie first,
+    and its sockets (the listener too) stay open until the last thread is gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -137,4 +139,9 @@ def pid_alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
     except (OSError, IndexError):
         return True  # no procfs (macOS): kill(0) succeeding is all we know
-    return state != "Z"
+    if state != "Z":
+        return True
+    try:
+        return sum(1 for _ in Path(f"/proc/{pid}/task").iterdir()) > 1
+    except OSError:
+        return False
