@@ -277,10 +277,10 @@ def snapshot(mailbox: Mailbox, db: Any = None) -> dict[str, Any]:
         return {
             "projects": conn.execute("SELECT id, slug, human_key, created_ts FROM projects ORDER BY id").fetchall(),
             "agents": conn.execute("SELECT id, project_id, name, program, model, task_description, is_active,"
-                                   " deleted_ts, inception_ts FROM agents ORDER BY id").fetchall(),
+                                   " deleted_ts, inception_ts, unread_count FROM agents ORDER BY id").fetchall(),
             "messages": conn.execute("SELECT id, project_id, sender_id, thread_id, subject, body_md, importance,"
                                      " ack_required, created_ts FROM messages ORDER BY id").fetchall(),
-            "recipients": conn.execute("SELECT message_id, agent_id, kind FROM message_recipients"
+            "recipients": conn.execute("SELECT message_id, agent_id, kind, read_ts, ack_ts FROM message_recipients"
                                        " ORDER BY message_id, agent_id").fetchall(),
             "reservations": conn.execute("SELECT id, project_id, agent_id, path_pattern, exclusive, reason,"
                                          " created_ts, expires_ts, released_ts FROM file_reservations"
@@ -302,7 +302,9 @@ def test_rebuild_from_the_archive_round_trips_the_database(mailbox: Mailbox) -> 
     a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
     first = send(a, "GreenCastle", subject="one", cc=["BlueLake"])
     b.call_tool("reply_message", {"project_key": PROJECT, "message_id": first["id"], "body_md": "reply body"})
-    send(b, "BlueLake", subject="three", bcc=["GreenCastle"], thread_id="T-1")
+    third = send(b, "BlueLake", subject="three", bcc=["GreenCastle"], thread_id="T-1")
+    b.call_tool("mark_message_read", {"project_key": PROJECT, "message_id": first["id"]})
+    a.call_tool("acknowledge_message", {"project_key": PROJECT, "message_id": third["id"]})
     renewed = reserve(a, "src/**", exclusive=True, reason="refactor")
     a.call_tool("renew_file_reservations", {"project_key": PROJECT, "extend_seconds": 600})
     released = reserve(b, "docs/*.md", exclusive=False, reason="typos")
@@ -322,6 +324,10 @@ def test_rebuild_from_the_archive_round_trips_the_database(mailbox: Mailbox) -> 
     assert [row[1:3] for row in before["agents"]] == [(1, "BlueLake"), (1, "GreenCastle"), (1, "BlueLake")]
     assert before["agents"][0][6] == 0, "the first BlueLake is retired"
     assert before["agents"][0][7] is not None
+    read_state = {(row[0], row[1]): row[3:] for row in before["recipients"]}
+    assert read_state[(first["id"], 2)][0] is not None, "GreenCastle read the first message"
+    assert all(read_state[(third["id"], 1)]), "the first BlueLake read and acknowledged the third"
+    assert "projects/work-app/agents/BlueLake/receipts/3.json" in head_files(mailbox.paths.archive)
     by_id = {row[0]: row for row in before["reservations"]}
     assert by_id[renewed][8] is not None, "retiring released the lease"
     assert by_id[renewed][4:6] == (1, "refactor")

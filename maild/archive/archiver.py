@@ -253,6 +253,8 @@ def render(kind: str, slug: str | None, payload: dict[str, Any], keys: dict[str,
         return formats.project_files(payload["project"])
     if kind == "file_reservation":
         return formats.reservation_files(payload["reservations"], slug or "")
+    if kind == "receipt":
+        return formats.receipt_files(payload["receipt"], slug or "")
     raise ValueError(f"unknown outbox kind {kind!r}")
 
 

@@ -119,6 +119,12 @@ def agent_files(agent: dict[str, Any], slug: str) -> Files:
     return {f"{folder}/profile.json": content, f"{folder}/profiles/{int(agent['id'])}.json": content}
 
 
+def receipt_files(receipt: dict[str, Any], slug: str) -> Files:
+    """An agent's read/ack state for one message (the agent id inside: names can be reclaimed)."""
+    folder = f"projects/{segment(slug)}/agents/{segment(receipt['agent'])}/receipts"
+    return {f"{folder}/{int(receipt['message_id'])}.json": pretty_json(receipt)}
+
+
 def project_files(project: dict[str, Any]) -> Files:
     return {f"projects/{segment(project['slug'])}/project.json": pretty_json(project)}
 
@@ -147,4 +153,7 @@ def describe(kind: str, payload: dict[str, Any]) -> tuple[str, str | None]:
         return f"file_reservation: {holder} {items[0]['path_pattern'] if items else ''}{more}", holder
     if kind == "project":
         return f"project: {payload['project']['slug']}", None
+    if kind == "receipt":
+        r = payload["receipt"]
+        return f"receipt: {r['agent']} {'acked' if r['ack_ts'] else 'read'} #{r['message_id']}", r["agent"]
     return f"{kind}: update", None

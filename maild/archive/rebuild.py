@@ -32,7 +32,8 @@ PROJECT_FILE = re.compile(r"^projects/[^/]+/project\.json$")
 PROFILE_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/profile\.json$")
 PROFILE_HISTORY_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/profiles/\d+\.json$")
 RESERVATION_FILE = re.compile(r"^projects/(?P<slug>[^/]+)/file_reservations/(?P<by_id>id-)?[0-9a-f]+\.json$")
-WANTED = (PROJECT_FILE, PROFILE_FILE, PROFILE_HISTORY_FILE, RESERVATION_FILE, formats.MESSAGE_FILE)
+RECEIPT_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/receipts/\d+\.json$")
+WANTED = (PROJECT_FILE, PROFILE_FILE, PROFILE_HISTORY_FILE, RESERVATION_FILE, RECEIPT_FILE, formats.MESSAGE_FILE)
 
 Progress = Callable[[str, int, int], None]
 
@@ -47,6 +48,7 @@ def collect(repo: Path) -> dict[str, list[Any]]:
     messages: list[Any] = []
     agents: dict[int, tuple[bool, Any]] = {}
     reservations: dict[int, tuple[bool, Any]] = {}
+    receipts: list[Any] = []
     for path, blob in sorted(blobs.items()):
         text = blob.decode()
         if PROJECT_FILE.match(path):
@@ -59,11 +61,13 @@ def collect(repo: Path) -> dict[str, list[Any]]:
             reservation, exact = {**json.loads(text), "project_slug": match["slug"]}, match["by_id"] is not None
             if exact or not reservations.get(reservation["id"], (False, None))[0]:
                 reservations[reservation["id"]] = (exact, reservation)
+        elif RECEIPT_FILE.match(path):
+            receipts.append(json.loads(text))
         else:
             meta, body = formats.parse_message(text)
             messages.append({**meta, "body_md": body})
     return {"projects": projects, "agents": [a for _, a in agents.values()], "messages": messages,
-            "reservations": [r for _, r in reservations.values()]}
+            "reservations": [r for _, r in reservations.values()], "receipts": receipts}
 
 
 def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progress) -> dict[str, int]:
@@ -76,10 +80,12 @@ def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progres
     for a in sorted(found["agents"], key=lambda a: a["id"]):
         conn.execute(
             "INSERT INTO agents(id, project_id, name, program, model, task_description, attachments_policy,"
-            " contact_policy, inception_ts, last_active_ts, is_active, deleted_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " contact_policy, inception_ts, last_active_ts, is_active, deleted_ts, placeholder)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (a["id"], a["project_id"], a["name"], a.get("program", ""), a.get("model", ""),
              a.get("task_description", ""), a.get("attachments_policy", "auto"), a.get("contact_policy", "auto"),
-             a["inception_ts"], a.get("last_active_ts", a["inception_ts"]), int(a["is_active"]), a.get("deleted_ts")),
+             a["inception_ts"], a.get("last_active_ts", a["inception_ts"]), int(a["is_active"]), a.get("deleted_ts"),
+             int(a.get("placeholder", False))),  # an auto-registered recipient stays claimable
         )
         if a["is_active"] or a["name"].lower() not in names:
             names[a["name"].lower()] = a["id"]
@@ -112,6 +118,10 @@ def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progres
             (r["id"], projects[r["project_slug"]], r.get("agent_id") or names[r["agent"].lower()], r["path_pattern"],
              int(r["exclusive"]), r.get("reason", ""), r["created_ts"], r["expires_ts"], r.get("released_ts")),
         )
+    conn.executemany(
+        "UPDATE message_recipients SET read_ts = ?, ack_ts = ? WHERE message_id = ? AND agent_id = ?",
+        [(r["read_ts"], r["ack_ts"], r["message_id"], r["agent_id"]) for r in found["receipts"]],
+    )
     conn.execute("DELETE FROM archive_outbox")  # the archive already holds everything just read
     return {key: len(value) for key, value in found.items()}
 

@@ -365,6 +365,10 @@ class Messaging:
                     data={"message_id": message_id, "agent_name": agent[1]},
                 )
             conn.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, agent[0]))
+            # Mirrored to the archive (agents/<Name>/receipts/), so a rebuild restores read and ack state.
+            enqueue(conn, "receipt", agent[13], {"receipt": {
+                "message_id": message_id, "agent_id": agent[0], "agent": agent[1], "read_ts": row[0],
+                "ack_ts": row[1]}})
             if ack:
                 return {"message_id": message_id, "acknowledged": True, "acknowledged_at": row[1],
                         "read_at": row[0]}
