@@ -74,17 +74,21 @@ class Shim:
 
     def _open(self) -> socket.socket:
         sock = connect(self.paths, timeout=RECONNECT_TIMEOUT)
-        frame = {"jsonrpc": "2.0", "method": HELLO_METHOD, "params": self.hello}
-        sock.sendall(json.dumps(frame).encode() + b"\n")
-        if self._initialize is not None:
-            replay = json.loads(self._initialize)
-            replay["id"] = REPLAY_ID
-            sock.sendall(json.dumps(replay).encode() + b"\n")
-            # Wait for the replayed initialize's answer before relaying anything: a socket accepted
-            # in the instant a dying daemon closes its listener looks connected but is already lost.
-            self._await_replay(sock)
-            if self._initialized is not None:
-                sock.sendall(self._initialized)
+        try:
+            frame = {"jsonrpc": "2.0", "method": HELLO_METHOD, "params": self.hello}
+            sock.sendall(json.dumps(frame).encode() + b"\n")
+            if self._initialize is not None:
+                replay = json.loads(self._initialize)
+                replay["id"] = REPLAY_ID
+                sock.sendall(json.dumps(replay).encode() + b"\n")
+                # Wait for the replayed initialize's answer before relaying anything: a socket accepted
+                # in the instant a dying daemon closes its listener looks connected but is already lost.
+                self._await_replay(sock)
+                if self._initialized is not None:
+                    sock.sendall(self._initialized)
+        except OSError as exc:  # that dying listener again (reset, broken pipe): try the next daemon
+            sock.close()
+            raise DaemonUnavailable(f"maild dropped the new connection ({exc})") from exc
         return sock
 
     @staticmethod
@@ -92,16 +96,9 @@ class Shim:
         sock.settimeout(RECONNECT_TIMEOUT)
         buffered = b""
         while b"\n" not in buffered:  # nothing else is sent before `initialized` goes out
-            try:
-                chunk = sock.recv(65536)
-            except OSError as exc:
-                chunk = b""
-                reason = f"did not answer the restored session ({exc})"
-            else:
-                reason = "closed the connection while the session was being restored"
+            chunk = sock.recv(65536)
             if not chunk:
-                sock.close()
-                raise DaemonUnavailable(f"maild {reason}")
+                raise ConnectionResetError("maild closed the connection while the session was being restored")
             buffered += chunk
         sock.settimeout(None)
 
