@@ -7,7 +7,6 @@ use the URL it prints straight away.
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import time
 
@@ -20,6 +19,8 @@ BRIDGE_START_TIMEOUT = 15.0
 
 
 def bridge_answers(host: str, port: int) -> bool:
+    import http.client  # lazily: every mailctl start (and each editor's shim) would pay ~20 ms for it
+
     probe = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host  # noqa: S104 - a probe, not a bind
     conn = http.client.HTTPConnection(probe, port, timeout=2)
     try:
