@@ -19,10 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
-import apsw
-
 from shared.client import DaemonClient
 from shared.paths import MailboxPaths
+from tests.bench.bench_search import build
 from tests.bench.common import stop, summarise, temp_mailbox, write_report
 
 WORDS = (
@@ -40,31 +39,6 @@ def agent(paths: MailboxPaths, name: str, project: str) -> DaemonClient:
 
 def sentence(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
-
-
-def bulk_fill(paths: MailboxPaths, count: int, agent_ids: list[int], project_id: int) -> float:
-    """Insert `count` messages (with recipients; FTS and counters follow by trigger) in big transactions."""
-    rng = random.Random(7)
-    db = apsw.Connection(str(paths.db))
-    db.execute("PRAGMA synchronous = OFF")
-    db.execute("PRAGMA cache_size = -524288")  # 512 MiB: the FTS index build is cache-bound
-    db.execute("PRAGMA temp_store = MEMORY")
-    started = time.perf_counter()
-    batch = 50_000
-    for start in range(0, count, batch):
-        with db:
-            for i in range(start, min(count, start + batch)):
-                sender, recipient = rng.sample(agent_ids, 2)
-                ts = f"2026-{1 + i * 10 // count:02d}-01T00:00:00.{i % 1000000:06d}Z"
-                message_id = db.execute(
-                    "INSERT INTO messages(project_id, sender_id, subject, body_md, importance, created_ts)"
-                    " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                    (project_id, sender, sentence(rng, 6), sentence(rng, 40), rng.choice(["normal", "high"]), ts),
-                ).get
-                db.execute("INSERT INTO message_recipients(message_id, agent_id, kind) VALUES (?, ?, 'to')",
-                           (message_id, recipient))
-    db.close()
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -116,21 +90,17 @@ def main() -> None:
     finally:
         stop(paths)
 
-    # 3. fetch_inbox over a big database
+    # 3. fetch_inbox over a big database of realistic text (bench_search's builder: 50 agents,
+    # 1-3 recipients a message, FTS triggers on), read by a session bound to one of its agents.
     paths = temp_mailbox("big")
+    paths.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        names = [f"Agent{i}" for i in range(20)]
-        conns = [agent(paths, n, "/bench") for n in names]
-        ids = [c.call_tool("whois", {"project_key": "/bench", "agent_name": n, "include_recent_commits": False})["id"]
-               for c, n in zip(conns, names, strict=True)]
-        project_id = conns[0].call_tool("ensure_project", {"human_key": "/bench"})["id"]
-        for c in conns:
-            c.close()
-        stop(paths)
-        figures["bulk_fill_seconds"] = round(bulk_fill(paths, big, ids, project_id), 1)
-        figures["messages_in_db"] = big
-        reader = DaemonClient(paths, hello={"session": "bench-Agent0", "client": "bench", "pid": os.getpid()})
-        query = {"project_key": "/bench", "limit": 20}
+        started = time.perf_counter()
+        built = build(paths.db, big)
+        figures["bulk_fill_seconds"] = round(time.perf_counter() - started, 1)
+        figures["messages_in_db"] = built["messages"]
+        reader = DaemonClient(paths, hello={"session": "bench-agent", "client": "bench", "pid": os.getpid()})
+        query = {"project_key": "bench", "limit": 20}
         for _ in range(50):
             reader.call_tool("fetch_inbox", query)
         latencies = []
