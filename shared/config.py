@@ -33,6 +33,8 @@ class Settings:
     # Store. NORMAL survives any process crash (kill -9); FULL also survives power loss.
     synchronous: str = field(default="NORMAL", metadata=_env("AGENT_MAIL_SYNCHRONOUS"))
     busy_timeout_ms: int = field(default=5000, metadata=_env("AGENT_MAIL_BUSY_TIMEOUT_MS"))
+    # Read-only connections, each on its own thread (searches and inbox polls run side by side).
+    reader_connections: int = field(default=4, metadata=_env("AGENT_MAIL_READER_CONNECTIONS"))
     # MCP surface
     tools_mode: str = field(default="core", metadata=_env("MCP_TOOLS_MODE"))
     # Identity and messaging (used by the messaging services)
@@ -122,12 +124,20 @@ _CHOICES = {
     "http_rate_limit_backend": ("memory", "redis"),
     "llm_cache_backend": ("memory",),
 }
+_RANGES = {"reader_connections": (1, 64)}
 # Upstream treats an invalid tools mode as `core`; we keep that lenience for this one key only.
 _LENIENT = {"tools_mode": "core"}
 
 
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names the key and the allowed values."""
+
+
+def _in_range(name: str, number: int, source: str) -> int:
+    low, high = _RANGES.get(name, (number, number))
+    if not low <= number <= high:
+        raise ConfigError(f"{name} from {source} must be between {low} and {high}, got {number}")
+    return number
 
 
 def _convert(name: str, kind: type, raw: Any, source: str) -> Any:
@@ -142,10 +152,12 @@ def _convert(name: str, kind: type, raw: Any, source: str) -> Any:
                 return False
             raise ValueError(raw)  # noqa: TRY301 - joins the conversion errors handled just below
         if kind is int:
-            return int(raw)
+            return _in_range(name, int(raw), source)
         if kind is float:
             return float(raw)
         value = str(raw).strip()
+    except ConfigError:
+        raise
     except (TypeError, ValueError):
         raise ConfigError(f"{name} from {source} must be a {kind.__name__}, got {raw!r}") from None
     choices = _CHOICES.get(name)

@@ -44,6 +44,7 @@ def test_an_invalid_tools_mode_falls_back_to_core_like_upstream() -> None:
         ({"AGENT_NAME_ENFORCEMENT_MODE": "loose"}, "must be one of strict, coerce, always_auto"),
         ({"AGENT_MAIL_IDLE_TIMEOUT": "soon"}, "must be a float"),
         ({"MESSAGING_AUTO_REGISTER_RECIPIENTS": "perhaps"}, "must be a bool"),
+        ({"AGENT_MAIL_READER_CONNECTIONS": "0"}, "must be between 1 and 64"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(environ: dict[str, str], message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import anyio
@@ -67,3 +68,21 @@ async def test_timestamps_are_fixed_width_utc_with_z() -> None:
     stamp = utcnow()
     assert len(stamp) == len("2026-01-01T00:00:00.000000Z")
     assert stamp.endswith("Z")
+
+
+async def test_a_slow_read_does_not_hold_up_the_other_readers(tmp_path: Path) -> None:
+    started, gate = threading.Event(), threading.Event()
+
+    def slow(conn: object) -> None:  # e.g. a search over 1M messages
+        started.set()
+        gate.wait(10)
+
+    async with open_store(tmp_path / "mail.sqlite3", Settings(reader_connections=2)) as store:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.read, slow)
+            assert await anyio.to_thread.run_sync(started.wait, 5)
+            with anyio.fail_after(5):
+                assert await store.read(lambda conn: conn.execute("SELECT 1").get) == 1
+            assert store.statistics()["readers_busy"] == 1, "the slow read is still running"
+            gate.set()
+        assert store.statistics()["readers_busy"] == 0

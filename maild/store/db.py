@@ -1,8 +1,10 @@
-"""The apsw store: one writer connection (the only door for writes) and one reader connection.
+"""The apsw store: one writer connection (the only door for writes) and a small pool of readers.
 
 Each unit of work is a plain sync function `fn(conn, *args)` run whole on the connection's own
 worker thread (apsw's `as_async`), so a transaction never spans an `await`. Writes run inside
 `BEGIN IMMEDIATE`, which makes check-then-act writes (name claims, reservations) atomic.
+Readers are a pool (`reader_connections`, default 4), each on its own thread: SQLite runs queries
+without the GIL, so a slow search at 1M messages no longer holds up every inbox poll behind it.
 apsw errors are translated to `StorageError` here and never leak upward. Schema: migrations.py.
 """
 
@@ -73,10 +75,12 @@ def _describe(exc: apsw.Error, path: Path) -> StorageError:
 class Store:
     """Async façade over the two connections. Create it with `open_store`."""
 
-    def __init__(self, path: Path, writer: Any, reader: Any, schema_version: int) -> None:
+    def __init__(self, path: Path, writer: Any, readers: list[Any], schema_version: int) -> None:
         self.path = path
         self._writer = writer
-        self._reader = reader
+        self._readers = readers
+        self._idle_readers = list(readers)
+        self._reader_slots = anyio.Semaphore(len(readers))  # a slot held = a reader popped from the idle list
         self.schema_version = schema_version
         self._writes = 0
 
@@ -96,14 +100,19 @@ class Store:
         return result
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(conn, *args)` on the read-only connection (a consistent WAL snapshot per statement)."""
+        """Run `fn(conn, *args)` on an idle read-only connection (one WAL snapshot for the unit)."""
 
         def unit(conn: apsw.Connection) -> T:
             with conn:  # one snapshot for the whole unit of work
                 result = fn(conn, *args)
             return result
 
-        return await self._run(self._reader, unit)
+        async with self._reader_slots:
+            reader = self._idle_readers.pop()
+            try:
+                return await self._run(reader, unit)
+            finally:
+                self._idle_readers.append(reader)
 
     async def _run(self, target: Any, unit: Callable[[apsw.Connection], T]) -> T:
         try:
@@ -123,7 +132,8 @@ class Store:
         return True
 
     def statistics(self) -> dict[str, Any]:
-        return {"path": str(self.path), "schema_version": self.schema_version, "writes": self._writes}
+        return {"path": str(self.path), "schema_version": self.schema_version, "writes": self._writes,
+                "readers": len(self._readers), "readers_busy": len(self._readers) - len(self._idle_readers)}
 
     async def aclose(self) -> None:
         """Drain: checkpoint the WAL and close both connections (waits for in-flight work)."""
@@ -135,7 +145,8 @@ class Store:
                 )
             except apsw.Error as exc:  # closing must not fail because a checkpoint could not run
                 log.warning("WAL checkpoint at shutdown failed: %s", exc)
-            await self._reader.aclose()
+            for reader in self._readers:
+                await reader.aclose()
             await self._writer.aclose()
 
 
@@ -157,17 +168,18 @@ async def open_store(path: Path, settings: Settings) -> AsyncIterator[Store]:
         writer = await _open_connection(path, settings, writer=True)
     except apsw.Error as exc:
         raise _describe(exc, path) from exc
-    reader = None
+    readers: list[Any] = []
     try:
         try:
             version = await writer.async_run(lambda conn: apply_migrations(conn, str(path), utcnow()), writer)
-            reader = await _open_connection(path, settings, writer=False)
+            for _ in range(settings.reader_connections):
+                readers.append(await _open_connection(path, settings, writer=False))
         except apsw.Error as exc:
             raise _describe(exc, path) from exc
-        store = Store(path, writer, reader, version)
+        store = Store(path, writer, readers, version)
     except BaseException:
         with anyio.CancelScope(shield=True):
-            if reader is not None:
+            for reader in readers:
                 await reader.aclose()
             await writer.aclose()
         raise
