@@ -301,15 +301,21 @@ def judge_soak(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return verdict
 
 
-async def tools_list_cost(paths: MailboxPaths) -> dict[str, Any]:
+async def after_load(paths: MailboxPaths, spawns: int = 10) -> dict[str, Any]:
+    """On the warm, now idle daemon: spawn -> initialize of one shim at a time (the editor case the
+    100 ms target is about), and the `tools/list` token cost in both modes."""
+    alone: list[float] = []
     cost: dict[str, Any] = {}
-    for mode in ("core", "extended"):
-        agent, _ = await ShimAgent.spawn(paths, Recorder(), mode)
-        tools = (await agent.request("tools/list", {}))["tools"]
+    for i in range(spawns):
+        mode = "extended" if i % 2 else "core"
+        agent, seconds = await ShimAgent.spawn(paths, Recorder(), mode)
+        alone.append(seconds)
+        if mode not in cost:
+            tools = (await agent.request("tools/list", {}))["tools"]
+            size = len(json.dumps({"tools": tools}, separators=(",", ":")))
+            cost[mode] = {"tools": len(tools), "bytes": size, "tokens_estimate": size // 4}
         await agent.close()
-        size = len(json.dumps({"tools": tools}, separators=(",", ":")))
-        cost[mode] = {"tools": len(tools), "bytes": size, "tokens_estimate": size // 4}
-    return cost
+    return {"tools_list": cost, "spawn_alone": summarise(alone)}
 
 
 async def wait_archive_drained(agent: ShimAgent, limit: float = 60.0) -> dict[str, Any]:
@@ -406,8 +412,9 @@ def markdown(report: dict[str, Any]) -> str:
         "| figure | value |",
         "|---|---|",
         f"| throughput | {t['ops_per_s']} ops/s, {t['sends_per_s']} sends/s ({t['operations']} ops) |",
-        f"| shim spawn → initialize | p50 {shim['spawn_to_initialize']['p50_ms']} ms, "
-        f"p95 {shim['spawn_to_initialize']['p95_ms']} ms ({p['agents']} at once) |",
+        f"| shim spawn → initialize | alone p50 {shim['spawn_to_initialize_alone']['p50_ms']} ms; "
+        f"{p['agents']} at once p50 {shim['spawn_to_initialize']['p50_ms']} ms, "
+        f"p95 {shim['spawn_to_initialize']['p95_ms']} ms |",
         f"| shim RSS (max) | {shim['rss_mb_end_max']} MB |",
         f"| daemon RSS start / max / end | {d['rss_mb_start']} / {d['rss_mb_max']} / {d['rss_mb_end']} MB |",
         f"| archive lag p99 / drain after load | {a['lag_p99_seconds']} s / {a['drain_after_load_seconds']} s |",
@@ -501,7 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         ensure_started(paths)
         print(f"running {args.agents} agents for {duration:.0f} s ({paths.root})", flush=True)
         figures = anyio.run(workload, paths, plan, args.sample_every, backend=args.backend)
-        figures["tools_list"] = anyio.run(tools_list_cost, paths, backend=args.backend)
+        late = anyio.run(after_load, paths, backend=args.backend)
+        figures["tools_list"] = late["tools_list"]
+        figures["shim"]["spawn_to_initialize_alone"] = late["spawn_alone"]
     finally:
         stop(paths)
     report: dict[str, Any] = {
@@ -519,8 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         name: (report["solo"][tool][key], limit, report["solo"][tool][key] <= limit)
         for name, (tool, key, limit) in TARGETS.items() if tool in report["solo"]
     }
-    spawn_p50 = report["shim"]["spawn_to_initialize"]["p50_ms"]
-    report["targets"]["shim spawn → initialize p50 (ms, all agents at once)"] = (spawn_p50, 100.0, spawn_p50 <= 100)
+    spawn_p50 = report["shim"]["spawn_to_initialize_alone"]["p50_ms"]
+    report["targets"]["shim spawn → initialize p50 (one at a time, warm daemon)"] = (spawn_p50, 100.0,
+                                                                                   spawn_p50 <= 100)
     shim_rss = report["shim"]["rss_mb_end_max"]
     report["targets"]["shim RSS (MB)"] = (shim_rss, 25.0, shim_rss is not None and shim_rss <= 25)
     if args.soak:
