@@ -411,3 +411,24 @@ def test_doctor_finds_and_fixes_messages_missing_from_the_archive(mailbox: Mailb
     mailbox.mailctl("doctor", "--fix")
     wait_drained(mailbox)
     assert "missing in archive" not in mailbox.mailctl("doctor").stdout
+
+
+def test_a_long_thread_digest_is_written_in_parts_that_stop_changing_once_full(mailbox: Mailbox) -> None:
+    a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    total = formats.DIGEST_PART + 30
+    for i in range(total):
+        send(a, "GreenCastle", subject=f"step {i}", thread_id="LONG-1")
+        if i == formats.DIGEST_PART - 1:
+            wait_drained(mailbox)
+            first_full = read_blobs(mailbox.paths.archive, ["projects/work-app/messages/threads/LONG-1.md"])
+    wait_drained(mailbox)
+    folder = "projects/work-app/messages/threads"
+    blobs = read_blobs(mailbox.paths.archive, [f"{folder}/LONG-1.md", f"{folder}/LONG-1.part-2.md"])
+    assert blobs[f"{folder}/LONG-1.md"] == first_full[f"{folder}/LONG-1.md"], "a full part is never rewritten"
+    first, second = (blobs[f"{folder}/{name}"].decode() for name in ("LONG-1.md", "LONG-1.part-2.md"))
+    assert first.count("\n### step ") == formats.DIGEST_PART
+    assert second.count("\n### step ") == total - formats.DIGEST_PART
+    assert f"### step {formats.DIGEST_PART}\n" in second
+    assert "[LONG-1.md](LONG-1.md)" in second
+    a.close()
+    b.close()

@@ -37,12 +37,42 @@ def _pending(conn: Connection, limit: int) -> list[Any]:
     return rows
 
 
-Context = tuple[dict[str, str], dict[tuple[str, str], Any], dict[int, dict[str, int]]]
+Context = tuple[dict[str, str], dict[tuple[str, str, int], Any], dict[int, dict[str, int]]]
+# A thread's digest is written in parts of this many messages, so a new message rewrites (and git
+# stores again) one part, not the whole thread: long threads stay linear in size and in work.
+DIGEST_PART = formats.DIGEST_PART
 
 
-def _context(conn: Connection, threads: set[tuple[str, str]], message_ids: list[int]) -> Context:
-    """Project keys by slug, the full message list of each touched thread (for digests), and the
-    agent id behind every name of each message (names can be reclaimed; ids cannot)."""
+def _thread_messages(conn: Connection, project_id: int, thread: str, part: int) -> list[dict[str, Any]]:
+    """Messages `part * DIGEST_PART` … of a thread, oldest first (keyset on id: no row is read twice)."""
+    match = "m.project_id = :p AND (m.thread_id = :t OR m.id = :root)"
+    params = {"p": project_id, "t": thread, "root": int(thread) if thread.isdigit() else -1}
+    first = conn.execute(f"SELECT m.id FROM messages m WHERE {match} ORDER BY m.id LIMIT 1 OFFSET :skip",
+                         {**params, "skip": part * DIGEST_PART}).fetchone()
+    if first is None:
+        return []
+    rows = conn.execute(
+        "SELECT m.id, m.thread_id, m.subject, m.body_md, m.importance, m.ack_required, m.created_ts, s.name"
+        f" FROM messages m JOIN agents s ON s.id = m.sender_id WHERE {match} AND m.id >= :first"
+        " ORDER BY m.id LIMIT :n", {**params, "first": first[0], "n": DIGEST_PART},
+    ).fetchall()
+    messages = []
+    for row in rows:
+        lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
+        for kind, name in conn.execute(
+            "SELECT r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
+            " WHERE r.message_id = ? ORDER BY a.name", (row[0],)
+        ):
+            lists[kind].append(name)
+        messages.append({"id": row[0], "thread_id": row[1], "subject": row[2], "body_md": row[3],
+                         "importance": row[4], "ack_required": bool(row[5]), "created_ts": row[6],
+                         "from": row[7], **lists})
+    return messages
+
+
+def _context(conn: Connection, threads: dict[tuple[str, str], list[int]], message_ids: list[int]) -> Context:
+    """Project keys by slug, the digest parts each touched thread needs rewritten (with their
+    messages), and the agent id behind every name of each message (names can be reclaimed)."""
     keys: dict[str, str] = {str(slug): str(key) for slug, key in conn.execute("SELECT slug, human_key FROM projects")}
     ids: dict[int, dict[str, int]] = {}
     for message_id in message_ids:
@@ -51,26 +81,21 @@ def _context(conn: Connection, threads: set[tuple[str, str]], message_ids: list[
             " UNION SELECT a.id, a.name FROM messages m JOIN agents a ON a.id = m.sender_id WHERE m.id = ?",
             (message_id, message_id),
         )}
-    digests: dict[tuple[str, str], Any] = {}
-    for slug, thread in threads:
-        rows = conn.execute(
-            "SELECT m.id, m.thread_id, m.subject, m.body_md, m.importance, m.ack_required, m.created_ts, s.name"
-            " FROM messages m JOIN agents s ON s.id = m.sender_id JOIN projects p ON p.id = m.project_id"
-            " WHERE p.slug = ? AND (m.thread_id = ? OR m.id = ?) ORDER BY m.id",
-            (slug, thread, int(thread) if thread.isdigit() else -1),
-        ).fetchall()
-        messages = []
-        for row in rows:
-            lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
-            for kind, name in conn.execute(
-                "SELECT r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
-                " WHERE r.message_id = ? ORDER BY a.name", (row[0],)
-            ):
-                lists[kind].append(name)
-            messages.append({"id": row[0], "thread_id": row[1], "subject": row[2], "body_md": row[3],
-                             "importance": row[4], "ack_required": bool(row[5]), "created_ts": row[6],
-                             "from": row[7], **lists})
-        digests[(slug, thread)] = messages
+    digests: dict[tuple[str, str, int], Any] = {}
+    for (slug, thread), new_ids in threads.items():
+        project_id = conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).fetchone()
+        if project_id is None:
+            continue
+        root = int(thread) if thread.isdigit() else -1
+        parts = {
+            conn.execute(
+                "SELECT count(*) FROM messages m WHERE m.project_id = ? AND (m.thread_id = ? OR m.id = ?)"
+                " AND m.id < ?", (project_id[0], thread, root, message_id),
+            ).get // DIGEST_PART
+            for message_id in new_ids
+        }
+        for part in parts:
+            digests[(slug, thread, part)] = _thread_messages(conn, project_id[0], thread, part)
     return keys, digests, ids
 
 
@@ -82,10 +107,10 @@ def _depth(conn: Connection, limit: int) -> int:
     return count
 
 
-def _batch(conn: Connection, limit: int) -> tuple[list[Item], dict[str, str], dict[tuple[str, str], Any]]:
+def _batch(conn: Connection, limit: int) -> tuple[list[Item], dict[str, str], dict[tuple[str, str, int], Any]]:
     """Up to `limit` pending rows, parsed, with what rendering them needs (one read transaction)."""
     items: list[Item] = []
-    threads: set[tuple[str, str]] = set()
+    threads: dict[tuple[str, str], list[int]] = {}
     message_ids: list[int] = []
     for row_id, kind, slug, payload_text, created in _pending(conn, limit):
         payload = json.loads(payload_text)
@@ -93,7 +118,7 @@ def _batch(conn: Connection, limit: int) -> tuple[list[Item], dict[str, str], di
         if kind == "message":
             message = payload["message"]
             if message["thread_id"]:  # a message nobody replied to yet has no digest
-                threads.add((message["project_slug"], message["thread_id"]))
+                threads.setdefault((message["project_slug"], message["thread_id"]), []).append(int(message["id"]))
             message_ids.append(int(message["id"]))
     keys, digests, agent_ids = _context(conn, threads, message_ids)
     for _row_id, kind, _slug, payload, _created in items:
@@ -205,8 +230,8 @@ class Archiver:
         self.ok, self.last_error = True, None
         return len(items)
 
-    def _render_and_commit(self, items: list[Item], keys: dict[str, str], digests: dict[tuple[str, str], Any],
-                           skipped: list[int]) -> bool:
+    def _render_and_commit(self, items: list[Item], keys: dict[str, str],
+                           digests: dict[tuple[str, str, int], Any], skipped: list[int]) -> bool:
         """Render the batch's files and commit them (worker thread: pure rendering plus git)."""
         files: dict[str, bytes] = {}
         lines: list[str] = []
@@ -222,9 +247,9 @@ class Archiver:
             lines.append(line)
             if agent and agent not in agents:
                 agents.append(agent)
-        for (slug, thread), messages in digests.items():
-            if len(messages) > 1 or any(m["thread_id"] for m in messages):
-                files.update(formats.thread_digest(thread, slug, messages))
+        for (slug, thread, part), messages in digests.items():
+            if part > 0 or len(messages) > 1 or any(m["thread_id"] for m in messages):
+                files.update(formats.thread_digest(thread, slug, messages, part))
         if not files:
             return False
         self._committer.commit(files, commit_message(lines, agents))

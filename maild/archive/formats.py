@@ -7,7 +7,8 @@ and the parsers that read them back (for `doctor` and `rebuild`).
     projects/<slug>/messages/YYYY/MM/<YYYY-MM-DDTHH-MM-SSZ>__<subject-slug>__<id>.md   (canonical)
     projects/<slug>/agents/<Name>/outbox/YYYY/MM/<same file name>                       (copy)
     projects/<slug>/agents/<Name>/inbox/YYYY/MM/<same file name>                        (copies)
-    projects/<slug>/messages/threads/<thread_id>.md                                     (digest)
+    projects/<slug>/messages/threads/<thread_id>.md                  (digest, first 100 messages)
+    projects/<slug>/messages/threads/<thread_id>.part-<n>.md         (messages 100(n-1)+1 …, n >= 2)
     projects/<slug>/file_reservations/<sha1(pattern)>.json      (latest change to that pattern)
     projects/<slug>/file_reservations/id-<reservation id>.json  (each reservation, all its states)
 
@@ -26,6 +27,7 @@ _SUBJECT_SLUG = re.compile(r"[^a-zA-Z0-9._-]+")
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MESSAGE_FILE = re.compile(r"^projects/(?P<slug>[^/]+)/messages/\d{4}/\d{2}/[^/]+__(?P<id>\d+)\.md$")
 PREVIEW_CHARS = 1200
+DIGEST_PART = 100
 
 Files = dict[str, bytes]
 
@@ -93,20 +95,26 @@ def message_files(payload: dict[str, Any], project_key: str) -> Files:
     return files
 
 
-def thread_digest(thread_id: str, slug: str, messages: list[dict[str, Any]]) -> Files:
-    """The whole digest for a thread, rendered from its messages oldest first (so it only grows)."""
+def thread_digest(thread_id: str, slug: str, messages: list[dict[str, Any]], part: int = 0) -> Files:
+    """One part of a thread's digest (DIGEST_PART messages, oldest first; parts only grow). Part 0 is
+    upstream's `threads/<id>.md`; later parts link back, so a long thread costs git one part a message."""
+    safe_thread = re.sub(r"[^A-Za-z0-9._-]", "-", thread_id)
+    name = safe_thread if part == 0 else f"{safe_thread}.part-{part + 1}"
     parts = [f"# Thread {thread_id}\n"]
+    if part > 0:
+        previous = safe_thread if part == 1 else f"{safe_thread}.part-{part}"
+        first = part * DIGEST_PART + 1
+        parts.append(f"\nMessages {first} to {first + DIGEST_PART - 1}; earlier ones: [{previous}.md]({previous}.md)\n")
     for payload in messages:
-        month, name = message_filename(payload)
+        month, filename = message_filename(payload)
         body = payload["body_md"].strip()
         preview = body if len(body) <= PREVIEW_CHARS else body[:PREVIEW_CHARS] + "..."
         recipients = ", ".join([*payload["to"], *payload["cc"]])
         parts.append(
             f"\n### {payload['subject']}\n\n## {payload['created_ts']} — {payload['from']} → {recipients}\n\n"
-            f"[View canonical](../{month}/{name})\n\n{preview}\n\n---\n"
+            f"[View canonical](../{month}/{filename})\n\n{preview}\n\n---\n"
         )
-    safe_thread = re.sub(r"[^A-Za-z0-9._-]", "-", thread_id)
-    return {f"projects/{segment(slug)}/messages/threads/{safe_thread}.md": "".join(parts).encode()}
+    return {f"projects/{segment(slug)}/messages/threads/{name}.md": "".join(parts).encode()}
 
 
 def pretty_json(value: Any) -> bytes:
