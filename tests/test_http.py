@@ -321,6 +321,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+@pytest.mark.timeout(900)  # on a fresh machine the fixture may first apt-get install redis-server
 def test_two_bridges_share_limits_through_redis(mailbox: Mailbox, tmp_path: Path, redis_url: str) -> None:
     config = (f'http_jwt_enabled = true\nhttp_jwt_secret = "{SECRET}"\nhttp_rate_limit_enabled = true\n'
               f'http_rate_limit_tools_per_minute = 3\nhttp_rate_limit_backend = "redis"\n'
