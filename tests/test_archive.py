@@ -10,13 +10,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import apsw
 import pytest
 
 from maild.archive import formats
-from maild.archive.committer import head_files, read_blobs
+from maild.archive.committer import FastImportCommitter, branch_head, head_files, read_blobs
 from shared.client import DaemonClient
 from shared.errors import MailError
 from shared.paths import pid_alive
@@ -432,3 +433,25 @@ def test_a_long_thread_digest_is_written_in_parts_that_stop_changing_once_full(m
     assert "[LONG-1.md](LONG-1.md)" in second
     a.close()
     b.close()
+
+
+def test_an_idle_repack_folds_fast_imports_small_packs_into_one_and_commits_go_on(tmp_path: Path) -> None:
+    repo = tmp_path / "archive"
+    committer = FastImportCommitter(repo, "maild", "maild@localhost")
+    for i in range(6):  # 120 files a batch: over fast-import's unpack limit, so each batch is a pack
+        files = {f"projects/p/notes/{i}/{j}.md": f"note {i} {j}\n".encode() * 50 for j in range(120)}
+        committer.commit(files, f"batch {i}")
+    pack_dir = repo / "objects" / "pack"
+    assert len(list(pack_dir.glob("*.pack"))) >= 6
+    assert list(pack_dir.glob("*.keep")), "fast-import keeps every pack it wrote"
+    assert committer.maintain(threshold=100) is False, "below the threshold nothing happens"
+    head = branch_head(repo)
+    assert committer.maintain(threshold=2) is True
+    assert len(list(pack_dir.glob("*.pack"))) == 1
+    assert not list(pack_dir.glob("*.keep"))
+    assert branch_head(repo) == head
+    assert read_blobs(repo, ["projects/p/notes/0/7.md"])["projects/p/notes/0/7.md"].startswith(b"note 0 7")
+    made = committer.commit({"projects/p/notes/after.md": b"after\n"}, "after the repack")
+    assert branch_head(repo) == made
+    assert {"projects/p/notes/5/119.md", "projects/p/notes/after.md"} <= set(head_files(repo))
+    committer.close()

@@ -27,6 +27,7 @@ MAX_BATCH = 1000
 GATHER_SECONDS = 0.05
 IDLE_POLL_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 30.0
+REPACK_IDLE_SECONDS = 10.0  # quiet time before the archiver folds fast-import's small packs together
 LAG_WINDOW = 50_000  # outbox rows whose lag statistics() reports (the last ~30 s at 1,500 sends/s)
 
 
@@ -141,6 +142,7 @@ class Archiver:
         self.last_commit_ts: str | None = None
         self.commits = 0
         self.archived = 0
+        self.repacks = 0
         self.skipped = 0
         self.lag_seconds: deque[float] = deque(maxlen=LAG_WINDOW)
         self._lag_summary: dict[str, Any] | None = None
@@ -152,6 +154,7 @@ class Archiver:
                 "path": str(self.repo),
                 "commits": self.commits,
                 "items_archived": self.archived,
+                "repacks": self.repacks,
                 "last_commit_ts": self.last_commit_ts,
                 "last_error": self.last_error,
                 **self._lag(),
@@ -171,8 +174,17 @@ class Archiver:
             }
         return self._lag_summary
 
+    async def _repack(self) -> None:
+        try:
+            if await anyio.to_thread.run_sync(self._committer.maintain):
+                self.repacks += 1
+                log.info("archive repacked (%d so far)", self.repacks)
+        except ArchiveError as exc:  # a bigger archive, not a lost one: log it, try after the next work
+            log.warning("%s", exc)
+
     async def run(self) -> None:
         backoff = 0.5
+        last_work = anyio.current_time()
         try:
             while True:
                 try:
@@ -193,7 +205,12 @@ class Archiver:
                     backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                     continue
                 backoff = 0.5
-                if not done:
+                if done:
+                    last_work = anyio.current_time()
+                else:
+                    if anyio.current_time() - last_work >= REPACK_IDLE_SECONDS:
+                        last_work = anyio.current_time()  # look again after another quiet spell
+                        await self._repack()
                     await anyio.sleep(IDLE_POLL_SECONDS)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):

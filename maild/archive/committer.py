@@ -83,6 +83,10 @@ def branch_head(repo: Path) -> str | None:
     return done.stdout.strip() or None
 
 
+PACK_THRESHOLD = 32  # small fast-import packs that make an idle archiver fold them into one
+LOOSE_DIR_THRESHOLD = 128  # objects/xx fan-out folders in use (of 256): many loose objects
+
+
 class FastImportCommitter:
     def __init__(self, repo: Path, author_name: str, author_email: str) -> None:
         self.repo = repo
@@ -183,6 +187,28 @@ class FastImportCommitter:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+    def maintain(self, threshold: int = PACK_THRESHOLD) -> bool:
+        """Idle-time packing; True if it repacked. fast-import writes one small pack per batch, with
+        no deltas between batches, and marks each with a `.keep` (an archive of 10,000 messages took
+        560 MB, 76 MB repacked). With fast-import stopped — the next batch starts a fresh one on the
+        branch — drop its keeps and fold everything into one deltified pack."""
+        pack_dir = self.repo / "objects" / "pack"
+        try:
+            packs = sum(1 for _ in pack_dir.glob("*.pack"))
+            # Batches under fast-import.unpackLimit (100 objects) land as loose objects instead.
+            loose_dirs = sum(1 for d in (self.repo / "objects").iterdir() if len(d.name) == 2)
+            if packs < threshold and loose_dirs < LOOSE_DIR_THRESHOLD:
+                return False
+            self.close()
+            for keep in pack_dir.glob("*.keep"):
+                if keep.read_text(errors="replace").startswith("fast-import"):
+                    keep.unlink()
+            subprocess.run(["git", "--git-dir", str(self.repo), "repack", "-a", "-d", "-q"],
+                           capture_output=True, text=True, check=True, timeout=1800)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ArchiveError(f"archive repack failed (the archive is intact, only larger): {exc}") from None
+        return True
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
