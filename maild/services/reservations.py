@@ -81,6 +81,11 @@ def _active(conn: Connection, project_id: int | None, now: str) -> list[Any]:
     return conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE {where}", params).fetchall()
 
 
+def _version(conn: Connection) -> tuple[int, int]:
+    """Changes by other connections (data_version) and by this one (total_changes)."""
+    return int(conn.execute("PRAGMA data_version").get), conn.total_changes()
+
+
 @dataclass(frozen=True)
 class ActiveSet:
     """One project's live reservations with a pattern index, reusable while the database is unchanged
@@ -193,27 +198,24 @@ class Reservations:
         self._active_sets_lock = threading.Lock()  # the reader and the writer threads share it
 
     def _active_set(self, conn: Connection, project_id: int | None, now: str) -> ActiveSet:
-        version = (int(conn.execute("PRAGMA data_version").get), conn.total_changes())
-        slot = (id(conn), project_id)
-        with self._active_sets_lock:
-            cached = self._active_sets.get(slot)
-        if cached is not None and cached.conn is conn and cached.version == version and now < cached.valid_until:
+        cached = self._cached_set(conn, project_id, now)
+        if cached is not None:
             return cached
         rows = _active(conn, project_id, now)
-        fresh = ActiveSet(conn, version, min((r[8] for r in rows), default="9999"), rows,
+        fresh = ActiveSet(conn, _version(conn), min((r[8] for r in rows), default="9999"), rows,
                           PatternIndex([(r[4], r) for r in rows]))
         with self._active_sets_lock:
             if len(self._active_sets) > 256:
                 self._active_sets.clear()
-            self._active_sets[slot] = fresh
+            self._active_sets[(id(conn), project_id)] = fresh
         return fresh
 
-    def _cached_set(self, conn: Connection, project_id: int) -> ActiveSet | None:
+    def _cached_set(self, conn: Connection, project_id: int | None, now: str | None = None) -> ActiveSet | None:
         """The connection's live set for a project if it is still exact (never re-reads)."""
-        version = (int(conn.execute("PRAGMA data_version").get), conn.total_changes())
         with self._active_sets_lock:
             cached = self._active_sets.get((id(conn), project_id))
-        if cached is not None and cached.conn is conn and cached.version == version and utcnow() < cached.valid_until:
+        if (cached is not None and cached.conn is conn and cached.version == _version(conn)
+                and (now or utcnow()) < cached.valid_until):
             return cached
         return None
 
@@ -227,8 +229,7 @@ class Reservations:
         def keep(row: Any) -> bool:
             return row[0] not in ids
 
-        version = (int(conn.execute("PRAGMA data_version").get), conn.total_changes())
-        fresh = ActiveSet(conn, version, min([active.valid_until, *(r[8] for r in granted)]),
+        fresh = ActiveSet(conn, _version(conn), min([active.valid_until, *(r[8] for r in granted)]),
                           [r for r in active.rows if keep(r)] + granted,
                           active.index.updated([(r[4], r) for r in granted], [r[4] for r in released], keep))
         with self._active_sets_lock:
