@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from maild.transport.http.auth import Authenticator, Unauthorized
+from maild.transport.http.auth import Authenticator, Identity, Unauthorized
 from maild.transport.http.ratelimit import Limit, MemoryLimiter, RedisLimiter
 from shared.config import Settings, csv
 
@@ -132,11 +132,8 @@ class Gate:
             await _respond(send, 403, {"error": "invalid Origin header"})
             return
         if scope["method"] != "POST":  # GET (server-to-client stream) and DELETE (end session): no deadline
-            client = scope.get("client")
-            try:
-                identity = await self._auth.authenticate(headers, client[0] if client else None)
-            except Unauthorized:
-                await _respond(send, *_UNAUTHORIZED)
+            identity = await self._identify(scope, headers, send)
+            if identity is None:
                 return
             self._attach(scope, identity.subject, identity.role, identity.agent)
             await self._app(scope, receive, send)
@@ -158,14 +155,20 @@ class Gate:
             else:
                 await _respond(send, 504, {"error": f"the request took longer than {self._timeout:g} s"})
 
+    async def _identify(self, scope: Scope, headers: dict[bytes, bytes], send: Send) -> Identity | None:
+        """The caller's verified identity, or None once a 401 (saying nothing more) has been sent."""
+        client = scope.get("client")
+        try:
+            return await self._auth.authenticate(headers, client[0] if client else None)
+        except Unauthorized:
+            await _respond(send, *_UNAUTHORIZED)
+            return None
+
     async def _post(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes],
                     phase: list[str]) -> None:
         """Handle one POST; `phase` says how far it got (auth, body, app) if the deadline cuts it off."""
-        client = scope.get("client")
-        try:
-            identity = await self._auth.authenticate(headers, client[0] if client else None)
-        except Unauthorized:
-            await _respond(send, *_UNAUTHORIZED)
+        identity = await self._identify(scope, headers, send)
+        if identity is None:
             return
         phase[0] = "body"
         chunks: list[bytes] = []
