@@ -7,12 +7,15 @@ Errors from anywhere become one stderr line `mailctl: CODE: message` and an exit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from mailctl.cli import call, daemon, doctor, guard, http, mail, mcp, search
+from mailctl.cli import call, daemon, doctor, guard, hook, http, integrate, mail, mcp, search
 from shared import __version__
 from shared.errors import EXIT_DAEMON, EXIT_TOOL_ERROR, EXIT_USAGE, DaemonUnavailable, MailError
+from shared.paths import USER_ROOT_ALIASES
 
 # Each command group registers its subcommands; keep this list in README order.
 GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
@@ -24,7 +27,12 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     http.register,
     search.register,
     call.register,
+    integrate.register,
+    hook.register,
 ]
+
+# Accepted before *and* after the subcommand (editors write `mailctl mcp --root DIR`).
+GLOBAL_OPTIONS = ("--root", "--agent", "--tools")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,17 +42,51 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: mailctl call health_check",
     )
     parser.add_argument("--root", help="mailbox root (default: $AGENT_MAIL_ROOT, else the git top-level)")
+    parser.add_argument("--agent", help="act as this agent (same as $AGENT_MAIL_NAME)")
+    parser.add_argument("--tools", choices=["core", "extended"], help="MCP tool set (same as $MCP_TOOLS_MODE)")
     parser.add_argument("--version", action="version", version=f"mailctl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in GROUPS:
         register(sub)
+    accept_global_options(parser, parser)
     return parser
+
+
+def accept_global_options(top: argparse.ArgumentParser, parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand the global options too. Their defaults are SUPPRESS, so a value given
+    before the subcommand is not overwritten by the subcommand's default."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in action.choices.values():
+            for option in GLOBAL_OPTIONS:
+                existing = child._option_string_actions.get(option)
+                if existing is not None:
+                    existing.default = argparse.SUPPRESS
+                    continue
+                model = top._option_string_actions[option]
+                child.add_argument(option, default=argparse.SUPPRESS, choices=model.choices,
+                                   help=argparse.SUPPRESS)
+            accept_global_options(top, child)
+
+
+def apply_global_options(args: argparse.Namespace) -> None:
+    """`--root` must name an existing directory; `--agent`/`--tools` stand for their environment variables
+    (AGENT_MAIL_NAME, MCP_TOOLS_MODE), which the commands and the hooks they start read."""
+    root = getattr(args, "root", None)
+    if root and root not in USER_ROOT_ALIASES and not Path(root).expanduser().is_dir():
+        raise ValueError(f"--root {root}: no such directory; create it first (mkdir -p {root}) or fix the path")
+    if getattr(args, "agent", None):
+        os.environ["AGENT_MAIL_NAME"] = args.agent
+    if getattr(args, "tools", None):
+        os.environ["MCP_TOOLS_MODE"] = args.tools
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        apply_global_options(args)
         code: int = args.handler(args)
     except DaemonUnavailable as exc:
         print(f"mailctl: {exc.code}: {exc.message}", file=sys.stderr)

@@ -1,0 +1,261 @@
+"""`mailctl hook <event>`: what coding clients run at their hook points to bring mail to the agent.
+
+- `session-start`: who the agent is and an unread summary (also exports AGENT_MAIL_NAME to
+  Claude Code's $CLAUDE_ENV_FILE, so the agent's shell, and the git guard in it, know the name).
+- `unread`: "N unread, M urgent — call fetch_inbox", only when the counts changed since the last hint.
+- `edit-guard`: before an edit tool runs, deny editing a path another agent holds exclusively
+  (holder, pattern, expiry), with the git guard's warn mode and bypass; in block mode an unreachable
+  mailbox is never a silent pass.
+The client's hook JSON arrives on stdin; the answer is its JSON on stdout (Claude Code and Codex
+share a shape; Gemini CLI's BeforeTool differs). Standard library + `shared` only, like the shim:
+a hook runs on every prompt or edit, so start-up is the cost that matters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.client import DaemonClient
+from shared.errors import DaemonUnavailable, MailError, NotFound
+from shared.paths import MailboxPaths, find_git_toplevel, resolve_root
+
+EVENTS = ("session-start", "unread", "edit-guard")
+HINT_DIR = "hooks"
+
+
+class Hook:
+    def __init__(self, event: str, payload: dict[str, Any], root: str | None, agent: str | None,
+                 project: str | None) -> None:
+        self.event = event
+        self.payload = payload
+        cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else None
+        self.cwd = Path(cwd) if cwd and Path(cwd).is_dir() else Path.cwd()
+        self.paths = MailboxPaths(resolve_root(root, cwd=self.cwd))
+        self.agent = agent or os.environ.get("AGENT_MAIL_NAME") or None
+        self.project = project
+        self.client_event = str(payload.get("hook_event_name") or "")
+
+    # -- identity -------------------------------------------------------------------------------
+    def token(self) -> str | None:
+        if os.environ.get("AGENT_MAIL_TOKEN"):
+            return os.environ["AGENT_MAIL_TOKEN"]
+        if self.agent is None:
+            return None
+        from mailctl.integrations.record import agent_token
+
+        return agent_token(self.paths, self.agent)
+
+    def inbox(self, conn: DaemonClient, *, urgent_only: bool, limit: int) -> dict[str, Any]:
+        result: dict[str, Any] = conn.call_tool("fetch_inbox", {
+            "project_key": str(self.paths.root), "agent_name": self.agent, "registration_token": self.token(),
+            "limit": limit, "urgent_only": urgent_only, "include_bodies": False,
+        })
+        return result
+
+    # -- output -----------------------------------------------------------------------------------
+    def context(self, text: str, default_event: str) -> dict[str, Any]:
+        event = self.client_event or default_event
+        return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
+
+    # -- session-start ----------------------------------------------------------------------------
+    def session_start(self) -> dict[str, Any] | None:
+        if self.agent is None:
+            return self.context("Agent Mail: no agent is configured for this session (set AGENT_MAIL_NAME or run "
+                                "`mailctl integrate`). Call register_agent to get one.", "SessionStart")
+        env_file = os.environ.get("CLAUDE_ENV_FILE")
+        if env_file:
+            with Path(env_file).open("a", encoding="utf-8") as handle:
+                handle.write(f"export AGENT_MAIL_NAME={self.agent}\n")
+        try:
+            with DaemonClient(self.paths) as conn:
+                box = self.inbox(conn, urgent_only=False, limit=5)
+        except NotFound:
+            return self.context(f"Agent Mail: {self.agent} is not registered in the mailbox at {self.paths.root}; "
+                                f"call register_agent with name={self.agent}.", "SessionStart")
+        unread, urgent = box["unread_count"], sum(1 for m in box["result"] if _urgent_unread(m))
+        self._remember(unread, urgent)
+        lines = [f"Agent Mail: you are {self.agent} (project {self.paths.root}). {unread} unread"
+                 + (f", {urgent} urgent" if urgent else "") + "."]
+        lines += [f"- #{m['id']} from {m.get('from')}: {m.get('subject')}" for m in box["result"]
+                  if not m.get("read_ts")]
+        lines.append("Call fetch_inbox to read mail; reserve files (file_reservation_paths) before editing them.")
+        return self.context("\n".join(lines), "SessionStart")
+
+    # -- unread -----------------------------------------------------------------------------------
+    def hint_file(self) -> Path:
+        return self.paths.state_dir / HINT_DIR / f"{(self.agent or 'anonymous').lower()}.json"
+
+    def _remember(self, unread: int, urgent: int) -> bool:
+        """Store the counts; True when they differ from the last ones stored."""
+        path = self.hint_file()
+        try:
+            last = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            last = None
+        now = {"unread": unread, "urgent": urgent}
+        if last == now:
+            return False
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(now), encoding="utf-8")
+        tmp.replace(path)
+        return True
+
+    def unread(self) -> dict[str, Any] | None:
+        if self.agent is None:
+            return None
+        try:  # no auto-start: a hint is not worth starting a daemon in the middle of a turn
+            with DaemonClient(self.paths, autostart=False) as conn:
+                box = self.inbox(conn, urgent_only=True, limit=50)
+        except (DaemonUnavailable, OSError):
+            return None
+        unread = int(box["unread_count"])
+        urgent = sum(1 for m in box["result"] if _urgent_unread(m))
+        if not self._remember(unread, urgent) or unread == 0:
+            return None
+        text = f"Agent Mail: {unread} unread" + (f", {urgent} urgent" if urgent else "") + " — call fetch_inbox."
+        return self.context(text, "UserPromptSubmit")
+
+    # -- edit-guard -------------------------------------------------------------------------------
+    def edited_path(self) -> str | None:
+        tool_input = self.payload.get("tool_input")
+        if not isinstance(tool_input, dict):
+            return None
+        for key in ("file_path", "notebook_path", "path"):
+            value = tool_input.get(key)
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    def decision(self, verdict: str, reason: str) -> dict[str, Any] | None:
+        """The client's answer: deny, or allow with a message shown to the user (None: plain allow)."""
+        if verdict == "deny":
+            if self.client_event == "BeforeTool":  # Gemini CLI
+                return {"decision": "deny", "reason": reason}
+            return {"hookSpecificOutput": {"hookEventName": self.client_event or "PreToolUse",
+                                           "permissionDecision": "deny", "permissionDecisionReason": reason}}
+        return {"systemMessage": reason} if reason else None
+
+    def edit_guard(self) -> dict[str, Any] | None:
+        from mailctl import guard
+
+        mode = os.environ.get("AGENT_MAIL_GUARD_MODE", "block").lower()
+        target = self.edited_path()
+        if target is None:
+            return None
+        repo = find_git_toplevel(self.cwd) or self.paths.root
+        absolute = Path(target) if Path(target).is_absolute() else self.cwd / target
+        relative = os.path.relpath(os.path.normpath(absolute), repo)
+        if relative.startswith(".."):
+            return None  # outside the repository: no reservation can cover it
+        if os.environ.get("AGENT_MAIL_BYPASS") == "1":
+            return self.decision("allow", f"agent-mail edit guard BYPASSED (AGENT_MAIL_BYPASS=1) for {relative}")
+        project = self.project or guard.project_key_for(repo)
+        try:
+            conflicts: list[dict[str, Any]] | None = guard.conflicts_via_daemon(
+                self.paths, project, self.agent, [relative])
+        except (DaemonUnavailable, MailError, OSError):
+            import sqlite3
+
+            try:
+                conflicts = guard.conflicts_via_database(self.paths, project, self.agent, [relative])
+            except (OSError, sqlite3.Error) as exc:
+                reason = (f"agent-mail edit guard cannot read the mailbox at {self.paths.db} ({exc}), so it cannot "
+                          f"tell whether {relative} is reserved. Fix the mailbox (mailctl doctor), or set "
+                          "AGENT_MAIL_BYPASS=1 to skip the check.")
+                return self.decision("allow" if mode == "warn" else "deny", reason)
+        if not conflicts:
+            return None
+        held = "; ".join(f"{c['path']} is reserved by {c['agent']} (pattern {c['path_pattern']}, until "
+                         f"{c['expires_ts']})" for c in conflicts)
+        reason = (f"{held}. Do not edit it now: message {conflicts[0]['agent']} (send_message) to coordinate, wait "
+                  "for the reservation to end, or work on other files." + self._unknown_agent_note())
+        if mode == "warn":
+            return self.decision("allow", f"agent-mail edit guard (warn mode): {held}")
+        return self.decision("deny", reason)
+
+    def _unknown_agent_note(self) -> str:
+        """A name the mailbox does not know is reported, not treated as someone else's."""
+        if self.agent is None:
+            return " (No agent name is set for this session, so every exclusive reservation counts as another's.)"
+        try:
+            with DaemonClient(self.paths, autostart=False) as conn:
+                conn.call_tool("whois", {"project_key": str(self.paths.root), "agent_name": self.agent,
+                                         "include_recent_commits": False})
+        except NotFound:
+            return (f" (This session's agent name {self.agent} is not a registered agent, so its own reservations "
+                    "cannot be recognised; run `mailctl integrate` again or register it.)")
+        except (MailError, OSError):
+            pass
+        return ""
+
+    def run(self) -> dict[str, Any] | None:
+        if self.event == "session-start":
+            return self.session_start()
+        if self.event == "unread":
+            return self.unread()
+        return self.edit_guard()
+
+
+def _urgent_unread(message: dict[str, Any]) -> bool:
+    return message.get("importance") in ("high", "urgent") and not message.get("read_ts")
+
+
+def read_payload() -> dict[str, Any]:
+    if sys.stdin is None or sys.stdin.isatty():
+        return {}
+    try:
+        data = json.loads(sys.stdin.read() or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run(event: str, root: str | None, agent: str | None, project: str | None) -> int:
+    """Run one hook; always exit 0 (the answer is the JSON), except a guard that cannot decide."""
+    payload = read_payload()
+    try:
+        hook = Hook(event, payload, root, agent, project)
+        answer = hook.run()
+    except Exception as exc:  # a hook must answer its client, never print a traceback into it
+        if event == "edit-guard" and os.environ.get("AGENT_MAIL_GUARD_MODE", "block").lower() != "warn":
+            reason = (f"agent-mail edit guard failed ({type(exc).__name__}: {exc}); the edit is blocked because the "
+                      "guard could not check reservations. Run `mailctl doctor`, or set AGENT_MAIL_BYPASS=1.")
+            answer = {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
+                                             "permissionDecisionReason": reason}}
+            if payload.get("hook_event_name") == "BeforeTool":
+                answer = {"decision": "deny", "reason": reason}
+        else:
+            print(f"agent-mail hook {event}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 0
+    if answer is not None:
+        sys.stdout.write(json.dumps(answer) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`mailctl hook EVENT [--agent NAME] [--root DIR] [--project KEY]` without loading the whole CLI."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="mailctl hook", description=main.__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run(args.event, args.root, args.agent, args.project)
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("event", choices=EVENTS, help="session-start | unread | edit-guard")
+    parser.add_argument("--agent", default=None, help="the agent (default $AGENT_MAIL_NAME)")
+    parser.add_argument("--root", default=None, help="mailbox root (default: git top-level of the hook's cwd)")
+    parser.add_argument("--project", default=None, help="project key the edit guard checks (default: the guard's)")
+    parser.add_argument("--tools", default=None, help=argparse_suppress())
+
+
+def argparse_suppress() -> str:
+    import argparse
+
+    return argparse.SUPPRESS  # accepted like everywhere in mailctl; a hook has no tool set
