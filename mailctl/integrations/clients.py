@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailctl.integrations.configfile import AddHook, Edit, SetKey
+from mailctl.integrations.configfile import AddHook, AddItem, Edit, SetKey
 
 SERVER_NAME = "agent-mail"
 
@@ -99,6 +99,8 @@ def _claude(entry: Entry, path: Path, user: bool) -> Target:
         # The agent's shell (Bash tool, git hooks it runs) learns who it is: the git guard's identity.
         SetKey(("env", "AGENT_MAIL_NAME"), entry.agent),
     ]
+    if not user:  # a project's .mcp.json server runs only once approved; integrate is that approval
+        hooks.append(AddItem(("enabledMcpjsonServers",), SERVER_NAME))
     server: list[Edit] = [SetKey(("mcpServers", SERVER_NAME), {"type": "stdio", **_server(entry)})]
     return Target([(path, "json", server, True), (settings, "json", hooks, False)])
 

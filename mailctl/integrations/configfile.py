@@ -46,7 +46,15 @@ class AddHook:
     container: KeyPath = ("hooks",)
 
 
-Edit = SetKey | AddHook
+@dataclass(frozen=True)
+class AddItem:
+    """Make sure the list at `keys` holds `item` (other items stay); removal takes only `item` out."""
+
+    keys: KeyPath
+    item: Any
+
+
+Edit = SetKey | AddHook | AddItem
 
 
 @dataclass
@@ -156,6 +164,17 @@ def apply_edits(data: dict[str, Any], edits: Sequence[Edit]) -> list[KeyPath]:
         if isinstance(edit, SetKey):
             _table(data, edit.keys[:-1], created)[edit.keys[-1]] = edit.value
             continue
+        if isinstance(edit, AddItem):
+            parent = _table(data, edit.keys[:-1], created)
+            items = parent.get(edit.keys[-1])
+            if items is None:
+                items = parent[edit.keys[-1]] = []
+                created.append(edit.keys)
+            if not isinstance(items, list):
+                raise InvalidArgument(f"{'.'.join(edit.keys)} must be a list; fix that entry by hand")
+            if edit.item not in items:
+                items.append(edit.item)
+            continue
         events = _table(data, edit.container, created)
         groups = events.get(edit.event)
         if groups is None:
@@ -180,6 +199,13 @@ def remove_edits(data: dict[str, Any], edits: Sequence[Edit], created: Sequence[
                 node = node.get(key) if isinstance(node, dict) else None
             if isinstance(node, dict):
                 node.pop(edit.keys[-1], None)
+            continue
+        if isinstance(edit, AddItem):
+            node = data
+            for key in edit.keys:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, list) and edit.item in node:
+                node.remove(edit.item)
             continue
         node = data
         for key in edit.container:
