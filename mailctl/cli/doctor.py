@@ -1,4 +1,5 @@
-"""`mailctl doctor [--fix] [--rebuild]`: check the database against the Git archive."""
+"""`mailctl doctor [--fix] [--rebuild]`: check the setup (daemon, permissions, guard, client configs,
+nested mailboxes) and the database against the Git archive."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 
 from mailctl.cli.common import add_subcommand, mailbox, print_json
+from mailctl.integrations.checks import environment_checks
 from shared.client import DaemonClient, stop_daemon
 from shared.errors import EXIT_TOOL_ERROR
 
@@ -17,11 +19,14 @@ def run(args: argparse.Namespace) -> int:
         stop_daemon(paths)
         return subprocess.run([sys.executable, "-P", "-m", "maild", "rebuild", "--root", str(paths.root)],
                               check=False).returncode
+    checks = environment_checks(paths)  # the setup around the mailbox (mailctl/integrations/checks.py)
     with DaemonClient(paths) as conn:
         report = conn.call_tool("archive_doctor", {"fix": args.fix})
     if args.json:
-        print_json(report)
+        print_json({**report, "checks": [c.to_dict() for c in checks]})
     else:
+        for c in checks:
+            print(f"{c.name}: {c.level.upper() if c.level != 'ok' else 'ok'} — {c.detail}")
         outbox, archive = report["outbox"], report["archive"]
         print(f"archive: {'ok' if archive.get('ok', True) else 'DEGRADED: ' + str(archive.get('last_error'))}")
         for slug, counts in sorted(report["projects"].items()):
@@ -33,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         if report["extra_count"]:
             print(f"archive files without a database row: {report['extra_count']}; `mailctl doctor --rebuild` "
                   "rebuilds the database from the archive")
+    if any(c.level == "fail" for c in checks):
+        return EXIT_TOOL_ERROR
     return 0 if report["ok"] or (args.fix and not report["extra_count"]) else EXIT_TOOL_ERROR
 
 
