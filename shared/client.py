@@ -11,13 +11,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import __version__
 from shared.errors import DaemonUnavailable, MailError, ProtocolError, from_dict
@@ -28,6 +26,9 @@ from shared.protocol import (
     MODERN_PROTOCOL_VERSION,
     PROTOCOL_VERSION_META_KEY,
 )
+
+if TYPE_CHECKING:  # subprocess and signal load lazily: hooks and shims that find maild running never need them
+    import subprocess
 
 DEFAULT_START_TIMEOUT = 15.0
 
@@ -62,6 +63,8 @@ def _log_tail(paths: MailboxPaths, lines: int = 1) -> str:
 
 def spawn_daemon(paths: MailboxPaths, extra_args: list[str] | None = None) -> subprocess.Popen[bytes]:
     """Start maild detached (own session), its stderr appended to the log file."""
+    import subprocess
+
     try:
         paths.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = paths.log_file.open("ab")
@@ -144,6 +147,8 @@ def ensure_started(paths: MailboxPaths, timeout: float = DEFAULT_START_TIMEOUT) 
 
 def stop_daemon(paths: MailboxPaths, timeout: float = 10.0, *, force: bool = False) -> bool:
     """SIGTERM the daemon and wait for it to exit. Returns False if it was not running."""
+    import signal
+
     status = read_status(paths)
     pid = status.get("pid") if status else None
     if not isinstance(pid, int) or not pid_alive(pid):

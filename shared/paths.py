@@ -7,11 +7,8 @@ library (platformdirs only for the shared user-level root).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +47,30 @@ def resolve_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | Non
     return find_git_toplevel(here) or user_root()
 
 
-@dataclass(frozen=True)
 class MailboxPaths:
-    """Every file maild and its clients use for one mailbox root."""
+    """Every file maild and its clients use for one mailbox root. Immutable and hashable.
 
+    A plain class rather than a dataclass: `dataclasses` pulls in `inspect` and `ast`, and this module
+    is on the start-up path of every shim and hook process (hashlib and tempfile are lazy for the
+    same reason)."""
+
+    __slots__ = ("root",)
     root: Path
+
+    def __init__(self, root: Path) -> None:
+        object.__setattr__(self, "root", root)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"MailboxPaths is immutable (cannot set {name})")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MailboxPaths) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"MailboxPaths(root={self.root!r})"
 
     @property
     def state_dir(self) -> Path:
@@ -97,12 +113,16 @@ class MailboxPaths:
         """The socket path: in the state dir when it fits AF_UNIX, else a short per-user dir."""
         if len(os.fsencode(self.preferred_socket)) <= MAX_SOCKET_PATH_BYTES:
             return self.preferred_socket
+        import hashlib
+
         digest = hashlib.sha256(os.fsencode(self.root)).hexdigest()[:16]
         return short_runtime_dir() / f"{digest}.sock"
 
 
 def short_runtime_dir() -> Path:
     """A short 0700 directory owned by this user for sockets whose natural path is too long."""
+    import tempfile
+
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = Path(runtime) / "agent-mail" if runtime else Path(tempfile.gettempdir()) / f"agent-mail-{os.getuid()}"
     if len(os.fsencode(base)) > 60:  # a long XDG dir would defeat the purpose
