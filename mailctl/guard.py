@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.client import DaemonClient
-from shared.errors import DaemonUnavailable, InvalidArgument, MailError
+from shared.errors import DaemonUnavailable, InvalidArgument, MailError, NotFound
 from shared.globs import is_virtual, overlaps
 from shared.paths import MailboxPaths
 
@@ -191,6 +191,22 @@ def conflicts_via_database(paths: MailboxPaths, project: str, agent: str | None,
     ]
 
 
+def unknown_agent_note(paths: MailboxPaths, project: str, agent: str | None) -> str:
+    """Said beside conflicts: a name the mailbox does not know is reported, not silently treated as
+    some other agent (then no reservation can be recognised as the caller's own)."""
+    if agent is None:
+        return "No agent name is set (AGENT_MAIL_NAME), so every exclusive reservation counts as another agent's."
+    try:
+        with DaemonClient(paths, autostart=False) as conn:
+            conn.call_tool("whois", {"project_key": project, "agent_name": agent, "include_recent_commits": False})
+    except NotFound:
+        return (f"AGENT_MAIL_NAME={agent} is not a registered agent of this project, so none of these reservations "
+                "can be yours; fix the name (mailctl integrate sets it) or register the agent.")
+    except (MailError, OSError):
+        pass
+    return ""
+
+
 def check(root: Path, repo: Path, hook: str, stdin: str, project_key: str | None = None) -> int:
     """Run the guard for one hook; returns the exit status for git."""
     mode = os.environ.get("AGENT_MAIL_GUARD_MODE", "block").lower()
@@ -224,6 +240,9 @@ def check(root: Path, repo: Path, hook: str, stdin: str, project_key: str | None
     for c in conflicts:
         print(f"agent-mail guard: {c['path']} is reserved by {c['agent']} ({c['path_pattern']}, until "
               f"{c['expires_ts']})", file=sys.stderr)
+    note = unknown_agent_note(paths, project, agent)
+    if note:
+        print(f"agent-mail guard: {note}", file=sys.stderr)
     if mode == "warn":
         print("agent-mail guard: warn mode — continuing anyway", file=sys.stderr)
         return 0

@@ -178,26 +178,14 @@ class Hook:
             return None
         held = "; ".join(f"{c['path']} is reserved by {c['agent']} (pattern {c['path_pattern']}, until "
                          f"{c['expires_ts']})" for c in conflicts)
+        from mailctl.guard import unknown_agent_note
+
+        note = unknown_agent_note(self.paths, project, self.agent)
         reason = (f"{held}. Do not edit it now: message {conflicts[0]['agent']} (send_message) to coordinate, wait "
-                  "for the reservation to end, or work on other files." + self._unknown_agent_note())
+                  "for the reservation to end, or work on other files." + (f" ({note})" if note else ""))
         if mode == "warn":
             return self.decision("allow", f"agent-mail edit guard (warn mode): {held}")
         return self.decision("deny", reason)
-
-    def _unknown_agent_note(self) -> str:
-        """A name the mailbox does not know is reported, not treated as someone else's."""
-        if self.agent is None:
-            return " (No agent name is set for this session, so every exclusive reservation counts as another's.)"
-        try:
-            with DaemonClient(self.paths, autostart=False) as conn:
-                conn.call_tool("whois", {"project_key": str(self.paths.root), "agent_name": self.agent,
-                                         "include_recent_commits": False})
-        except NotFound:
-            return (f" (This session's agent name {self.agent} is not a registered agent, so its own reservations "
-                    "cannot be recognised; run `mailctl integrate` again or register it.)")
-        except (MailError, OSError):
-            pass
-        return ""
 
     def run(self) -> dict[str, Any] | None:
         if self.event == "session-start":

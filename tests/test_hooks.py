@@ -129,7 +129,28 @@ def test_an_unknown_agent_name_is_reported_not_taken_for_someone_else(setup: Set
     command = setup.commands["edit-guard"].replace(f"--agent {setup.agent}", "--agent NoSuchAgent")
     answer = setup.hook("edit-guard", pre_tool_use(setup.root, "src/app.py"), command)
     assert answer is not None
-    assert "NoSuchAgent is not a registered agent" in answer["hookSpecificOutput"]["permissionDecisionReason"]
+    assert "AGENT_MAIL_NAME=NoSuchAgent is not a registered agent" in (
+        answer["hookSpecificOutput"]["permissionDecisionReason"])
+
+
+def test_the_git_guard_reports_an_unknown_agent_name_too(setup: Setup) -> None:
+    (setup.root / "src").mkdir(exist_ok=True)
+    (setup.root / "src" / "staged.py").write_text("x = 1\n")
+    subprocess.run(["git", "-C", str(setup.root), "add", "src/staged.py"], check=True)
+    try:
+        run = subprocess.run([sys.executable, "-P", "-m", "mailctl.guard", "--root", str(setup.root)],
+                             env={**setup.env, "AGENT_MAIL_NAME": "NoSuchAgent"}, cwd=setup.root, input="",
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert run.returncode == 1
+        assert "src/staged.py is reserved by GreenCastle" in run.stderr
+        assert "AGENT_MAIL_NAME=NoSuchAgent is not a registered agent of this project" in run.stderr
+        known = subprocess.run([sys.executable, "-P", "-m", "mailctl.guard", "--root", str(setup.root)],
+                               env={**setup.env, "AGENT_MAIL_NAME": setup.agent}, cwd=setup.root, input="",
+                               capture_output=True, text=True, timeout=60, check=False)
+        assert known.returncode == 1
+        assert "not a registered agent" not in known.stderr
+    finally:
+        subprocess.run(["git", "-C", str(setup.root), "rm", "-q", "--cached", "src/staged.py"], check=True)
 
 
 def test_block_mode_never_passes_silently_when_the_mailbox_cannot_be_read(tmp_path: Path, setup: Setup) -> None:
