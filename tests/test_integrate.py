@@ -134,6 +134,24 @@ def test_claude_code_gets_hooks_env_and_approval_in_its_local_settings(paths: Ma
     (paths.root / ".mcp.json").unlink(missing_ok=True)
 
 
+def test_user_scope_follows_the_repository_and_switching_scope_cleans_the_project_files(
+        paths: MailboxPaths, home: Path) -> None:
+    claude = CLIENTS["claude-code"]
+    engine.integrate(paths, [claude], scope="project", agent_name=None, dry_run=False, home=home)
+    assert (paths.root / ".mcp.json").exists()
+    moved = engine.integrate(paths, [claude], scope="user", agent_name=None, dry_run=False, home=home)
+    assert [(o.status, o.scope) for o in moved] == [("removed", "project"), ("written", "user")]
+    assert not (paths.root / ".mcp.json").exists()  # the project-scope integration was removed first
+    assert not (paths.root / ".claude" / "settings.local.json").exists()
+    server = read(home / ".claude.json")["mcpServers"]["agent-mail"]
+    assert "--root" not in server["args"]  # the mailbox follows the repository Claude runs in
+    hooks = read(home / ".claude" / "settings.json")["hooks"]
+    assert "--root" not in hooks["SessionStart"][0]["hooks"][0]["command"]
+    assert "enabledMcpjsonServers" not in read(home / ".claude" / "settings.json")
+    engine.remove(paths, [claude], dry_run=False, home=home)
+    assert not (home / ".claude.json").exists()
+
+
 # -- the command line ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
