@@ -95,6 +95,9 @@ def test_each_client_is_written_merged_left_alone_and_removed(client_id: str, pa
     assert stat.S_IMODE(config.stat().st_mode) == 0o600  # it holds a token
     assert stat.S_IMODE(engine.record_path(paths).stat().st_mode) == 0o600
     assert Path(str(config) + ".agent-mail.bak").read_text() == before
+    if client_id == "gemini":  # hooks, with Gemini's millisecond timeouts
+        assert {g["hooks"][0]["timeout"] for groups in data["hooks"].values() for g in groups} == {10_000}
+        assert data["hooks"]["BeforeTool"][0]["matcher"] == "write_file|replace"
     if client_id == "codex":
         assert data["shell_environment_policy"] == {"inherit": "core", "set": {"AGENT_MAIL_NAME": record["agent"]}}
     snapshot = {path: Path(path).read_bytes() for path in first.files}

@@ -105,12 +105,15 @@ def _claude(entry: Entry, path: Path, user: bool) -> Target:
     return Target([(path, "json", server, True), (settings, "json", hooks, False)])
 
 
+GEMINI_TIMEOUT_MS = 10_000  # Gemini CLI reads hook timeouts in milliseconds (Claude and Codex: seconds)
+
+
 def _gemini(entry: Entry, path: Path, user: bool) -> Target:
     edits: list[Edit] = [
         SetKey(("mcpServers", SERVER_NAME), _server(entry)),
-        AddHook("SessionStart", entry.hook("session-start")),
-        AddHook("BeforeAgent", entry.hook("unread")),
-        AddHook("BeforeTool", entry.hook("edit-guard"), matcher=EDIT_TOOLS_GEMINI),
+        AddHook("SessionStart", entry.hook("session-start"), timeout=GEMINI_TIMEOUT_MS),
+        AddHook("BeforeAgent", entry.hook("unread"), timeout=GEMINI_TIMEOUT_MS),
+        AddHook("BeforeTool", entry.hook("edit-guard"), matcher=EDIT_TOOLS_GEMINI, timeout=GEMINI_TIMEOUT_MS),
     ]
     return Target([(path, "json", edits, True)])
 
