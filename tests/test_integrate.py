@@ -174,13 +174,31 @@ def mailctl(root: Path, home: Path, *args: str, check: bool = True,
                           text=True, check=check, timeout=60, input=input_text)
 
 
+def test_a_tracked_config_that_now_holds_a_token_is_pointed_out(cli_root: Path, home: Path) -> None:
+    shared = cli_root / ".cursor" / "mcp.json"
+    shared.parent.mkdir()
+    shared.write_text(json.dumps({"mcpServers": {"other": OTHER}}))
+    subprocess.run(["git", "-C", str(cli_root), "add", str(shared)], check=True)
+    try:
+        out = mailctl(cli_root, home, "integrate", "cursor").stdout
+        assert f"note: {shared} is tracked by git and now holds an agent token" in out
+    finally:
+        mailctl(cli_root, home, "integrate", "cursor", "--remove")
+        subprocess.run(["git", "-C", str(cli_root), "rm", "-q", "-f", "--cached", str(shared)], check=True)
+        shared.unlink()
+        (shared.parent / "mcp.json.agent-mail.bak").unlink()
+        shared.parent.rmdir()
+
+
 def test_dry_run_prints_the_diff_and_writes_nothing(cli_root: Path, home: Path) -> None:
+    record = cli_root / ".mcp_mail" / "integrations.json"
+    before = record.read_text() if record.exists() else None
     out = mailctl(cli_root, home, "integrate", "cursor", "--dry-run").stdout
     assert "would change (dry run)" in out
     assert '+    "agent-mail": {' in out
     assert engine.DRY_TOKEN in out
     assert not (cli_root / ".cursor").exists()
-    assert not (cli_root / ".mcp_mail" / "integrations.json").exists()
+    assert (record.read_text() if record.exists() else None) == before
 
 
 def test_all_sets_up_every_detected_client_with_distinct_agents_then_changes_nothing(cli_root: Path,

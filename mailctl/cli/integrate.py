@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {path}")
         for backup in o.backups:
             print(f"  backup: {backup}")
+        for note in o.notes:
+            print(f"  note: {note}")
         if args.dry_run and o.diff:
             print(o.diff, end="" if o.diff.endswith("\n") else "\n")
     return 0

@@ -37,10 +37,11 @@ class Outcome:
     files: list[str] = field(default_factory=list)
     backups: list[str] = field(default_factory=list)
     diff: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"client": self.client, "title": self.title, "scope": self.scope, "status": self.status,
-                "agent": self.agent, "files": self.files, "backups": self.backups,
+                "agent": self.agent, "files": self.files, "backups": self.backups, "notes": self.notes,
                 **({"diff": self.diff} if self.diff else {})}
 
 
@@ -137,6 +138,8 @@ def integrate(paths: MailboxPaths, clients: list[Client], *, scope: str, agent_n
         target = client.build(entry, config, where == "user")
         changes = [configfile.plan(path, fmt, edits, secret=secret) for path, fmt, edits, secret in target.files]
         outcome = Outcome(client.id, client.title, where, "unchanged", agent, [str(c.path) for c in changes])
+        outcome.notes = [note for c in changes if c.secret for note in [committed_secret_note(paths.root, c.path)]
+                         if note]
         if any(c.changed for c in changes):
             outcome.status = "would-write" if dry_run else "written"
             outcome.diff = "".join(c.diff() for c in changes)
@@ -158,6 +161,20 @@ def integrate(paths: MailboxPaths, clients: list[Client], *, scope: str, agent_n
             save_record(paths, record)
         outcomes.append(outcome)
     return outcomes
+
+
+def committed_secret_note(root: Path, path: Path) -> str | None:
+    """A warning when a file that now holds a token is tracked by git (a commit would publish it)."""
+    if not (root / ".git").exists() or not path.is_relative_to(root):
+        return None
+    import subprocess
+
+    tracked = subprocess.run(["git", "-C", str(root), "ls-files", "--error-unmatch", str(path)],
+                             capture_output=True, check=False).returncode == 0
+    if not tracked:
+        return None
+    return (f"{path} is tracked by git and now holds an agent token: do not commit that change (or use "
+            "--scope user, which keeps tokens out of the repository)")
 
 
 def _remove_one(paths: MailboxPaths, record: dict[str, Any], client: Client, *, dry_run: bool,
