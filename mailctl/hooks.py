@@ -68,8 +68,10 @@ class Hook:
                                 "`mailctl integrate`). Call register_agent to get one.", "SessionStart")
         env_file = os.environ.get("CLAUDE_ENV_FILE")
         if env_file:
+            import shlex
+
             with Path(env_file).open("a", encoding="utf-8") as handle:
-                handle.write(f"export AGENT_MAIL_NAME={self.agent}\n")
+                handle.write(f"export AGENT_MAIL_NAME={shlex.quote(self.agent)}\n")
         try:
             with DaemonClient(self.paths) as conn:
                 box = self.inbox(conn, urgent_only=False, limit=5)
