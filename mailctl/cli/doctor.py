@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = add_subcommand(
-        sub, "doctor", "Verify the database against the Git archive; repair what is safe.", "mailctl doctor --fix"
+        sub, "doctor",
+        "Check the setup (daemon, permissions, guard, client configs, nested mailboxes) and the database against "
+        "the Git archive; repair what is safe.", "mailctl doctor --fix"
     )
     parser.add_argument("--fix", action="store_true", help="re-queue archive writes for missing messages")
     parser.add_argument("--rebuild", action="store_true",
