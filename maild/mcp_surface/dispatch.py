@@ -177,6 +177,7 @@ def _shape(method: str, version: str, result: dict[str, Any]) -> dict[str, Any]:
         return result
     shaped = dict(result)
     if method in _CACHEABLE:
+        shaped["ttlMs"] = 0
         shaped["cacheScope"] = "private"
     shaped["resultType"] = "complete"
     shaped["_meta"] = {SERVER_INFO_META_KEY: {"name": SERVER_NAME, "version": __version__}}
