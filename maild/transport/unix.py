@@ -157,7 +157,10 @@ class _Connection:
         async with out_recv:
             async for item in out_recv:
                 message = item.message
-                payload = message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+                try:
+                    payload = message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+                except ValueError:  # a lone surrogate echoed back (an id, a name): escaped JSON instead
+                    payload = encode(message.model_dump(mode="python", by_alias=True, exclude_unset=True))
                 if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
                     if (isinstance(message, types.JSONRPCResponse) and self.initialize_id is not None
                             and message.id == self.initialize_id):
