@@ -37,12 +37,13 @@ def post(port: int, frame: dict[str, Any], bearer: str, session: str | None = No
 
 
 def call(name: str, arguments: dict[str, Any], request_id: int = 1) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+    params = {"name": name, "arguments": arguments}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
 
 
 def initialize(port: int, bearer: str) -> str:
-    frame = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-             "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}
+    frame = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
     status, headers, body = post(port, frame, bearer, extra={"Accept": "application/json, text/event-stream"})
     assert status == 200, body
     session = headers["mcp-session-id"]

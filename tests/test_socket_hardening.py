@@ -97,8 +97,8 @@ def test_a_client_that_pipelines_without_reading_is_throttled_and_the_memory_com
     pid = int((read_status(paths) or {})["pid"])
     health(paths)
     baseline = rss_mb(pid)
-    frame = (json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                         "params": {"name": "health_check", "arguments": {}, "_meta": envelope_meta()}}) + "\n").encode()
+    params = {"name": "health_check", "arguments": {}, "_meta": envelope_meta()}
+    frame = (json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}) + "\n").encode()
     greedy = Raw(paths, fast_path=fast_path)
     greedy.sock.setblocking(False)
     pending = frame * PIPELINE_FRAMES

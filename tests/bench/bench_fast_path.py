@@ -60,15 +60,20 @@ def socket_figures(fast_path: bool, samples: int, per_client: int) -> dict[str, 
         threads = [threading.Thread(target=load, args=(c,)) for c in clients]
         for t in threads:
             t.start()
+        pid = int((read_status(paths) or {})["pid"])
+        cpu_before = bench_http.cpu_seconds(pid)
         barrier.wait()
         t0 = time.perf_counter()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t0
+        cpu = bench_http.cpu_seconds(pid) - cpu_before
         for c in [alice, bob, *clients]:
             c.close()
+        # The daemon's own CPU per send: what the server costs, whatever else loads the machine.
         return {"send_message": summarise(latencies),
-                "sends_per_second_16_clients": round(16 * per_client / elapsed, 1)}
+                "sends_per_second_16_clients": round(16 * per_client / elapsed, 1),
+                "daemon_cpu_us_per_send_16_clients": round(cpu / (16 * per_client) * 1e6, 1)}
     finally:
         stop(paths)
         os.environ.pop("AGENT_MAIL_TRANSPORT_FAST_PATH", None)
@@ -91,21 +96,27 @@ def http_figures(fast_path: bool, seconds: float) -> dict[str, Any]:
         token = jwt.encode({"sub": "bench", "role": "reader", "exp": int(time.time()) + 3600}, bench_http.SECRET)
         bench_http.check_result_bodies(port, token)
         bench_http.run_wrk(port, token, 32, 1.0)
+        pid = int((read_status(paths) or {})["pid"])
+        cpu_before = bench_http.cpu_seconds(pid)
         figures = bench_http.run_wrk(port, token, 32, seconds)
+        cpu = bench_http.cpu_seconds(pid) - cpu_before
         return {"calls_per_second": figures["calls_per_second"], "p50_ms": figures["latency"]["p50_ms"],
-                "p99_ms": figures["latency"]["p99_ms"]}
+                "p99_ms": figures["latency"]["p99_ms"],
+                "daemon_cpu_us_per_call": round(cpu / figures["calls"] * 1e6, 1)}
     finally:
         stop(paths)
 
 
 def daemon_figures(cold_runs: int, shim_runs: int) -> dict[str, Any]:
-    cold, idle = [], []
+    cold, cold_cpu, idle = [], [], []
     for _ in range(cold_runs):
         paths = temp_mailbox("fast-cold")
         t0 = time.perf_counter()
         with DaemonClient(paths) as client:
             client.call_tool("health_check")
-        cold.append(time.perf_counter() - t0)
+            cold.append(time.perf_counter() - t0)
+            # CPU the daemon spent from exec to its first answer: start-up cost without the machine's load.
+            cold_cpu.append(bench_http.cpu_seconds(int((read_status(paths) or {})["pid"])))
         time.sleep(0.5)
         idle.append(rss_mb(int((read_status(paths) or {})["pid"])))
         stop(paths)
@@ -123,15 +134,16 @@ def daemon_figures(cold_runs: int, shim_runs: int) -> dict[str, Any]:
         pipeline = pipeline_rss(paths, pid)
     finally:
         stop(paths)
-    return {"cold_start_to_first_health_check": summarise(cold), "idle_rss_mb_max": round(max(idle), 1),
+    return {"cold_start_to_first_health_check": summarise(cold),
+            "cold_start_daemon_cpu": summarise(cold_cpu), "idle_rss_mb_max": round(max(idle), 1),
             "shim_spawn_to_initialize_warm": summarise(warm), "pipeline_60000_frames": pipeline}
 
 
 def pipeline_rss(paths: Any, pid: int) -> dict[str, Any]:
     """One client writes 60,000 health_check frames and reads nothing; RSS before, during, after."""
     before = rss_mb(pid)
-    frame = (json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                         "params": {"name": "health_check", "arguments": {}, "_meta": envelope_meta()}}) + "\n").encode()
+    params = {"name": "health_check", "arguments": {}, "_meta": envelope_meta()}
+    frame = (json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}) + "\n").encode()
     sock = socket.socket(socket.AF_UNIX)
     sock.connect(str(paths.socket))
     sock.setblocking(False)
