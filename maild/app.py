@@ -15,12 +15,12 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from mcp.server.lowlevel.server import NotificationOptions
 
 from maild.archive.archiver import Archiver
 from maild.lifecycle import remove_status, write_status
 from maild.mcp_surface.context import Services
-from maild.mcp_surface.server import build_registries, build_server
+from maild.mcp_surface.dispatch import LeanDispatcher
+from maild.mcp_surface.server import build_registries, sdk_factory
 from maild.services.agents import Agents
 from maild.services.health import Health
 from maild.services.mail_views import MailViews
@@ -31,7 +31,6 @@ from maild.services.search import Search
 from maild.services.sessions import Sessions
 from maild.services.summaries import Summaries
 from maild.store import open_store
-from maild.transport.http.app import build_app, serve_http
 from maild.transport.unix import ConnectionCounter, UnixTransport
 from shared import __version__
 from shared.config import Settings, csv
@@ -122,12 +121,11 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             summaries=summaries,
         )
         tools, resources = build_registries()
-        server = build_server(services, tools, resources)
-        init_options = server.create_initialization_options(
-            NotificationOptions(tools_changed=True, resources_changed=True)
-        )
+        sdk = sdk_factory(services, tools, resources)  # the SDK is imported when first needed
+        dispatcher = LeanDispatcher(services, tools, resources)  # the HTTP bridge's stateless calls use it too
+        lean = dispatcher if settings.transport_fast_path else None
         idle = IdleTimer(settings.idle_timeout_seconds)
-        transport = UnixTransport(server, init_options, sessions, ConnectionCounter(idle.on_change))
+        transport = UnixTransport(sdk, sessions, ConnectionCounter(idle.on_change), lean)
         stop = anyio.Event()
 
         async def stop_when_idle() -> None:
@@ -155,8 +153,11 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
             http_stop, http_done = anyio.Event(), anyio.Event()
             if settings.http_enabled:
+                from maild.transport.http.app import build_app, serve_http
+
                 readonly = {s.name for s in tools.all() if s.read_only} | set(csv(settings.http_rbac_readonly_tools))
-                app = build_app(server, settings, lambda: readonly, readiness=health.check)
+                app = build_app(sdk()[0], settings, lambda: readonly, readiness=health.check,
+                                lean=dispatcher)
                 await tg.start(serve_http, app, settings, http_stop, http_done)
             if not settings.http_enabled:  # an HTTP server stays up; only socket-only daemons idle out
                 tg.start_soon(stop_when_idle)

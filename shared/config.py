@@ -37,6 +37,9 @@ class Settings:
     reader_connections: int = field(default=4, metadata=_env("AGENT_MAIL_READER_CONNECTIONS"))
     # MCP surface
     tools_mode: str = field(default="core", metadata=_env("MCP_TOOLS_MODE"))
+    # Serve tools/call, tools/list and resources/read through the lean dispatcher (false: the SDK
+    # answers everything, for comparison; the answers are the same JSON).
+    transport_fast_path: bool = field(default=True, metadata=_env("AGENT_MAIL_TRANSPORT_FAST_PATH"))
     # Identity and messaging (used by the messaging services)
     name_enforcement_mode: str = field(default="coerce", metadata=_env("AGENT_NAME_ENFORCEMENT_MODE"))
     auto_register_recipients: bool = field(
@@ -63,6 +66,9 @@ class Settings:
     http_host: str = field(default="127.0.0.1", metadata=_env("HTTP_HOST"))
     http_port: int = field(default=8765, metadata=_env("HTTP_PORT"))
     http_path: str = field(default="/mcp/", metadata=_env("HTTP_PATH"))
+    # Upstream's stateless bridge: a POST of tools/call needs no initialize and no session id.
+    # A client that does initialize still gets a stateful session.
+    http_stateless: bool = field(default=True, metadata=_env("HTTP_STATELESS"))
     http_bearer_token: str = field(default="", metadata=_env("HTTP_BEARER_TOKEN"))
     http_allow_localhost_unauthenticated: bool = field(
         default=False, metadata=_env("HTTP_ALLOW_LOCALHOST_UNAUTHENTICATED")

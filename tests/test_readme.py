@@ -13,9 +13,18 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
-    blocks = re.findall(r"```console\n\$ (\.venv/bin/python -m pytest[^\n]*)\n```", README)
+    blocks = re.findall(r"```console\n\$ ([^\n]*\.venv/bin/python -m pytest[^\n]*)\n```", README)
     assert blocks, "README must show its test command"
-    assert blocks[0] in (ROOT / ".ci" / "run").read_text()
+    assert blocks[0].startswith(".venv/bin/pip install"), "the test command installs what the tests need"
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert blocks[0] in ci_lines
+
+
+def test_the_quick_start_installs_without_dev_tools() -> None:
+    quick_start = re.search(r"```console\n\$ (python3 -m venv[^\n]*)\n", README)
+    assert quick_start is not None
+    assert "[dev]" not in quick_start.group(1)
+    assert "[test]" not in quick_start.group(1)
 
 
 def test_every_everyday_mailctl_command_in_the_readme_works(mailbox: Mailbox) -> None:

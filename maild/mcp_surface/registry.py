@@ -139,11 +139,40 @@ class ToolRegistry:
                 f"unknown tool {name!r}; call tools/list (or list_extended_tools) to see the available tools",
                 data={"tool": name},
             )
+        check_values(arguments or {})
         try:
             args = spec.args.model_validate(arguments or {})
         except ValidationError as exc:
             raise describe_validation_error(name, exc, spec.args) from None
         return await spec.handler(services, args)
+
+
+MAX_DEPTH = 32
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def check_values(value: Any, where: str = "arguments", depth: int = 0) -> None:
+    """Refuse what no tool can store: nesting past MAX_DEPTH, integers outside SQLite's 64 bits,
+    and strings with lone surrogates (not Unicode text; they cannot be written as UTF-8)."""
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(f"{where}: nested more than {MAX_DEPTH} levels deep; send flatter arguments")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(
+                f"{where}: contains a lone surrogate at position {exc.start}; send valid Unicode text"
+            ) from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not INT64[0] <= value <= INT64[1]:
+            raise InvalidArgument(f"{where}: {value} is outside the 64-bit integer range")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_values(key, where, depth + 1)
+            check_values(item, str(key) if where == "arguments" else f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_values(item, f"{where}[{index}]", depth + 1)
 
 
 def error_payload(exc: BaseException) -> dict[str, Any]:
@@ -215,6 +244,7 @@ class ResourceRegistry:
         return list(self._resources)
 
     async def read(self, services: Any, uri: str) -> Any:
+        check_values(uri, "uri")
         for spec in self._resources:
             params = spec.match(uri)
             if params is None:

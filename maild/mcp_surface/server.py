@@ -7,14 +7,9 @@ both protocol eras. The caller's session comes from `current_session`, set by th
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
-
-from mcp import types
-from mcp.server import Server
-from mcp.server.context import ServerRequestContext
-from mcp.shared.exceptions import MCPError
+from typing import TYPE_CHECKING, Any
 
 from maild.mcp_surface import (
     resources_mail,
@@ -32,6 +27,12 @@ from maild.services.sessions import current_session
 from shared import __version__
 from shared.errors import MailError, NotFound
 from shared.protocol import INVALID_PARAMS
+
+if TYPE_CHECKING:
+    from mcp import types
+    from mcp.server import Server
+    from mcp.server.context import ServerRequestContext
+    from mcp.server.models import InitializationOptions
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,31 @@ def tools_mode_for_request(services: Services) -> str:
     return "extended" if mode == "extended" else "core"
 
 
+def sdk_factory(
+    services: Services, tools: ToolRegistry, resources: ResourceRegistry
+) -> Callable[[], tuple[Server[Any], InitializationOptions]]:
+    """Build the SDK server on first use, once: importing the SDK costs most of a cold start."""
+    built: list[tuple[Server[Any], InitializationOptions]] = []
+
+    def get() -> tuple[Server[Any], InitializationOptions]:
+        if not built:
+            from mcp.server.lowlevel.server import NotificationOptions
+
+            server = build_server(services, tools, resources)
+            options = server.create_initialization_options(
+                NotificationOptions(tools_changed=True, resources_changed=True)
+            )
+            built.append((server, options))
+        return built[0]
+
+    return get
+
+
 def build_server(services: Services, tools: ToolRegistry, resources: ResourceRegistry) -> Server[Any]:
+    from mcp import types
+    from mcp.server import Server
+    from mcp.shared.exceptions import MCPError
+
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -180,6 +205,8 @@ def http_identity(request: Any) -> dict[str, Any] | None:
 
 
 def tool_error(exc: BaseException) -> types.CallToolResult:
+    from mcp import types
+
     payload = error_payload(exc)
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=f"{payload['code']}: {payload['message']}")],

@@ -57,6 +57,8 @@ def normalise(pattern: str, project_root: Path | None) -> str:
     if not isinstance(pattern, str) or not pattern.strip():
         raise InvalidArgument("each path must be a non-empty glob such as 'src/auth/**' or 'docs/*.md'")
     text = pattern.strip()
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):  # they would reach git commit messages
+        raise InvalidArgument(f"path pattern {pattern!r} contains control characters; use a plain glob")
     if len(text) > 512:
         raise InvalidArgument(f"path pattern is {len(text)} characters; at most 512")
     if is_virtual(text):

@@ -342,7 +342,7 @@ def _import_litellm() -> str | None:
     try:
         import litellm
     except ImportError as exc:
-        return f"litellm is not installed ({exc})"
+        return f"litellm is not installed ({exc}); install the extra: pip install 'agent-mail[llm]'"
     litellm.telemetry = False
     litellm.suppress_debug_info = True
     return None

@@ -26,9 +26,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from maild.mcp_surface.dispatch import LEAN_METHODS, LeanDispatcher, modern_version
 from maild.transport.http.auth import Authenticator, Identity, Unauthorized
 from maild.transport.http.ratelimit import Limit, MemoryLimiter, RedisLimiter
+from maild.transport.unix import encode
 from shared.config import Settings, csv
+from shared.protocol import LEGACY_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
@@ -65,12 +68,16 @@ async def _respond(send: Send, status: int, body: dict[str, Any],
     await send({"type": "http.response.body", "body": payload})
 
 
-def what_is_asked(body: bytes) -> tuple[str, str]:
-    """(kind, name) of a JSON-RPC request: ("tools", tool), ("resources", uri) or ("other", method)."""
+def decode(body: bytes) -> Any:
+    """The POST body as JSON, or None when it is not JSON (the SDK then answers the parse error)."""
     try:
-        frame = json.loads(body)
-    except ValueError:
-        return "other", "?"
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def what_is_asked(frame: Any) -> tuple[str, str]:
+    """(kind, name) of a JSON-RPC request: ("tools", tool), ("resources", uri) or ("other", method)."""
     if not isinstance(frame, dict):
         return "other", "?"
     method = str(frame.get("method", ""))
@@ -92,8 +99,9 @@ class TimedOut(Exception):
 
 class Gate:
     def __init__(self, app: ASGIApp, settings: Settings, read_only_tools: Callable[[], set[str]],
-                 limiter: MemoryLimiter | RedisLimiter) -> None:
+                 limiter: MemoryLimiter | RedisLimiter, lean: LeanDispatcher | None = None) -> None:
         self._app = app
+        self._lean = lean
         self._settings = settings
         self._auth = Authenticator(settings)
         self._read_only = read_only_tools
@@ -185,7 +193,8 @@ class Gate:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        kind, name = what_is_asked(body)
+        frame = decode(body)
+        kind, name = what_is_asked(frame)
         if (self._settings.http_rbac_enabled and identity.role != "writer" and kind == "tools"
                 and name not in self._read_only()):
             await _respond(send, 403, {"error": "forbidden: this tool needs the writer role"})
@@ -197,6 +206,10 @@ class Gate:
                 return
         self._attach(scope, identity.subject, identity.role, identity.agent)
         phase[0] = "app"
+        if self._lean is not None:
+            version = self._lean_version(frame, headers, scope["headers"])
+            if version is not None and await self._answer_lean(scope, frame, version, send):
+                return
         replayed = False
 
         async def replay() -> Any:
@@ -208,6 +221,59 @@ class Gate:
 
         await self._app(scope, replay, send)
 
+    def _lean_version(self, frame: Any, headers: dict[bytes, bytes], raw: list[tuple[bytes, bytes]]) -> str | None:
+        """The era in which the lean dispatcher may answer this POST, or None to leave it to the SDK.
+
+        Only the plain case: one request for a lean method, no session, a JSON body. A 2026-07-28
+        request must also carry routing headers that agree with its body (the SDK answers every
+        mismatch); a request without that envelope is a stateless call (`HTTP_STATELESS`)."""
+        if not isinstance(frame, dict) or frame.get("jsonrpc") != "2.0" or b"mcp-session-id" in headers:
+            return None
+        method, request_id, params = frame.get("method"), frame.get("id"), frame.get("params")
+        if method not in LEAN_METHODS or not isinstance(request_id, str | int) or isinstance(request_id, bool):
+            return None
+        if not headers.get(b"content-type", b"").lower().startswith(b"application/json"):
+            return None
+        header_version = headers.get(b"mcp-protocol-version", b"").decode("latin-1")
+        version = modern_version(params)
+        if version is None:
+            if not self._settings.http_stateless or header_version == MODERN_PROTOCOL_VERSION:
+                return None
+            return header_version or LEGACY_PROTOCOL_VERSION
+        if not self._settings.transport_fast_path or header_version != version:
+            return None
+        assert isinstance(params, dict)  # modern_version found the envelope in it
+        routing = [key for key, _ in raw if key in (b"mcp-method", b"mcp-name")]
+        name = params.get("name") if method == "tools/call" else None
+        expected = [b"mcp-method"] + ([b"mcp-name"] if name is not None else [])
+        if (
+            method == "resources/read" or sorted(routing) != expected
+            or headers.get(b"mcp-method", b"").decode("latin-1") != method
+            or (name is not None and headers.get(b"mcp-name", b"").decode("latin-1") != name)
+            or b"application/json" not in headers.get(b"accept", b"")
+        ):
+            return None
+        return version
+
+    async def _answer_lean(self, scope: Scope, frame: dict[str, Any], version: str, send: Send) -> bool:
+        assert self._lean is not None
+        identity = scope["state"][IDENTITY_KEY]
+        response = await self._lean.answer_as(identity, frame, version)
+        if response is None:
+            return False
+        status = 200
+        error = response.get("error")
+        if error is not None and version == MODERN_PROTOCOL_VERSION:
+            from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS  # the SDK's own table
+
+            status = ERROR_CODE_HTTP_STATUS.get(error["code"], 200)
+        payload = encode(response)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+        return True
+
     @staticmethod
     def _attach(scope: Scope, subject: str, role: str, agent: str | None) -> None:
         # A plain dict: the MCP surface reads it without importing this transport.
@@ -218,8 +284,9 @@ class Gate:
 
 
 def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable[[], set[str]],
-              readiness: Readiness | None = None) -> ASGIApp:
-    """The whole bridge app. `readiness` reports the daemon's health (`database.ok` decides)."""
+              readiness: Readiness | None = None, lean: LeanDispatcher | None = None) -> ASGIApp:
+    """The whole bridge app. `readiness` reports the daemon's health (`database.ok` decides);
+    `lean` answers stateless calls (and, with `transport_fast_path`, 2026-07-28 ones) itself."""
     memory = MemoryLimiter(settings.http_rate_limit_max_buckets)
     limiter: MemoryLimiter | RedisLimiter = (
         RedisLimiter(settings.http_rate_limit_redis_url, memory) if settings.http_rate_limit_backend == "redis"
@@ -257,7 +324,7 @@ def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable
         host=settings.http_host,
         custom_starlette_routes=[Route("/health/liveness", liveness), Route("/health/readiness", ready)],
     )
-    gate = Gate(inner, settings, read_only_tools, limiter)
+    gate = Gate(inner, settings, read_only_tools, limiter, lean)
     if not settings.http_cors_enabled:
         return gate
     from starlette.middleware.cors import CORSMiddleware

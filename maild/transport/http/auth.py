@@ -33,6 +33,8 @@ class Unauthorized(Exception):
 
 @dataclass(frozen=True)
 class Identity:
+    # Namespaced by how the caller proved it: `bearer`, `localhost` or `jwt:<iss>:<sub>`. Sessions and
+    # rate-limit buckets are keyed by it, so a JWT whose `sub` is "bearer" is not the admin token.
     subject: str
     role: str
     agent: str | None = None
@@ -120,4 +122,6 @@ class Authenticator:
         else:
             resolved = "writer" if self._settings.http_rbac_default_role in self._writer_roles else "reader"
         agent = claims.get(self._settings.http_jwt_agent_claim)
-        return Identity(subject=str(claims["sub"]), role=resolved, agent=agent if isinstance(agent, str) else None)
+        issuer = claims.get("iss")
+        subject = f"jwt:{issuer if isinstance(issuer, str) else ''}:{claims['sub']}"
+        return Identity(subject=subject, role=resolved, agent=agent if isinstance(agent, str) else None)

@@ -44,6 +44,10 @@ return {allowed, tostring(tokens)}
 """
 
 
+class RedisMissing(RuntimeError):
+    """The Redis backend was chosen but the `redis` package (the `[redis]` extra) is not installed."""
+
+
 @dataclass(frozen=True)
 class Limit:
     per_minute: int
@@ -121,7 +125,13 @@ class MemoryLimiter:
 
 class RedisLimiter:
     def __init__(self, url: str, fallback: MemoryLimiter) -> None:
-        import redis
+        try:
+            import redis
+        except ImportError:
+            raise RedisMissing(
+                "HTTP_RATE_LIMIT_BACKEND=redis needs the redis package: pip install 'agent-mail[redis]' "
+                "(or use the memory backend)"
+            ) from None
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
