@@ -27,6 +27,7 @@ from maild.mcp_surface import (
     tools_search,
 )
 from maild.mcp_surface.context import Services
+from maild.mcp_surface.hints import for_caller
 from maild.mcp_surface.registry import ResourceRegistry, ToolRegistry, error_payload, to_text
 from maild.services.sessions import current_session
 from shared import __version__
@@ -148,9 +149,11 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
             async with http_session(ctx):
                 result = await resources.read(services, params.uri)
         except NotFound as exc:
-            raise MCPError(INVALID_PARAMS, exc.message, data={"uri": params.uri, **exc.to_dict()}) from None
+            payload = for_caller(exc.to_dict())
+            raise MCPError(INVALID_PARAMS, payload["message"], data={"uri": params.uri, **payload}) from None
         except MailError as exc:
-            raise MCPError(INVALID_PARAMS, exc.message, data=exc.to_dict()) from None
+            payload = for_caller(exc.to_dict())
+            raise MCPError(INVALID_PARAMS, payload["message"], data=payload) from None
         return types.ReadResourceResult(
             contents=[types.TextResourceContents(uri=params.uri, text=to_text(result), mime_type="application/json")]
         )
@@ -180,7 +183,7 @@ def http_identity(request: Any) -> dict[str, Any] | None:
 
 
 def tool_error(exc: BaseException) -> types.CallToolResult:
-    payload = error_payload(exc)
+    payload = for_caller(error_payload(exc))
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=f"{payload['code']}: {payload['message']}")],
         structured_content={"error": payload},
