@@ -80,6 +80,18 @@ def mailbox(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> It
         box.stop()
 
 
+@pytest.fixture(scope="module")
+def module_mailbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailbox]:
+    """One mailbox shared by a module's tests, for client-side tests (the CLI's output) where the
+    daemon's backend does not matter and a daemon per test would only cost time. Tests that use it
+    must not depend on each other's mail: each works in its own `--project`."""
+    box = Mailbox(git_init(tmp_path_factory.mktemp("shared") / "repo"), "asyncio")
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
 @pytest.fixture
 def anyio_backend(backend: str) -> str:
     """Async tests (pytest's anyio plugin) run on both backends too."""

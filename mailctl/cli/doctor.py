@@ -7,6 +7,7 @@ backup), so it asks first; `--yes` is for scripts, and without a terminal to ask
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 
@@ -32,6 +33,24 @@ def confirm_rebuild(paths: MailboxPaths) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def rebuild(paths: MailboxPaths, *, as_json: bool) -> int:
+    """Run `maild rebuild` (its progress bar on stderr) and show the JSON result it prints."""
+    done = subprocess.run([sys.executable, "-P", "-m", "maild", "rebuild", "--root", str(paths.root)],
+                          stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        return done.returncode  # maild said why on stderr
+    if as_json:
+        sys.stdout.write(done.stdout)
+        return 0
+    result = json.loads(done.stdout)
+    counts = ", ".join(f"{count} {what}" for what, count in result["rebuilt"].items())
+    output.say(f"rebuilt {result['database']} from the archive: {counts}", "green")
+    if result.get("previous_database"):
+        output.say(f"the previous database is kept as {result['previous_database']}")
+    output.say("maild starts again on the next command")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     paths = mailbox(args)
     if args.rebuild:
@@ -39,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
             print("mailctl: rebuild cancelled; nothing changed", file=sys.stderr)
             return EXIT_USAGE
         stop_daemon(paths)
-        return subprocess.run([sys.executable, "-P", "-m", "maild", "rebuild", "--root", str(paths.root)],
-                              check=False).returncode
+        return rebuild(paths, as_json=args.json)
     with client(args) as conn:
         report = conn.call_tool("archive_doctor", {"fix": args.fix})
     if args.json:
