@@ -314,3 +314,21 @@ def test_the_daemon_never_imports_the_client_package() -> None:
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("agent_hint", "cli_hint"), [
+    ("no active agent named 'X'; list agents with resource://agents/<project> or register one with register_agent",
+     "no active agent named 'X'; list agents with `mailctl agents` or register one with `mailctl register`"),
+    ("unknown recipient(s): X. Check the names (resource://agents/my-app) or register them first",
+     "unknown recipient(s): X. Check the names (`mailctl agents`) or register them first"),
+    ("X is not a recipient of message 9; check the id in fetch_inbox",
+     "X is not a recipient of message 9; check the id with `mailctl inbox`"),
+    ("project 'a' (slug 'a') does not exist; call ensure_project or register_agent first",
+     "project 'a' (slug 'a') does not exist; run `mailctl call ensure_project human_key=PATH` or "
+     "`mailctl register` first"),
+    ("message 3 does not exist", "message 3 does not exist"),
+])
+def test_hints_for_the_cli_name_the_commands_that_do_the_same(agent_hint: str, cli_hint: str) -> None:
+    from maild.mcp_surface.hints import for_cli
+
+    assert for_cli(agent_hint) == cli_hint
