@@ -77,10 +77,13 @@ def test_show_and_thread_print_the_body_byte_for_byte(module_mailbox: Mailbox) -
     box = module_mailbox
     register(box, "ByteKeeper")
     body = "  indented first line\r\nsecond — ünïcode ✓\n\n  trailing spaces  \n\n\n".encode()
-    sent = json.loads(piped(box, "send", "ByteKeeper", "Exact body", "-", "--json", stdin=body).stdout)
+    sent = json.loads(piped(box, "send", "ByteKeeper", "[/b] Exact body", "-", "--json", stdin=body).stdout)
     message_id = sent["deliveries"][0]["payload"]["id"]
     shown = piped(box, "show", str(message_id)).stdout
-    assert shown.startswith(f"#{message_id}  Exact body\n".encode())
+    assert shown.startswith(f"#{message_id}  [/b] Exact body\n".encode())
+    code, screen, err = on_terminal(box, "show", str(message_id))
+    assert code == 0, err
+    assert f"#{message_id}  [/b] Exact body" in ANSI.sub("", screen), "user text is never read as markup"
     assert b"from: HumanOperator\n" in shown
     assert shown.endswith(b"\n" + body), "the body comes last, exactly as sent"
     reply = json.loads(box.mailctl("reply", str(message_id), "and a reply body", "--json").stdout)

@@ -80,9 +80,9 @@ def _show_rich(view: View) -> None:
 
     con = console()
     if view.title:
-        con.print(view.title, style="bold")
+        con.print(view.title, style="bold", markup=False)
     if not view.rows and view.empty:
-        con.print(view.empty, style="dim")
+        con.print(view.empty, style="dim", markup=False)
     elif view.columns:
         table = Table(box=box.SIMPLE_HEAD, header_style="bold cyan", pad_edge=False, show_edge=False)
         for column in view.columns:
@@ -93,7 +93,7 @@ def _show_rich(view: View) -> None:
             table.add_row(*(marked_text(cell) for cell in row), style=style or None)
         con.print(table)
     for note in view.notes:
-        con.print(note, style="dim")
+        con.print(note, style="dim", markup=False)
 
 
 def marked_text(text: str) -> Any:
@@ -122,7 +122,7 @@ def print_block(title: str, facts: list[tuple[str, str]], body: str | None = Non
     width = max((len(key) for key, _ in facts), default=0)
     if is_tty():
         con = console()
-        con.print(title, style="bold")
+        con.print(title, style="bold", markup=False)  # user text: `[x]` in a subject is not markup
         for key, value in facts:
             con.print(f"[cyan]{key + ':':<{width + 1}}[/cyan] ", end="")
             con.print(value, markup=False)
