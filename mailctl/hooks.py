@@ -155,7 +155,7 @@ class Hook:
         if os.environ.get("AGENT_MAIL_BYPASS") == "1":
             return self.decision("allow", f"agent-mail edit guard BYPASSED (AGENT_MAIL_BYPASS=1) for {relative}")
         if self.project is None:
-            from mailctl.guard import project_key_for
+            from shared.guard_install import project_key_for
 
             self.project = project_key_for(repo)
         project = self.project

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_rebuild(paths: MailboxPaths, settings: Settings) -> int:
     """Rebuild the database from the archive with a progress bar; one line on failure."""
+    from rich.console import Console
     from rich.progress import Progress
 
     from maild.archive.rebuild import rebuild
@@ -99,7 +100,8 @@ def run_rebuild(paths: MailboxPaths, settings: Settings) -> int:
     if not (paths.archive / "HEAD").exists():
         print(f"maild: no archive at {paths.archive}; nothing to rebuild from", file=sys.stderr)
         return EXIT_STARTUP_FAILED
-    with Progress(transient=True) as bar:
+    # The bar goes to stderr: stdout carries the JSON result, which `mailctl doctor --rebuild` reads.
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task("rebuilding", total=None)
 
         def progress(what: str, done: int, total: int) -> None:

@@ -33,8 +33,20 @@ if TYPE_CHECKING:  # subprocess and signal load lazily: hooks and shims that fin
 DEFAULT_START_TIMEOUT = 15.0
 
 # Daemons this process spawned. maild outlives us by design; keeping the handles avoids
-# Popen's "still running" warning when they would otherwise be garbage-collected.
+# Popen's "still running" warning when they would otherwise be garbage-collected, and lets a
+# long-lived client (the shim, a test run) reap the ones that exited instead of keeping zombies.
 _SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
+def reap_spawned() -> list[int]:
+    """Wait for the daemons this process spawned that have exited; the pids still running."""
+    running = []
+    for proc in list(_SPAWNED):
+        if proc.poll() is None:
+            running.append(proc.pid)
+        else:
+            _SPAWNED.remove(proc)
+    return running
 
 
 def try_connect(path: Path) -> socket.socket | None:
@@ -72,6 +84,7 @@ def spawn_daemon(paths: MailboxPaths, extra_args: list[str] | None = None) -> su
         raise DaemonUnavailable(
             f"cannot prepare {paths.state_dir}: {exc.strerror}; check that the directory is writable"
         ) from None
+    reap_spawned()
     with log:
         proc = subprocess.Popen(
             # -P: the daemon runs in the user's repository; a `shared/` or `maild/` folder there must
@@ -163,6 +176,7 @@ def stop_daemon(paths: MailboxPaths, timeout: float = 10.0, *, force: bool = Fal
             deadline = time.monotonic() + timeout
             force = False
         time.sleep(0.02)
+    reap_spawned()  # if we started it, it is our zombie now
     return True
 
 

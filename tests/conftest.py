@@ -7,16 +7,18 @@ against maild on asyncio and on trio. Tests isolate all state through the root (
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.client import DaemonClient, stop_daemon
+from shared.client import DaemonClient, reap_spawned, stop_daemon
 from shared.paths import MailboxPaths, read_status
 
 BACKENDS = ["asyncio", "trio"]
@@ -65,6 +67,42 @@ class Mailbox:
         stop_daemon(self.paths, force=True)
 
 
+def children_of(pid: int) -> list[str]:
+    """`pid (command) state` of each process whose parent is `pid`, zombies included (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # it exited while we looked
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append(f"{entry.name} ({name}) {fields[0]}")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_process_is_reaped() -> Iterator[None]:
+    """Fail the run when a test leaves a process behind: still running, or exited but never waited for.
+
+    Popen's own "subprocess … is still running" ResourceWarning comes when the interpreter exits,
+    after pytest, where it can only print a traceback. So check here, while failing still counts:
+    collect garbage with ResourceWarning recorded, reap the daemons the client library auto-started
+    (their tests stopped them; waiting is what is left), then look for our children."""
+    yield
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    running = reap_spawned()
+    problems = [f"ResourceWarning: {w.message}" for w in caught if issubclass(w.category, ResourceWarning)]
+    problems += [f"auto-started maild pid {pid} still runs: stop it (Mailbox.stop)" for pid in running]
+    if not running and not problems:
+        problems += [f"child process left behind: {child}" for child in children_of(os.getpid())]
+    assert not problems, "\n".join(problems)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -74,6 +112,18 @@ def backend(request: pytest.FixtureRequest) -> str:
 def mailbox(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mailbox]:
     monkeypatch.setenv("AGENT_MAIL_BACKEND", backend)
     box = Mailbox(git_init(tmp_path / "repo"), backend)
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+@pytest.fixture(scope="module")
+def module_mailbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailbox]:
+    """One mailbox shared by a module's tests, for client-side tests (the CLI's output) where the
+    daemon's backend does not matter and a daemon per test would only cost time. Tests that use it
+    must not depend on each other's mail: each works in its own `--project`."""
+    box = Mailbox(git_init(tmp_path_factory.mktemp("shared") / "repo"), "asyncio")
     try:
         yield box
     finally:

@@ -334,8 +334,8 @@ def test_rebuild_from_the_archive_round_trips_the_database(mailbox: Mailbox) -> 
     assert by_id[renewed][4:6] == (1, "refactor")
     assert by_id[released][8] is not None
     assert by_id[shared][8] is None
-    rebuilt = mailbox.mailctl("doctor", "--rebuild")
-    assert '"messages": 5' in rebuilt.stdout
+    rebuilt = mailbox.mailctl("doctor", "--rebuild", "--yes")
+    assert "5 messages" in rebuilt.stdout
     assert snapshot(mailbox) == before
     assert list(mailbox.paths.state_dir.glob("mail.sqlite3.bak-*")), "the previous database is kept"
     report = json.loads(mailbox.mailctl("doctor", "--json").stdout)
@@ -389,7 +389,7 @@ def test_rebuild_keeps_the_old_database_with_its_committed_wal(mailbox: Mailbox)
     assert wal.stat().st_size > 0
     before = snapshot(mailbox)
     assert len(before["messages"]) == 5
-    mailbox.mailctl("doctor", "--rebuild")
+    mailbox.mailctl("doctor", "--rebuild", "--yes")
     [backup] = mailbox.paths.state_dir.glob("mail.sqlite3.bak-*[0-9]")
     assert snapshot(mailbox, backup) == before, "the backup holds every committed transaction"
 

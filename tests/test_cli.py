@@ -76,16 +76,16 @@ def test_mail_commands_act_as_the_operator_and_as_an_agent_with_its_token(mailbo
     token = registered["registration_token"]
     sent = mailbox.mailctl("send", "blue-lake", "Please review", "The PR is ready.", "--importance", "high")
     assert sent.stdout.startswith("sent #1 from HumanOperator to BlueLake")
-    inbox = mailbox.mailctl("inbox", "--as", "BlueLake", "--token", token, "--bodies")
+    inbox = mailbox.mailctl("inbox", "--as", "BlueLake", f"--token={token}", "--bodies")
     assert "BlueLake: 1 unread" in inbox.stdout
     assert "The PR is ready." in inbox.stdout
     spoof = mailbox.mailctl("inbox", "--as", "BlueLake", check=False)
     assert spoof.returncode == 1
     assert "AUTHENTICATION_REQUIRED" in spoof.stderr
-    mailbox.mailctl("ack", "1", "--as", "BlueLake", "--token", token)
-    assert "0 unread" in mailbox.mailctl("inbox", "--as", "BlueLake", "--token", token).stdout
+    mailbox.mailctl("ack", "1", "--as", "BlueLake", f"--token={token}")
+    assert "0 unread" in mailbox.mailctl("inbox", "--as", "BlueLake", f"--token={token}").stdout
     whois = mailbox.mailctl("whois", "BlueLake")
     assert whois.stdout.startswith("BlueLake (codex, gpt)")
-    reply = mailbox.mailctl("send", "HumanOperator", "Re: Please review", "-", "--as", "BlueLake", "--token", token,
+    reply = mailbox.mailctl("send", "HumanOperator", "Re: Please review", "-", "--as", "BlueLake", f"--token={token}",
                             "--json")
     assert json.loads(reply.stdout)["deliveries"][0]["payload"]["from"] == "BlueLake"

@@ -203,7 +203,7 @@ def test_a_reservation_in_one_repository_never_blocks_another_sharing_the_mailbo
 ) -> None:
     first, second = new_repo(tmp_path / "first"), new_repo(tmp_path / "second")
     for checkout in (first, second):
-        installed = json.loads(mailctl_in(mailbox, checkout, "guard", "install").stdout)
+        installed = json.loads(mailctl_in(mailbox, checkout, "guard", "install", "--json").stdout)
         assert installed["project_key"] == str(checkout)
         assert git(checkout, "config", "--get", "agentmail.project").stdout.strip() == str(checkout)
     hold(mailbox, "BlueLake", ["src/**"], project=first)
@@ -230,7 +230,7 @@ def test_an_explicit_project_key_is_recorded_and_checked(mailbox: Mailbox, repo:
 def test_the_guard_installs_and_runs_from_a_linked_worktree(mailbox: Mailbox, repo: Path, tmp_path: Path) -> None:
     worktree = tmp_path / "feature-wt"
     git(repo, "worktree", "add", "-q", "-b", "feature", str(worktree))
-    installed = json.loads(mailctl_in(mailbox, worktree, "guard", "install").stdout)
+    installed = json.loads(mailctl_in(mailbox, worktree, "guard", "install", "--json").stdout)
     common_hooks = repo.resolve() / ".git" / "hooks"
     assert installed["hooks"] == [str(common_hooks / "pre-commit")]
     assert installed["project_key"] == str(repo.resolve()), "worktrees share the main checkout's project"
@@ -240,7 +240,7 @@ def test_the_guard_installs_and_runs_from_a_linked_worktree(mailbox: Mailbox, re
     assert "reserved by BlueLake" in blocked.stderr
     assert commit(worktree, "src/x.py", "BlueLake").returncode == 0
     assert commit(repo, "src/y.py", "GreenCastle").returncode == 1, "the main checkout runs the same hook"
-    removed = json.loads(mailctl_in(mailbox, worktree, "guard", "uninstall").stdout)
+    removed = json.loads(mailctl_in(mailbox, worktree, "guard", "uninstall", "--json").stdout)
     assert removed["removed"] == installed["hooks"]
 
 

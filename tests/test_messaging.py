@@ -316,7 +316,7 @@ def test_the_cli_sends_replies_filters_and_creates_identities(mailbox: Mailbox) 
     assert (sent["thread_id"], sent["ack_required"], sent["importance"]) == ("FEAT-1", True, "urgent")
     cli("send", "BlueLake", "Later", "not urgent")
 
-    reply = cli("reply", str(sent["id"]), "Taking it.", "--as", "BlueLake", "--token", tokens["BlueLake"],
+    reply = cli("reply", str(sent["id"]), "Taking it.", "--as", "BlueLake", f"--token={tokens['BlueLake']}",
                 "--cc", "RedFox")
     assert (reply["from"], reply["to"], reply["cc"]) == ("BlueLake", ["HumanOperator"], ["RedFox"])
     assert (reply["subject"], reply["thread_id"], reply["importance"], reply["ack_required"]) == (
@@ -325,14 +325,14 @@ def test_the_cli_sends_replies_filters_and_creates_identities(mailbox: Mailbox) 
     assert (redirected["from"], redirected["to"], redirected["subject"]) == ("HumanOperator", ["GreenCastle"],
                                                                               "Re: Plan")
 
-    inbox = cli("inbox", "--as", "BlueLake", "--token", tokens["BlueLake"])
+    inbox = cli("inbox", "--as", "BlueLake", f"--token={tokens['BlueLake']}")
     assert [m["subject"] for m in inbox["result"]] == ["Later", "Plan"]
-    urgent = cli("inbox", "--as", "BlueLake", "--token", tokens["BlueLake"], "--urgent", "--limit", "5")
+    urgent = cli("inbox", "--as", "BlueLake", f"--token={tokens['BlueLake']}", "--urgent", "--limit", "5")
     assert [m["id"] for m in urgent["result"]] == [sent["id"]]
-    newer = cli("inbox", "--as", "BlueLake", "--token", tokens["BlueLake"], "--since", sent["created_ts"],
+    newer = cli("inbox", "--as", "BlueLake", f"--token={tokens['BlueLake']}", "--since", sent["created_ts"],
                 "--limit", "1")
     assert [m["subject"] for m in newer["result"]] == ["Later"]
-    text = mailbox.mailctl("inbox", "--as", "GreenCastle", "--token", tokens["GreenCastle"], "--project", PROJECT)
+    text = mailbox.mailctl("inbox", "--as", "GreenCastle", f"--token={tokens['GreenCastle']}", "--project", PROJECT)
     assert text.stdout.startswith("GreenCastle: 2 unread")
 
     created = cli("identity", "new", "--program", "codex", "--model", "gpt", "--name-hint", "Scout")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -30,10 +31,11 @@ def test_the_quick_start_installs_without_dev_tools() -> None:
 def test_every_everyday_mailctl_command_in_the_readme_works(mailbox: Mailbox) -> None:
     commands = re.findall(r"^\$ mailctl ([^#\n]+?)\s*(?:#.*)?$", README, flags=re.MULTILINE)
     assert len(commands) >= 5
-    mailbox.mailctl("register", "--program", "codex", "--model", "gpt", "--name", "BlueLake")
+    token = json.loads(mailbox.mailctl("register", "--program", "codex", "--model", "gpt", "--name", "BlueLake",
+                                       "--json").stdout)["registration_token"]
     mailbox.mailctl("send", "HumanOperator", "Hello", "First message")  # the quick start's message #1
     for command in commands:
-        args = shlex.split(command.replace("/home/me/app", str(mailbox.root)))
+        args = shlex.split(command.replace("/home/me/app", str(mailbox.root)).replace("=TOKEN", f"={token}"))
         if args[0] == "register":
             args[args.index("BlueLake")] = "BlueLake2"
         if args[:2] == ["daemon", "status"]:

@@ -1,7 +1,7 @@
 """The `mailctl` command line: one module per command group, one top-level error handler.
 
 Errors from anywhere become one stderr line `mailctl: CODE: message` and an exit code:
-0 ok, 1 a tool/domain error, 2 usage, 3 daemon unreachable.
+0 ok, 1 a tool/domain error, 2 usage, 3 daemon unreachable, 141 output closed early (`| head`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mailctl.cli import call, daemon, doctor, guard, hook, http, integrate, mail, mcp, search
+from mailctl.cli import call, completion, daemon, doctor, guard, hook, http, integrate, mail, mcp, search
 from shared import __version__
 from shared.errors import EXIT_DAEMON, EXIT_TOOL_ERROR, EXIT_USAGE, DaemonUnavailable, MailError
 from shared.paths import USER_ROOT_ALIASES
@@ -29,10 +29,14 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     call.register,
     integrate.register,
     hook.register,
+    completion.register,
 ]
 
 # Accepted before *and* after the subcommand (editors write `mailctl mcp --root DIR`).
 GLOBAL_OPTIONS = ("--root", "--agent", "--tools")
+
+# What a shell reports for a process killed by SIGPIPE (128 + 13), as `git log | head` exits.
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,10 +88,18 @@ def apply_global_options(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # in the try: `mailctl --help | head -3` closes the pipe too
         apply_global_options(args)
         code: int = args.handler(args)
+        sys.stdout.flush()  # inside the try: a reader that went away (`| head`) shows up here
+    except BrokenPipeError:
+        # Nobody reads any more: say nothing, and point stdout at /dev/null so that the interpreter's
+        # own flush at exit does not raise a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except DaemonUnavailable as exc:
         print(f"mailctl: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_DAEMON

@@ -1,26 +1,68 @@
-"""`mailctl doctor [--fix] [--rebuild]`: check the setup (daemon, permissions, guard, client configs,
-nested mailboxes) and the database against the Git archive."""
+"""`mailctl doctor [--fix] [--rebuild [--yes]]`: check the setup (daemon, permissions, guard, client
+configs, nested mailboxes) and the database against the Git archive.
+
+`--rebuild` replaces the database with one rebuilt from the archive (the old file is kept as a
+backup), so it asks first; `--yes` is for scripts, and without a terminal to ask on it refuses.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 
-from mailctl.cli.common import add_subcommand, mailbox, print_json
+from mailctl.cli import output
+from mailctl.cli.common import add_json_flag, add_subcommand, client, mailbox, print_json
 from mailctl.integrations.checks import environment_checks
-from shared.client import DaemonClient, stop_daemon
-from shared.errors import EXIT_TOOL_ERROR
+from shared.client import stop_daemon
+from shared.errors import EXIT_TOOL_ERROR, EXIT_USAGE
+from shared.paths import MailboxPaths
+
+
+def confirm_rebuild(paths: MailboxPaths) -> bool:
+    """Ask on the terminal; no terminal (a script, CI) means no, with a pointer to --yes."""
+    if not sys.stdin.isatty():
+        print("mailctl: doctor --rebuild replaces the database; pass --yes to confirm from a script",
+              file=sys.stderr)
+        return False
+    print(f"This stops maild and rebuilds {paths.db} from the archive at {paths.archive}.\n"
+          "The current database is kept as a backup next to it.", file=sys.stderr)
+    try:
+        answer = input("Rebuild now? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def rebuild(paths: MailboxPaths, *, as_json: bool) -> int:
+    """Run `maild rebuild` (its progress bar on stderr) and show the JSON result it prints."""
+    done = subprocess.run([sys.executable, "-P", "-m", "maild", "rebuild", "--root", str(paths.root)],
+                          stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        return done.returncode  # maild said why on stderr
+    if as_json:
+        sys.stdout.write(done.stdout)
+        return 0
+    result = json.loads(done.stdout)
+    counts = ", ".join(f"{count} {what}" for what, count in result["rebuilt"].items())
+    output.say(f"rebuilt {result['database']} from the archive: {counts}", "green")
+    if result.get("previous_database"):
+        output.say(f"the previous database is kept as {result['previous_database']}")
+    output.say("maild starts again on the next command")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     paths = mailbox(args)
     if args.rebuild:
+        if not (args.yes or confirm_rebuild(paths)):
+            print("mailctl: rebuild cancelled; nothing changed", file=sys.stderr)
+            return EXIT_USAGE
         stop_daemon(paths)
-        return subprocess.run([sys.executable, "-P", "-m", "maild", "rebuild", "--root", str(paths.root)],
-                              check=False).returncode
+        return rebuild(paths, as_json=args.json)
     checks = environment_checks(paths)  # the setup around the mailbox (mailctl/integrations/checks.py)
-    with DaemonClient(paths) as conn:
+    with client(args) as conn:
         report = conn.call_tool("archive_doctor", {"fix": args.fix})
     if args.json:
         print_json({**report, "checks": [c.to_dict() for c in checks]})
@@ -28,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
         for c in checks:
             print(f"{c.name}: {c.level.upper() if c.level != 'ok' else 'ok'} — {c.detail}")
         outbox, archive = report["outbox"], report["archive"]
-        print(f"archive: {'ok' if archive.get('ok', True) else 'DEGRADED: ' + str(archive.get('last_error'))}")
+        if archive.get("ok", True):
+            output.say("archive: ok", "green")
+        else:
+            output.say(f"archive: DEGRADED: {archive.get('last_error')}", "bold red")
         for slug, counts in sorted(report["projects"].items()):
             print(f"  {slug}: {counts['db']} messages in the database, {counts['archive']} in the archive")
         print(f"outbox: {outbox['depth']} pending, oldest {outbox['oldest_lag_seconds'] or 0} s")
@@ -47,10 +92,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = add_subcommand(
         sub, "doctor",
         "Check the setup (daemon, permissions, guard, client configs, nested mailboxes) and the database against "
-        "the Git archive; repair what is safe.", "mailctl doctor --fix"
+        "the Git archive; repair what is safe.",
+        "mailctl doctor --fix   # mailctl doctor --rebuild --yes in a script",
     )
     parser.add_argument("--fix", action="store_true", help="re-queue archive writes for missing messages")
     parser.add_argument("--rebuild", action="store_true",
                         help="stop maild and rebuild the database from the archive alone (keeps a backup)")
-    parser.add_argument("--json", action="store_true", help="print the raw report")
+    parser.add_argument("--yes", "-y", action="store_true", help="rebuild without asking (for scripts)")
+    add_json_flag(parser)
     parser.set_defaults(handler=run)

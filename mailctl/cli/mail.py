@@ -1,4 +1,5 @@
-"""Mail commands for people and scripts: register, identity new, whois, send, reply, inbox, read, ack.
+"""Mail commands for people and scripts: register, identity new, whois, agents, send, reply, inbox, show,
+read, ack.
 
 The CLI speaks as the operator identity `HumanOperator` (program `mailctl`), created on first use in
 the project; the daemon reserves that name for the CLI. `--as NAME` (or AGENT_MAIL_NAME) acts as an
@@ -9,52 +10,36 @@ carries it and the daemon binds the connection only if it matches. Trust model: 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from mailctl.cli.common import add_subcommand, mailbox, print_json
-from shared.client import DaemonClient, version_note
-from shared.errors import AuthenticationRequired
+from mailctl.cli import output
+from mailctl.cli.common import (
+    OPERATOR_NAME,
+    acting_as,
+    add_identity_flags,
+    add_json_flag,
+    add_subcommand,
+    client,
+    print_json,
+    project_key,
+)
+from shared.client import DaemonClient
 
-OPERATOR_NAME = "HumanOperator"
-
-
-def project_key(args: argparse.Namespace) -> str:
-    return str(args.project or mailbox(args).root)
-
-
-def acting_as(args: argparse.Namespace) -> str | None:
-    """The agent this call acts as (None: the operator): --as, else AGENT_MAIL_NAME."""
-    name = args.as_agent or os.environ.get("AGENT_MAIL_NAME") or None
-    if name is not None and "".join(ch for ch in name if ch.isalnum()).lower() == OPERATOR_NAME.lower():
-        return None
-    return name
+INBOX_LEGEND = "● unread   ! high/urgent   ack: ? requested, ✓ acknowledged"
 
 
 def operator_client(args: argparse.Namespace) -> DaemonClient:
-    """A connection bound to the operator, or to --as NAME / AGENT_MAIL_NAME proven by its token."""
-    paths = mailbox(args)
-    note = version_note(paths)
-    if note:
-        print(f"mailctl: note: {note}", file=sys.stderr)
-    hello: dict[str, Any] = {"client": "mailctl", "pid": os.getpid(), "ppid": os.getppid(), "cwd": str(Path.cwd())}
-    agent = acting_as(args)
-    if agent is not None:
-        token = args.token or os.environ.get("AGENT_MAIL_TOKEN")
-        if not token:
-            source = "--as" if args.as_agent else "AGENT_MAIL_NAME"
-            raise AuthenticationRequired(
-                f"acting as {agent} ({source}) needs {agent}'s registration token: pass --token TOKEN or set "
-                f"AGENT_MAIL_TOKEN; without {source} the CLI acts as {OPERATOR_NAME}"
-            )
-        hello.update(agent=agent, token=token)
-    conn = DaemonClient(paths, hello=hello)
-    if agent is None:
-        conn.call_tool("register_agent", {"project_key": project_key(args), "program": "mailctl",
-                                          "model": "human", "name": OPERATOR_NAME,
-                                          "task_description": "a person at the command line"})
+    """A CLI connection whose operator identity exists in the project (registered on first use)."""
+    conn = client(args)
+    if acting_as(args) is None:
+        try:
+            conn.call_tool("register_agent", {"project_key": project_key(args), "program": "mailctl",
+                                              "model": "human", "name": OPERATOR_NAME,
+                                              "task_description": "a person at the command line"})
+        except BaseException:
+            conn.close()
+            raise
     return conn
 
 
@@ -67,23 +52,15 @@ def read_body(body: str) -> str:
     return sys.stdin.read() if body == "-" else body
 
 
-def add_identity_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project", help="project key (default: the mailbox root path)")
-    parser.add_argument("--as", dest="as_agent", metavar="NAME",
-                        help="act as this agent instead of HumanOperator (default $AGENT_MAIL_NAME; needs --token)")
-    parser.add_argument("--token", help="the agent's registration token (or $AGENT_MAIL_TOKEN)")
-    parser.add_argument("--json", action="store_true", help="print the raw JSON result")
-
-
-def show(args: argparse.Namespace, result: Any, line: str) -> None:
+def show(args: argparse.Namespace, result: Any, line: str, style: str = "green") -> None:
     if args.json:
         print_json(result)
     else:
-        print(line)
+        output.say(line, style)
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    with DaemonClient(mailbox(args)) as conn:
+    with client(args) as conn:
         result = conn.call_tool("register_agent", {
             "project_key": project_key(args), "program": args.program, "model": args.model,
             **({"name": args.name} if args.name else {}), "task_description": args.task or "",
@@ -94,16 +71,45 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_whois(args: argparse.Namespace) -> int:
-    with DaemonClient(mailbox(args)) as conn:
+    with client(args) as conn:
         result = conn.call_tool("whois", {"project_key": project_key(args), "agent_name": args.name})
-    state = "online" if result["online"] else f"last seen {result['last_seen_ts']}"
-    show(args, result, f"{result['name']} ({result['program']}, {result['model']}) — {state}\n"
-                       f"{result['task_description']}".rstrip())
+    if args.json:
+        print_json(result)
+        return 0
+    state = "online" if result["online"] else f"last seen {output.when(result['last_seen_ts'])}"
+    facts = [("presence", state)]
+    if result.get("task_description"):
+        facts.append(("task", result["task_description"]))
+    output.print_block(f"{result['name']} ({result['program']}, {result['model']})", facts)
+    return 0
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    import urllib.parse
+
+    with client(args) as conn:
+        result = conn.read_resource(f"resource://agents/{urllib.parse.quote(project_key(args), safe='')}")
+    if args.json:
+        print_json(result)
+        return 0
+    view = output.View(
+        title=f"project {result['project']['slug']}",
+        columns=[output.Column("agent", style="cyan", width=20), output.Column("program", width=12),
+                 output.Column("model", width=14), output.Column("presence", width=24),
+                 output.Column("unread", justify="right")],
+        empty="no agents yet; `mailctl register --program P --model M` adds one",
+    )
+    for agent in result["agents"]:
+        presence = "online" if agent.get("online") else f"last seen {output.when(agent.get('last_seen_ts'))}"
+        view.rows.append([agent["name"], agent.get("program") or "-", agent.get("model") or "-", presence,
+                          str(agent.get("unread_count", 0))])
+        view.row_styles.append("green" if agent.get("online") else "")
+    output.show(view)
     return 0
 
 
 def cmd_identity_new(args: argparse.Namespace) -> int:
-    with DaemonClient(mailbox(args)) as conn:
+    with client(args) as conn:
         conn.call_tool("ensure_project", {"human_key": project_key(args)})
         result = conn.call_tool("create_agent_identity", {
             "project_key": project_key(args), "program": args.program, "model": args.model,
@@ -145,6 +151,12 @@ def cmd_reply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ack_mark(item: dict[str, Any]) -> str:
+    if item.get("ack_ts"):
+        return "✓"
+    return "?" if item.get("ack_required") else ""
+
+
 def cmd_inbox(args: argparse.Namespace) -> int:
     with operator_client(args) as conn:
         result = conn.call_tool("fetch_inbox", {
@@ -154,19 +166,75 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    print(f"{result['agent']}: {result['unread_count']} unread")
-    for item in result["result"]:
-        flags = ("*" if item["read_ts"] is None else " ") + ("!" if item["importance"] in ("high", "urgent") else " ")
-        print(f"{flags} #{item['id']:<6} {item['created_ts'][:19]}  {item['from']:<20} {item['subject']}")
-        if args.bodies:
-            print("    " + item["body_md"].replace("\n", "\n    "))
+    items = result["result"]
+    if not output.is_tty():
+        # Script-friendly and stable: flags (`*` unread, `!` high/urgent), id, time, sender, subject.
+        print(f"{result['agent']}: {result['unread_count']} unread")
+        for item in items:
+            flags = ("*" if item["read_ts"] is None else " ") + ("!" if item["importance"] in ("high", "urgent")
+                                                                 else " ")
+            print(f"{flags} #{item['id']:<6} {item['created_ts'][:19]}  {item['from']:<20} {item['subject']}")
+            if args.bodies:
+                print("    " + item["body_md"].replace("\n", "\n    "))
+        return 0
+    view = output.View(
+        title=f"{result['agent']}: {result['unread_count']} unread",
+        columns=[output.Column("", style="bold yellow", no_wrap=True), output.Column("#", justify="right"),
+                 output.Column("when (UTC)", no_wrap=True), output.Column("from", style="cyan"),
+                 output.Column("subject"), output.Column("thread", style="dim"),
+                 output.Column("ack", justify="center")],
+        empty="no mail",
+        notes=[INBOX_LEGEND] if items else [],
+    )
+    for item in items:
+        urgent = item["importance"] in ("high", "urgent")
+        mark = ("●" if item["read_ts"] is None else " ") + ("!" if urgent else " ")
+        subject = item["subject"] + (("\n" + item["body_md"]) if args.bodies and item.get("body_md") else "")
+        view.rows.append([mark, str(item["id"]), output.when(item["created_ts"]), item["from"], subject,
+                          item.get("thread_id") or "", _ack_mark(item)])
+        view.row_styles.append(("bold " if item["read_ts"] is None else "") + ("red" if urgent else ""))
+    output.show(view)
+    return 0
+
+
+def message_facts(message: dict[str, Any]) -> list[tuple[str, str]]:
+    facts = [("from", message["from"]), ("to", ", ".join(message.get("to") or []) or "-")]
+    for kind in ("cc", "bcc"):
+        if message.get(kind):
+            facts.append((kind, ", ".join(message[kind])))
+    facts.append(("date", output.when(message["created_ts"]) + " UTC"))
+    if message.get("thread_id"):
+        facts.append(("thread", str(message["thread_id"])))
+    extras = [message["importance"]] if message.get("importance") not in (None, "normal") else []
+    if message.get("ack_required"):
+        extras.append("ack requested")
+    if extras:
+        facts.append(("flags", ", ".join(extras)))
+    return facts
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with client(args) as conn:
+        message = conn.read_resource(f"resource://message/{args.message_id}")
+    if args.json:
+        print_json(message)
+        return 0
+    output.print_block(f"#{message['id']}  {message['subject']}", message_facts(message), message.get("body_md", ""))
     return 0
 
 
 def mark(args: argparse.Namespace, tool: str) -> int:
+    acknowledge = tool == "acknowledge_message"
     with operator_client(args) as conn:
         result = conn.call_tool(tool, {"project_key": project_key(args), "message_id": args.message_id})
-    show(args, result, f"#{args.message_id} {'acknowledged' if tool == 'acknowledge_message' else 'read'}")
+        message = conn.read_resource(f"resource://message/{args.message_id}")
+    if args.json:
+        print_json({**result, "message": {k: v for k, v in message.items() if k != "body_md"}})
+        return 0
+    verb = "acknowledged" if acknowledge else "marked read"
+    stamp = result.get("acknowledged_at") if acknowledge else result.get("read_at")
+    output.say(f"{verb} #{message['id']} {message['subject']!r} from {message['from']} "
+               f"({output.when(message['created_ts'])}); {'ack' if acknowledge else 'read'} time {stamp}", "green")
     return 0
 
 
@@ -175,7 +243,7 @@ def add_profile_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="the agent's model")
     parser.add_argument("--task", help="what the agent works on")
     parser.add_argument("--project", help="project key (default: the mailbox root path)")
-    parser.add_argument("--json", action="store_true", help="print the raw JSON result")
+    add_json_flag(parser)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -202,8 +270,14 @@ def register_identity_commands(sub: argparse._SubParsersAction[argparse.Argument
     p = add_subcommand(sub, "whois", "Show an agent's profile and presence.", "mailctl whois BlueLake")
     p.add_argument("name", help="agent name (any case; blue-lake works)")
     p.add_argument("--project", help="project key (default: the mailbox root path)")
-    p.add_argument("--json", action="store_true", help="print the raw JSON result")
+    add_json_flag(p)
     p.set_defaults(handler=cmd_whois)
+
+    p = add_subcommand(sub, "agents", "List the project's agents: program, model, presence, unread mail.",
+                       "mailctl agents --project /home/me/app")
+    p.add_argument("--project", help="project key (default: the mailbox root path)")
+    add_json_flag(p)
+    p.set_defaults(handler=cmd_agents)
 
 
 def register_mail_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -239,7 +313,13 @@ def register_mail_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     add_identity_flags(p)
     p.set_defaults(handler=cmd_inbox)
 
-    p = add_subcommand(sub, "read", "Mark a message read.", "mailctl read 42")
+    p = add_subcommand(sub, "show", "Print one message in full: headers, then its body exactly as sent "
+                       "(never marks it read).", "mailctl show 42")
+    p.add_argument("message_id", type=int, help="message id")
+    add_identity_flags(p)
+    p.set_defaults(handler=cmd_show)
+
+    p = add_subcommand(sub, "read", "Mark a message read and say which one it was.", "mailctl read 42")
     p.add_argument("message_id", type=int, help="message id")
     add_identity_flags(p)
     p.set_defaults(handler=lambda a: mark(a, "mark_message_read"))

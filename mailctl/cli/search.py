@@ -6,31 +6,21 @@ The CLI speaks as the operator (no bound agent), so it searches every agent's ma
 from __future__ import annotations
 
 import argparse
-import re
 import urllib.parse
 from typing import Any
 
-from mailctl.cli.common import add_subcommand, client, mailbox, print_json
-
-_MARK = re.compile(r"</?mark>")
-
-
-def project_key(args: argparse.Namespace) -> str:
-    """`--project`, else the mailbox root's path (the project agents of this repo register under)."""
-    return str(args.project or mailbox(args).root)
-
-
-def _highlight(snippet: str) -> str:
-    return _MARK.sub("**", snippet).replace("\n", " ")
-
-
-def _when(stamp: str) -> str:
-    return stamp[:16].replace("T", " ") if stamp else "?"
+from mailctl.cli import output
+from mailctl.cli.common import add_json_flag, add_subcommand, client, print_json, project_key
 
 
 def _recipients(message: dict[str, Any]) -> str:
     names = list(message.get("to") or []) + [f"cc:{n}" for n in message.get("cc") or []]
     return ", ".join(names) or "-"
+
+
+def score_text(score: float) -> str:
+    """bm25 strength in [0, 1): three significant digits, so that small corpora do not all show 0.00."""
+    return f"{score:.3g}"
 
 
 def search(args: argparse.Namespace) -> int:
@@ -50,15 +40,32 @@ def search(args: argparse.Namespace) -> int:
     if args.json:
         print_json(found)
         return 0
-    if not found:
-        print("no matches")
+    if not output.is_tty():
+        # One header line per hit, then the snippets indented; the engine's <mark> tags are dropped
+        # (a script wants the text; `**` would collide with the markdown it quotes).
+        if not found:
+            print("no matches")
+        for m in found:
+            print(f"#{m['id']}  {output.when(m['created_ts'])}  {m['from']} -> {_recipients(m)}  [{m['importance']}]"
+                  f"  thread {m['thread_id'] or '-'}  score {score_text(m['relevance_score'])}")
+            for snippet in (m["subject_snippet"] or m["subject"], m.get("body_snippet")):
+                if snippet:
+                    print("    " + output.strip_marks(snippet).replace("\n", " "))
         return 0
+    view = output.View(
+        columns=[output.Column("#", justify="right"), output.Column("when (UTC)", no_wrap=True),
+                 output.Column("from", style="cyan"), output.Column("to"), output.Column("thread", style="dim"),
+                 output.Column("score", justify="right"), output.Column("match")],
+        empty=f"no matches for {args.query!r}",
+        notes=["score: bm25 relevance in [0, 1), higher is better" + ("; newest first" if args.newest else "")]
+        if found else [],
+    )
     for m in found:
-        print(f"#{m['id']}  {_when(m['created_ts'])}  {m['from']} -> {_recipients(m)}  [{m['importance']}]"
-              f"  thread {m['thread_id'] or '-'}  score {m['relevance_score']:.2f}")
-        print(f"    {_highlight(m['subject_snippet'] or m['subject'])}")
-        if m.get("body_snippet"):
-            print(f"    {_highlight(m['body_snippet'])}")
+        snippets = [s.replace("\n", " ") for s in (m["subject_snippet"] or m["subject"], m.get("body_snippet")) if s]
+        view.rows.append([str(m["id"]), output.when(m["created_ts"]), m["from"], _recipients(m),
+                          m["thread_id"] or "", score_text(m["relevance_score"]), "\n".join(snippets)])
+        view.row_styles.append("red" if m["importance"] in ("high", "urgent") else "")
+    output.show(view)
     return 0
 
 
@@ -90,7 +97,7 @@ def thread(args: argparse.Namespace) -> int:
                  "llm_mode": not args.no_llm},
             )
         else:
-            query = urllib.parse.urlencode({"project": project})
+            query = urllib.parse.urlencode({"project": project, "include_bodies": "true"})
             result = conn.read_resource(f"resource://thread/{urllib.parse.quote(args.thread_id)}?{query}")
     if args.json:
         print_json(result)
@@ -101,12 +108,18 @@ def thread(args: argparse.Namespace) -> int:
     messages = result.get("messages") or []
     if not messages:
         print(f"no messages in thread {args.thread_id}")
-    for m in messages:
-        print(f"#{m['id']}  {_when(m['created_ts'])}  {m['from']} -> {_recipients(m)}  [{m['importance']}]")
-        print(f"Subject: {m['subject']}")
-        print(m.get("body_md", ""))
-        print()
+    for index, m in enumerate(messages):
+        if index:
+            output.say("─" * 40 if output.is_tty() else "")
+        output.print_block(f"#{m['id']}  {m['subject']}", _thread_facts(m), m.get("body_md", ""))
     return 0
+
+
+def _thread_facts(m: dict[str, Any]) -> list[tuple[str, str]]:
+    facts = [("from", m["from"]), ("to", _recipients(m)), ("date", output.when(m["created_ts"]) + " UTC")]
+    if m.get("importance") not in (None, "normal"):
+        facts.append(("importance", m["importance"]))
+    return facts
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -125,7 +138,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="only this importance (repeatable)")
     p.add_argument("--thread", help="only this thread (key or seed message id)")
     p.add_argument("--newest", action="store_true", help="newest first instead of best match first")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_json_flag(p)
     p.set_defaults(handler=search)
 
     p = add_subcommand(
@@ -137,5 +150,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--project", help="project key (default: the mailbox root's path)")
     p.add_argument("--summary", action="store_true", help="summarise instead of listing messages")
     p.add_argument("--no-llm", action="store_true", help="heuristic summary only, even if an LLM is configured")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p)
     p.set_defaults(handler=thread)

@@ -70,7 +70,7 @@ def permission_checks(paths: MailboxPaths) -> list[Check]:
 def guard_check(root: Path) -> Check:
     if not (root / ".git").exists():
         return Check("guard", "ok", f"{root} is not a git repository; no commit guard needed")
-    from mailctl import guard
+    from shared import guard_install as guard
 
     try:
         directory = guard.hooks_dir(root)

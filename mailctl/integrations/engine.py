@@ -81,7 +81,7 @@ def guard_project(root: Path) -> str | None:
     """The project key the git guard checks for this root (None when the root is not a git repo)."""
     if not (root / ".git").exists():
         return None
-    from mailctl.guard import project_key_for
+    from shared.guard_install import project_key_for
 
     return project_key_for(root)
 

@@ -130,9 +130,11 @@ class LeanDispatcher:
         try:
             value = await self._resources.read(self._services, uri)
         except NotFound as exc:
-            raise _JsonRpcError(INVALID_PARAMS, exc.message, {"uri": uri, **exc.to_dict()}) from None
+            payload = error_payload(exc)
+            raise _JsonRpcError(INVALID_PARAMS, payload["message"], {"uri": uri, **payload}) from None
         except MailError as exc:
-            raise _JsonRpcError(INVALID_PARAMS, exc.message, exc.to_dict()) from None
+            payload = error_payload(exc)
+            raise _JsonRpcError(INVALID_PARAMS, payload["message"], payload) from None
         except Exception:
             log.exception("resource %s failed", uri)
             raise _JsonRpcError(INTERNAL_ERROR, "Internal server error") from None

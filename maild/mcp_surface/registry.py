@@ -19,6 +19,7 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from maild.mcp_surface.hints import for_caller
 from shared.errors import InvalidArgument, MailError, NotFound
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def check_values(value: Any, where: str = "arguments", depth: int = 0) -> None:
 def error_payload(exc: BaseException) -> dict[str, Any]:
     """The structured body of a failed call: stable code, message, and recoverability."""
     if isinstance(exc, MailError):
-        return exc.to_dict()
+        return for_caller(exc.to_dict())  # hints worded for the CLI when the caller is mailctl
     return {
         "code": "INTERNAL_ERROR",
         "message": "internal error in maild; see .mcp_mail/maild.log (mailctl daemon logs)",

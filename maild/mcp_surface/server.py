@@ -173,9 +173,11 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
             async with http_session(ctx):
                 result = await resources.read(services, params.uri)
         except NotFound as exc:
-            raise MCPError(INVALID_PARAMS, exc.message, data={"uri": params.uri, **exc.to_dict()}) from None
+            payload = error_payload(exc)
+            raise MCPError(INVALID_PARAMS, payload["message"], data={"uri": params.uri, **payload}) from None
         except MailError as exc:
-            raise MCPError(INVALID_PARAMS, exc.message, data=exc.to_dict()) from None
+            payload = error_payload(exc)
+            raise MCPError(INVALID_PARAMS, payload["message"], data=payload) from None
         return types.ReadResourceResult(
             contents=[types.TextResourceContents(uri=params.uri, text=to_text(result), mime_type="application/json")]
         )

@@ -225,7 +225,7 @@ class UninstallGuardArgs(Args):
 def register_guard(tools: ToolRegistry) -> None:
     from pathlib import Path
 
-    from mailctl import guard
+    from shared import guard_install as guard
 
     @tools.tool(core=False, category="infrastructure")
     async def install_precommit_guard(services: Services, args: InstallGuardArgs) -> dict[str, Any]:
