@@ -22,6 +22,7 @@ from maild.lifecycle import remove_status, write_status
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.server import build_registries, build_server
 from maild.services.agents import Agents
+from maild.services.changes import ChangeFeed
 from maild.services.health import Health
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
@@ -33,6 +34,7 @@ from maild.services.summaries import Summaries
 from maild.store import open_store
 from maild.transport.http.app import build_app, serve_http
 from maild.transport.unix import ConnectionCounter, UnixTransport
+from maild.web.app import build_web
 from shared import __version__
 from shared.config import Settings, csv
 from shared.paths import MailboxPaths
@@ -89,6 +91,7 @@ async def _wait_for_signal(stop: anyio.Event) -> None:
 async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
     socket_path = paths.socket
     async with open_store(paths.db, settings) as store:
+        changes = ChangeFeed.following(store)  # what the web UI's live updates follow
         sessions = Sessions(store)
         await sessions.mark_all_disconnected()
         archiver = (
@@ -156,7 +159,9 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             http_stop, http_done = anyio.Event(), anyio.Event()
             if settings.http_enabled:
                 readonly = {s.name for s in tools.all() if s.read_only} | set(csv(settings.http_rbac_readonly_tools))
-                app = build_app(server, settings, lambda: readonly, readiness=health.check)
+                app = build_app(server, settings, lambda: readonly, readiness=health.check,
+                                web=build_web(services, changes, settings, paths.state_dir) if settings.web_enabled
+                                else None)
                 await tg.start(serve_http, app, settings, http_stop, http_done)
             if not settings.http_enabled:  # an HTTP server stays up; only socket-only daemons idle out
                 tg.start_soon(stop_when_idle)
