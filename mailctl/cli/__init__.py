@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from mailctl.cli import call, daemon, doctor, guard, http, mail, mcp, search
+from mailctl.cli import call, daemon, doctor, guard, http, mail, mcp, search, web
 from shared import __version__
 from shared.errors import EXIT_DAEMON, EXIT_TOOL_ERROR, EXIT_USAGE, DaemonUnavailable, MailError
 
@@ -22,6 +22,7 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     doctor.register,
     guard.register,
     http.register,
+    web.register,
     search.register,
     call.register,
 ]

@@ -15,32 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from maild.transport.http.auth import Authenticator, Identity, Unauthorized
+from shared.weblogin import login_dir, secret_file
 
 SESSION_COOKIE = "mail_session"
 CSRF_COOKIE = "mail_csrf"
 CSRF_FIELD = "csrf"
 MAX_SESSIONS = 10_000
-
-
-def login_dir(state_dir: Path) -> Path:
-    return state_dir / "web-logins"
-
-
-def create_login_secret(state_dir: Path) -> str:
-    """A fresh one-time secret, registered for the daemon to redeem (used by `mailctl web`)."""
-    folder = login_dir(state_dir)
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(32)
-    fd = os.open(folder / hashlib.sha256(secret.encode()).hexdigest(), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    os.close(fd)
-    return secret
 
 
 @dataclass(frozen=True)
@@ -53,6 +39,7 @@ class Viewer:
 class WebAuth:
     def __init__(self, authenticator: Authenticator, state_dir: Path, login_ttl: float, session_seconds: float) -> None:
         self._auth = authenticator
+        self._state_dir = state_dir
         self._logins = login_dir(state_dir)
         self._login_ttl = login_ttl
         self.session_seconds = session_seconds
@@ -62,7 +49,7 @@ class WebAuth:
         """Exchange a login secret for a new session cookie value; None if unknown, used or expired."""
         if not secret or len(secret) > 256:
             return None
-        path = self._logins / hashlib.sha256(secret.encode()).hexdigest()
+        path = secret_file(self._state_dir, secret)
         try:
             created = path.stat().st_mtime
             path.unlink()  # atomic: of two racing visits, exactly one unlinks
