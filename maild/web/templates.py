@@ -97,7 +97,7 @@ def unified_inbox(messages: list[dict[str, Any]], projects: list[dict[str, Any]]
 def projects_page(projects: list[dict[str, Any]]) -> str:
     items = "".join(
         f'<tr><td><a href="{url(p["slug"])}">{esc(p["slug"])}</a></td><td>{esc(p["human_key"])}</td>'
-        f'<td>{when(p.get("created_ts"))}</td></tr>' for p in projects)
+        f'<td>{when(p.get("created_at"))}</td></tr>' for p in projects)
     body = ("<h1>Projects</h1><table><thead><tr><th>Project</th><th>Key</th><th>Created</th></tr></thead>"
             f"<tbody>{items}</tbody></table>" if projects else '<h1>Projects</h1><p class="empty">No projects yet.</p>')
     return layout("Projects", body, live="mail")
