@@ -31,7 +31,7 @@ from shared.errors import AuthenticationRequired, InvalidArgument, NotFound
 
 # Upstream's overseer preamble: agents pause and put the human's instructions first.
 OVERSEER_PREAMBLE = (
-    "🚨 **MESSAGE FROM HUMAN OVERSEER** 🚨\n\n"
+    "**MESSAGE FROM HUMAN OVERSEER**\n\n"
     "This message is from a human operator overseeing this project. Please prioritize the "
     "instructions below over your current tasks: pause what you are doing, read them carefully, "
     "and follow them; then resume your work if appropriate.\n\n---\n\n"

@@ -53,6 +53,7 @@ def layout(title: str, body: str, *, live: str = "", project: str | None = None,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{esc(title)} · Agent Mail</title>"
+        f"<link rel=\"icon\" href=\"{PREFIX}/static/favicon.svg\" type=\"image/svg+xml\">"
         f"<link rel=\"stylesheet\" href=\"{PREFIX}/static/style.css\">"
         f"<script src=\"{PREFIX}/static/live.js\" defer></script></head>"
         f"<body data-live=\"{esc(live)}\" data-events=\"{PREFIX}/events\">"
@@ -73,13 +74,15 @@ def message_rows(messages: list[dict[str, Any]], *, project: str | None = None, 
         check = (f'<td class="pick"><input type="checkbox" name="id" value="{m["id"]}" '
                  f'aria-label="select message {m["id"]}"></td>') if select else ""
         to = ", ".join(m.get("to", []))
+        addressed = f'<span class="to">→ {esc(to)}</span>' if to else (
+            f'<span class="to">{esc(m["kind"])}</span>' if m.get("kind") not in (None, "to") else "")
         where = f'<td class="proj"><a href="{url(slug)}">{esc(slug)}</a></td>' if show_project else ""
         ack = ' <span class="badge ack">ack</span>' if m.get("ack_required") and not m.get("ack_ts") else ""
         rows.append(
             f'<tr class="{"unread" if unread else ""}" data-id="{m["id"]}">{check}{where}'
             f'<td class="from">{esc(m["from"])}</td>'
             f'<td class="subj"><a href="{url(slug, "message", m["id"])}">{esc(m["subject"])}</a>'
-            f'{badge(m["importance"])}{ack}<span class="to">→ {esc(to)}</span></td>'
+            f'{badge(m["importance"])}{ack}{addressed}</td>'
             f'<td class="when">{when(m["created_ts"])}</td></tr>')
     head_pick = '<th class="pick"></th>' if select else ""
     head_proj = "<th>Project</th>" if show_project else ""
@@ -277,7 +280,7 @@ def commit_page(c: dict[str, Any]) -> str:
             kind = "add" if line.startswith("+") else "del" if line.startswith("-") else "ctx"
             lines.append(f'<span class="{kind}">{esc(line)}</span>')
         files.append(f'<section class="file"><h3><code>{esc(f["path"])}</code></h3>'
-                     f'<pre class="diff">{chr(10).join(lines)}</pre></section>')
+                     f'<pre class="diff">{"".join(lines)}</pre></section>')
     more = '<p class="meta">(diff truncated)</p>' if c["truncated"] else ""
     body = (f'<h1>{esc(c["summary"])}</h1><p class="meta"><code>{esc(c["sha"])}</code> · {esc(c["author"])} · '
             f'{when(c["authored_ts"])}</p>{"".join(files) or "<p class=empty>No markdown changes.</p>"}{more}')
