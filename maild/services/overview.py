@@ -19,7 +19,6 @@ from maild.services.messaging import (
     Outgoing,
     inbox_rows,
     message_row_dict,
-    recipients_of,
     unread_count,
 )
 from maild.services.projects import find_in, validate_project_key
@@ -37,19 +36,26 @@ OVERSEER_PREAMBLE = (
     "and follow them; then resume your work if appropriate.\n\n---\n\n"
 )
 MAX_OVERSEER_CHARS = 50_000
-THREAD_SCAN_ROWS = 600  # recent messages grouped into threads for a project page
+THREAD_SCAN_ROWS = 300  # recent messages grouped into threads for a project page
 
 
 def _listing(conn: Connection, rows: list[Any]) -> list[dict[str, Any]]:
-    out = []
-    slugs: dict[int, str] = {}
-    for row in rows:
-        item = message_row_dict(row, include_body=False)
-        lists = recipients_of(conn, row[0])
-        if row[1] not in slugs:
-            slugs[row[1]] = str(conn.execute("SELECT slug FROM projects WHERE id = ?", (row[1],)).get)
-        out.append({**item, "to": lists["to"], "cc": lists["cc"], "project": slugs[row[1]]})
-    return out
+    """Message headers with to/cc names and project slug, in three queries whatever the count."""
+    if not rows:
+        return []
+    ids = [row[0] for row in rows]
+    marks = ",".join("?" * len(ids))
+    lists: dict[int, dict[str, list[str]]] = {i: {"to": [], "cc": []} for i in ids}
+    for message_id, kind, name in conn.execute(
+            "SELECT r.message_id, r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
+            f" WHERE r.message_id IN ({marks}) AND r.kind != 'bcc' ORDER BY a.name", ids):
+        lists[message_id][kind].append(name)
+    projects = {row[1] for row in rows}
+    slugs: dict[int, str] = {
+        r[0]: r[1] for r in conn.execute(
+            f"SELECT id, slug FROM projects WHERE id IN ({','.join('?' * len(projects))})", list(projects))}
+    return [{**message_row_dict(row, include_body=False), **lists[row[0]], "project": slugs[row[1]]}
+            for row in rows]
 
 
 class Overview:

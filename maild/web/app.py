@@ -9,6 +9,7 @@ the SSE stream in live.py. The bridge's gate has already checked the Host header
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -98,10 +99,14 @@ class WebApp:
         self._app.state.web = self
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+
         async def with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
+                # Server-Timing: the time to the first byte inside the daemon (tests/bench/bench_web.py).
+                spent = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+                message["headers"] = [*message.get("headers", []), (b"server-timing", spent.encode()),
                                       *((k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
                                         if k.encode() not in present)]
             await send(message)
