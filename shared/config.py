@@ -104,7 +104,7 @@ class Settings:
     web_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_WEB"))
     web_login_ttl_seconds: float = field(default=600.0, metadata=_env("AGENT_MAIL_WEB_LOGIN_TTL"))
     web_session_seconds: float = field(default=12 * 3600.0, metadata=_env("AGENT_MAIL_WEB_SESSION_SECONDS"))
-    web_ack_ttl_minutes: int = field(default=60, metadata=_env("ACK_TTL_MINUTES"))
+    ack_ttl_seconds: int = field(default=1800, metadata=_env("ACK_TTL_SECONDS"))  # upstream's ack-overdue age
     # Search: bm25 ranks only the newest N matches a caller may see (cost grows with matches).
     search_rank_window: int = field(default=2000, metadata=_env("AGENT_MAIL_SEARCH_RANK_WINDOW"))
     # LLM summaries (litellm). Off unless LLM_ENABLED and a model are set: no provider is ever

@@ -316,3 +316,22 @@ def test_unsafe_markdown_is_neutralised_on_the_server() -> None:
         assert not re.search(r'(href|src)="(javascript|data|https?://evil)', out, re.I), (text, out)
     assert markdown("**ok** [site](https://example.com)") == (
         '<p><strong>ok</strong> <a href="https://example.com">site</a></p>\n')
+
+
+@pytest.mark.parametrize("backend", ["asyncio"])
+def test_mailctl_web_starts_the_bridge_and_prints_a_login_url_that_works_once(mailbox: Mailbox) -> None:
+    from tests.test_http import free_port
+
+    port = str(free_port())
+    first = json.loads(mailbox.mailctl("web", "--json", "--port", port).stdout)
+    assert first["bridge_started"] is True
+    assert first["url"] == f"http://127.0.0.1:{port}/mail"
+    again = json.loads(mailbox.mailctl("web", "--json", "--port", port).stdout)
+    assert again["bridge_started"] is False, "a running bridge is reused"
+    web = WebClient(int(port))
+    path = first["login_url"].split(port, 1)[1]
+    assert web.get(path)[0] == 303
+    assert web.get("/mail")[0] == 200
+    assert WebClient(int(port)).get(path)[0] == 401, "the secret works once"
+    text = mailbox.mailctl("web", "--no-open", "--port", port).stdout
+    assert "/mail/login?secret=" in text

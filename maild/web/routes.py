@@ -118,7 +118,7 @@ async def reservations(request: Request, page: Page) -> Response:
 async def overdue(request: Request, page: Page) -> Response:
     _, overview = _services(request)
     slug = request.path_params["project"]
-    default = _web(request).settings.web_ack_ttl_minutes
+    default = _web(request).settings.ack_ttl_seconds // 60
     ttl = to_int(request.query_params.get("ttl"), "ttl", default, 0, 10**6)
     rows = await overview.ack_overdue(page.agent_id, slug, ttl)
     return html(templates.overdue_page(slug, rows, ttl))
