@@ -335,3 +335,16 @@ def test_mailctl_web_starts_the_bridge_and_prints_a_login_url_that_works_once(ma
     assert WebClient(int(port)).get(path)[0] == 401, "the secret works once"
     text = mailbox.mailctl("web", "--no-open", "--port", port).stdout
     assert "/mail/login?secret=" in text
+
+
+@pytest.mark.parametrize("backend", ["asyncio"])
+def test_trusted_localhost_covers_the_ui_but_its_forms_still_need_the_csrf_token(mailbox: Mailbox) -> None:
+    bridge = start_bridge(mailbox, "http_allow_localhost_unauthenticated = true\n")
+    mailbox.call("register_agent", project_key=PROJECT, program="p", model="m", name="BlueLake")
+    web = WebClient(bridge.port)
+    assert web.get("/mail")[0] == 200, "no login needed from this machine"
+    target = f"/mail/{SLUG}/inbox/BlueLake/mark-all-read"
+    assert web.post(target, {})[0] == 403, "another site's page could post to localhost: it needs the token"
+    assert web.post(target, {"csrf": web.csrf()})[0] == 303
+    proxied = WebClient(bridge.port, {"X-Forwarded-For": "203.0.113.9"})
+    assert proxied.get("/mail")[0] == 401, "a proxied request is never local"
