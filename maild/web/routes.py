@@ -21,7 +21,7 @@ from maild.web import templates
 from maild.web.app import Page, WebApp, html
 from shared.errors import MailError
 
-SEARCH_LIMIT = 50
+SEARCH_LIMIT = 20  # bm25 + a snippet per hit: cost grows with the page size (docs/search.md)
 
 
 def _services(request: Request) -> tuple[Services, Overview]:

@@ -192,7 +192,9 @@ def search_page(project: str, query: str, results: list[dict[str, Any]] | None) 
     elif not results:
         listing = '<p class="empty">No matches.</p>'
     else:
-        listing = "<ol class=\"results\">" + "".join(
+        more = (f'<p class="meta">The {len(results)} best matches; narrow the query to see others.</p>'
+                if len(results) >= 20 else "")
+        listing = more + "<ol class=\"results\">" + "".join(
             f'<li><a href="{url(project, "message", r["id"])}">{snippet(r.get("subject_snippet")) or esc(r["subject"])}'
             f'</a>{badge(r["importance"])}<span class="meta">{esc(r["from"])} · {when(r["created_ts"])}</span>'
             f'<p class="snippet">{snippet(r.get("body_snippet"))}</p></li>' for r in results) + "</ol>"

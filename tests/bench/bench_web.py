@@ -73,6 +73,18 @@ def time_pages(port: int, paths: list[str], rounds: int) -> dict[str, Any]:
     return {"server": summarise(server), "client": summarise(client)}
 
 
+def time_search_tool(paths: MailboxPaths, rounds: int) -> dict[str, Any]:
+    """The same queries through search_mailbox on the socket: what the page costs beyond search."""
+    samples: list[float] = []
+    with DaemonClient(paths) as operator:
+        for _ in range(rounds):
+            for query in SEARCHES:
+                t0 = time.perf_counter()
+                operator.call_tool("search_mailbox", {"project_key": "bench", "query": query, "limit": 20})
+                samples.append(time.perf_counter() - t0)
+    return summarise(samples)
+
+
 def wait_ready(port: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -133,6 +145,58 @@ def live_latency(paths: MailboxPaths, port: int, sends: int) -> dict[str, Any]:
             "events_missed": sends - len(before)}
 
 
+def browser_latency(paths: MailboxPaths, port: int, sends: int) -> dict[str, Any]:
+    """The same measure in headless Chromium: the page's own EventSource stamps each event with the
+    browser's wall clock (same machine, same clock as the sender's)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from shared.weblogin import create_login_secret
+
+    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if browser is None or driver_path is None:
+        return {"skipped": "chromium / chromedriver not installed"}
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    samples: list[float] = []
+    try:
+        driver.get(f"http://127.0.0.1:{port}/mail/login?secret={create_login_secret(paths.state_dir)}")
+        driver.get(f"http://127.0.0.1:{port}/mail/bench/inbox/Agent01")
+        driver.execute_script("""
+            window.__ev = {}; window.__es = new EventSource('/mail/events');
+            window.__es.addEventListener('change', e => { for (const id of JSON.parse(e.data).message_ids)
+                window.__ev[id] = performance.timeOrigin + performance.now(); });""")
+        deadline = time.monotonic() + 10
+        while driver.execute_script("return window.__es.readyState") != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with DaemonClient(paths) as operator:
+            operator.call_tool("register_agent", {"project_key": "bench", "program": "bench", "model": "human",
+                                                  "name": "HumanOperator"})
+            for i in range(sends):
+                t0 = time.time() * 1000
+                result = operator.call_tool("send_message", {"project_key": "bench", "to": ["Agent01"],
+                                                             "subject": f"browser {i}", "body_md": "x"})
+                mid = str(result["deliveries"][0]["payload"]["id"])
+                deadline = time.monotonic() + 10
+                stamp = None
+                while stamp is None and time.monotonic() < deadline:
+                    stamp = driver.execute_script("return window.__ev[arguments[0]] || null", mid)
+                    if stamp is None:
+                        time.sleep(0.002)
+                if stamp is not None:
+                    samples.append(max(0.0, (float(stamp) - t0) / 1000))
+                time.sleep(0.05)
+    finally:
+        driver.quit()
+    return {"send_start_to_browser_event": summarise(samples), "events_missed": sends - len(samples)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100,000 messages instead of 1,000,000")
@@ -175,7 +239,9 @@ def main() -> None:
             "message": time_pages(port, messages, args.rounds),
             "project": time_pages(port, ["/mail/bench"], args.rounds),
             "search": time_pages(port, [f"/mail/bench/search?q={quote(q)}" for q in SEARCHES], args.rounds),
+            "search_mailbox_tool_same_queries": time_search_tool(paths, args.rounds),
             "live": live_latency(paths, port, args.sends),
+            "live_in_chromium": browser_latency(paths, port, max(10, args.sends // 4)),
         }
     finally:
         stop(paths)
