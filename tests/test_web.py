@@ -283,6 +283,11 @@ def test_commits_reach_the_event_stream_and_a_reconnect_replays_what_it_missed(s
                            what="the mail event")
         assert "mail" in found[0][1]["kinds"]
         seen = int(found[0][2])
+        count = len(reader.events)
+        site.mailbox.call("mark_message_read", project_key=PROJECT, agent_name="GreenHill",
+                          registration_token=site.tokens["GreenHill"], message_id=message_id)
+        wait_until(lambda: any("read" in e[1]["kinds"] for e in reader.events[count:]), what="the read event")
+        seen = max(seen, int(reader.events[-1][2]))
     finally:
         reader.close()
     later = site.send("GreenHill", "BlueLake", "while away", "y")

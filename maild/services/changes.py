@@ -19,14 +19,15 @@ import anyio
 from maild.store import Store
 
 RING_SIZE = 512
-# Which table's commits mean what to a reader of the mailbox.
-KIND_OF_TABLE = {
-    "messages": "mail",
-    "message_recipients": "read",
-    "agents": "presence",
-    "sessions": "presence",
-    "file_reservations": "reservations",
-    "archive_outbox": "archive",
+# Which table's commits mean what to a reader of the mailbox. message_recipients is WITHOUT ROWID,
+# which SQLite's update hook never reports: a read or an ack shows up as the recipient's unread
+# counter (agents, by trigger) and as its archive receipt (archive_outbox).
+KIND_OF_TABLE: dict[str, tuple[str, ...]] = {
+    "messages": ("mail",),
+    "agents": ("presence", "read"),
+    "sessions": ("presence",),
+    "file_reservations": ("reservations",),
+    "archive_outbox": ("archive",),
 }
 
 
@@ -58,10 +59,8 @@ class ChangeFeed:
 
     def publish(self, changed: dict[str, list[int]]) -> Change | None:
         """Called by the store after a commit (on the event loop). Returns the event, if any."""
-        kinds = sorted({KIND_OF_TABLE[t] for t in changed if t in KIND_OF_TABLE})
+        kinds = sorted({kind for t in changed for kind in KIND_OF_TABLE.get(t, ())})
         if not kinds:
-            return None
-        if kinds == ["archive"] and not changed.get("archive_outbox"):
             return None
         self._seq += 1
         change = Change(self._seq, tuple(kinds), tuple(changed.get("messages", ())))
