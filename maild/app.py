@@ -22,6 +22,7 @@ from maild.mcp_surface.context import Services
 from maild.mcp_surface.dispatch import LeanDispatcher
 from maild.mcp_surface.server import build_registries, sdk_factory
 from maild.services.agents import Agents
+from maild.services.changes import ChangeFeed
 from maild.services.health import Health
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
@@ -85,41 +86,47 @@ async def _wait_for_signal(stop: anyio.Event) -> None:
             return
 
 
+def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver: Archiver | None) -> Services:
+    """Every domain service over one store: the daemon's object graph, wired in one place."""
+    sessions = Sessions(store)
+    summaries = Summaries(store, settings)
+
+    def subsystem_health() -> dict[str, Any]:
+        report: dict[str, Any] = {"llm": summaries.llm.statistics()}
+        if archiver is not None:
+            report.update(archiver.statistics())
+        return report
+
+    agents = Agents(store, sessions, settings, paths.archive)
+    sessions.on_hello = agents.bind_requested
+    return Services(
+        settings=settings,
+        projects=Projects(store),
+        sessions=sessions,
+        health=Health(store, sessions, paths.root, subsystem_health),
+        agents=agents,
+        messaging=Messaging(store, settings),
+        views=MailViews(store, agents),
+        store=store,
+        archive_path=paths.archive,
+        reservations=Reservations.from_settings(store, settings),
+        search=Search(store, settings.search_rank_window),
+        summaries=summaries,
+    )
+
+
 async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
     socket_path = paths.socket
     async with open_store(paths.db, settings) as store:
-        sessions = Sessions(store)
-        await sessions.mark_all_disconnected()
+        changes = ChangeFeed.following(store)  # what the web UI's live updates follow
         archiver = (
             Archiver(store, paths.archive, settings.git_author_name, settings.git_author_email)
             if settings.archive_enabled
             else None
         )
-        summaries = Summaries(store, settings)
-
-        def subsystem_health() -> dict[str, Any]:
-            report: dict[str, Any] = {"llm": summaries.llm.statistics()}
-            if archiver is not None:
-                report.update(archiver.statistics())
-            return report
-
-        health = Health(store, sessions, paths.root, subsystem_health)
-        agents = Agents(store, sessions, settings, paths.archive)
-        sessions.on_hello = agents.bind_requested
-        services = Services(
-            settings=settings,
-            projects=Projects(store),
-            sessions=sessions,
-            health=health,
-            agents=agents,
-            messaging=Messaging(store, settings),
-            views=MailViews(store, agents),
-            store=store,
-            archive_path=paths.archive,
-            reservations=Reservations.from_settings(store, settings),
-            search=Search(store, settings.search_rank_window),
-            summaries=summaries,
-        )
+        services = build_services(store, settings, paths, archiver)
+        sessions, health = services.sessions, services.health
+        await sessions.mark_all_disconnected()
         tools, resources = build_registries()
         sdk = sdk_factory(services, tools, resources)  # the SDK is imported when first needed
         dispatcher = LeanDispatcher(services, tools, resources)  # the HTTP bridge's stateless calls use it too
@@ -127,6 +134,15 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
         idle = IdleTimer(settings.idle_timeout_seconds)
         transport = UnixTransport(sdk, sessions, ConnectionCounter(idle.on_change), lean)
         stop = anyio.Event()
+
+        def bridge_app() -> Any:
+            """The HTTP bridge (and the web mailbox on it); imported only when HTTP is on."""
+            from maild.transport.http.app import build_app
+            from maild.web.app import build_web
+
+            readonly = {s.name for s in tools.all() if s.read_only} | set(csv(settings.http_rbac_readonly_tools))
+            web = build_web(services, changes, settings, paths.state_dir) if settings.web_enabled else None
+            return build_app(sdk()[0], settings, lambda: readonly, readiness=health.check, lean=dispatcher, web=web)
 
         async def stop_when_idle() -> None:
             await idle.wait_idle()
@@ -153,12 +169,9 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
             http_stop, http_done = anyio.Event(), anyio.Event()
             if settings.http_enabled:
-                from maild.transport.http.app import build_app, serve_http
+                from maild.transport.http.app import serve_http
 
-                readonly = {s.name for s in tools.all() if s.read_only} | set(csv(settings.http_rbac_readonly_tools))
-                app = build_app(sdk()[0], settings, lambda: readonly, readiness=health.check,
-                                lean=dispatcher)
-                await tg.start(serve_http, app, settings, http_stop, http_done)
+                await tg.start(serve_http, bridge_app(), settings, http_stop, http_done)
             if not settings.http_enabled:  # an HTTP server stays up; only socket-only daemons idle out
                 tg.start_soon(stop_when_idle)
             await stop.wait()

@@ -106,6 +106,11 @@ class Settings:
     http_allowed_hosts: str = field(default="", metadata=_env("HTTP_ALLOWED_HOSTS"))
     http_max_body_bytes: int = field(default=4 * 1024 * 1024, metadata=_env("HTTP_MAX_BODY_BYTES"))
     http_request_timeout_seconds: float = field(default=30.0, metadata=_env("HTTP_REQUEST_TIMEOUT_SECONDS"))
+    # Web mailbox on the bridge (docs/web.md): login-link lifetime and the session cookie's.
+    web_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_WEB"))
+    web_login_ttl_seconds: float = field(default=600.0, metadata=_env("AGENT_MAIL_WEB_LOGIN_TTL"))
+    web_session_seconds: float = field(default=12 * 3600.0, metadata=_env("AGENT_MAIL_WEB_SESSION_SECONDS"))
+    ack_ttl_seconds: int = field(default=1800, metadata=_env("ACK_TTL_SECONDS"))  # upstream's ack-overdue age
     # Search: bm25 ranks only the newest N matches a caller may see (cost grows with matches).
     search_rank_window: int = field(default=2000, metadata=_env("AGENT_MAIL_SEARCH_RANK_WINDOW"))
     # LLM summaries (litellm). Off unless LLM_ENABLED and a model are set: no provider is ever

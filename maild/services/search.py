@@ -34,7 +34,8 @@ BM25 = "bm25(messages_fts, 2.0, 1.0)"
 _COLUMNS = {"subject": "subject", "body": "body_md", "body_md": "body_md"}
 
 _LEX = re.compile(
-    r'"(?P<phrase>[^"]*)"?(?P<pstar>\*)?'  # a phrase; an unbalanced quote runs to the end
+    r'(?:(?P<pcol>[A-Za-z_]+):)?"(?P<phrase>[^"]*)"?(?P<pstar>\*)?'  # a phrase (maybe body:"…"); an
+    # unbalanced quote runs to the end
     r"|(?P<open>\()|(?P<close>\))"
     r'|(?P<word>[^\s"()]+)'
 )
@@ -65,8 +66,13 @@ def _lex(query: str) -> list[tuple[str, str]]:
         word = found["word"]
         if word is None:
             phrase = found["phrase"] or ""
+            prefix = (found["pcol"] or "").lower()
+            if prefix and prefix not in _COLUMNS and _searchable(prefix):  # `foo:"x"`: two plain terms
+                tokens.append(("term", _quote(prefix)))
+                terms += 1
             if _searchable(phrase):
-                tokens.append(("term", _quote(phrase) + ("*" if found["pstar"] else "")))
+                text = _quote(phrase) + ("*" if found["pstar"] else "")
+                tokens.append(("term", f"{{{_COLUMNS[prefix]}}} : {text}" if prefix in _COLUMNS else text))
                 terms += 1
             continue
         if word in OPERATORS:  # FTS5 operators are case-sensitive; `and` is just a word

@@ -6,6 +6,8 @@ worker thread (apsw's `as_async`), so a transaction never spans an `await`. Writ
 Readers are a pool (`reader_connections`, default 4), each on its own thread: SQLite runs queries
 without the GIL, so a slow search at 1M messages no longer holds up every inbox poll behind it.
 apsw errors are translated to `StorageError` here and never leak upward. Schema: migrations.py.
+Committed writes are announced to `on_commit` listeners (the change feed behind the web UI's live
+updates) as {table: [rowids]} for the tables in `WATCHED_TABLES`, taken from SQLite's update hook.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ T = TypeVar("T")
 apsw.bestpractice.apply(apsw.bestpractice.recommended)
 
 Connection = apsw.Connection
+# Tables whose committed changes are announced (see Store.on_commit); others are not worth a wakeup.
+# (WITHOUT ROWID tables such as message_recipients are never reported by SQLite's update hook.)
+WATCHED_TABLES = frozenset({"messages", "agents", "sessions", "file_reservations", "archive_outbox"})
+CommitListener = Callable[[dict[str, list[int]]], object]
 # A constraint (e.g. the unique active-name index) refused a write; services catch this one.
 IntegrityError = apsw.ConstraintError
 
@@ -83,20 +89,39 @@ class Store:
         self._reader_slots = anyio.Semaphore(len(readers))  # a slot held = a reader popped from the idle list
         self.schema_version = schema_version
         self._writes = 0
+        self._changed: dict[str, list[int]] = {}  # filled by the writer's update hook, on its thread
+        self._listeners: list[CommitListener] = []
+
+    def on_commit(self, listener: CommitListener) -> None:
+        """Call `listener({table: [rowids]})` on the event loop after each write that changed a
+        watched table (rowids are capped per table; a listener must not block)."""
+        self._listeners.append(listener)
+
+    def _record_change(self, _op: int, _db: str, table: str, rowid: int) -> None:
+        if table in WATCHED_TABLES:
+            rows = self._changed.setdefault(table, [])
+            if len(rows) < 256:
+                rows.append(rowid)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` in one IMMEDIATE transaction on the single writer connection."""
 
-        def unit(conn: apsw.Connection) -> T:
-            with conn:
-                result = fn(conn, *args)
-            return result
+        def unit(conn: apsw.Connection) -> tuple[T, dict[str, list[int]]]:
+            try:
+                with conn:
+                    result = fn(conn, *args)
+            finally:  # committed or rolled back: either way these rows are no longer pending
+                changed, self._changed = self._changed, {}
+            return result, changed
 
         # Shielded: a write that has been submitted always completes (and commits or rolls back
         # whole); cancelling the caller must not abort SQLite mid-transaction.
         with anyio.CancelScope(shield=True):
-            result = await self._run(self._writer, unit)
+            result, changed = await self._run(self._writer, unit)
         self._writes += 1
+        if changed:
+            for listener in self._listeners:
+                listener(changed)
         return result
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -177,6 +202,7 @@ async def open_store(path: Path, settings: Settings) -> AsyncIterator[Store]:
         except apsw.Error as exc:
             raise _describe(exc, path) from exc
         store = Store(path, writer, readers, version)
+        await writer.async_run(lambda conn: conn.set_update_hook(store._record_change), writer)
     except BaseException:
         with anyio.CancelScope(shield=True):
             for reader in readers:

@@ -117,6 +117,19 @@ class Gate:
         self._origins = pattern_regex(csv(settings.http_cors_origins) or DEFAULT_ORIGINS)
         self._timeout = settings.http_request_timeout_seconds
         self._max_body = settings.http_max_body_bytes
+        self._web: ASGIApp | None = None
+
+    def mount_web(self, web: ASGIApp) -> None:
+        """Serve the web mailbox under /mail; it authenticates its own requests (cookies, login page)."""
+        self._web = web
+
+    async def _serve_web(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        if not self._hosts.fullmatch(headers.get(b"host", b"").decode("latin-1")):
+            await _respond(send, 421, {"error": "invalid Host header"})
+            return
+        assert self._web is not None
+        await self._web(scope, receive, send)
 
     @property
     def auth(self) -> Authenticator:
@@ -125,6 +138,9 @@ class Gate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].rstrip("/") or scope["path"].startswith("/health/"):
             await self._app(scope, receive, send)
+            return
+        if self._web is not None and (scope["path"] == "/mail" or scope["path"].startswith("/mail/")):
+            await self._serve_web(scope, receive, send)
             return
         if scope["path"] not in self._mcp_paths:
             await _respond(send, 404, {"error": "not found"})
@@ -284,9 +300,11 @@ class Gate:
 
 
 def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable[[], set[str]],
-              readiness: Readiness | None = None, lean: LeanDispatcher | None = None) -> ASGIApp:
+              readiness: Readiness | None = None, lean: LeanDispatcher | None = None,
+              web: Callable[[Authenticator], ASGIApp] | None = None) -> ASGIApp:
     """The whole bridge app. `readiness` reports the daemon's health (`database.ok` decides);
-    `lean` answers stateless calls (and, with `transport_fast_path`, 2026-07-28 ones) itself."""
+    `lean` answers stateless calls (and, with `transport_fast_path`, 2026-07-28 ones) itself;
+    `web` builds the web mailbox (maild/web) from the gate's authenticator."""
     memory = MemoryLimiter(settings.http_rate_limit_max_buckets)
     limiter: MemoryLimiter | RedisLimiter = (
         RedisLimiter(settings.http_rate_limit_redis_url, memory) if settings.http_rate_limit_backend == "redis"
@@ -325,6 +343,8 @@ def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable
         custom_starlette_routes=[Route("/health/liveness", liveness), Route("/health/readiness", ready)],
     )
     gate = Gate(inner, settings, read_only_tools, limiter, lean)
+    if web is not None:
+        gate.mount_web(web(gate.auth))
     if not settings.http_cors_enabled:
         return gate
     from starlette.middleware.cors import CORSMiddleware
