@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -86,9 +87,12 @@ def test_a_message_file_parses_back_to_the_database_row(mailbox: Mailbox) -> Non
     assert list(json.loads(text.split("\n---\n")[0].removeprefix("---json\n"))) == sorted(meta), "sorted keys"
     files = head_files(mailbox.paths.archive)
     name = path.rsplit("/", 1)[1]
-    assert any(p.endswith(f"agents/BlueLake/outbox/{path.split('/')[3]}/{path.split('/')[4]}/{name}") for p in files)
-    assert any(p.endswith(f"agents/GreenCastle/inbox/{path.split('/')[3]}/{path.split('/')[4]}/{name}") for p in files)
-    assert "projects/work-app/messages/threads/FEAT-7.md" in files
+    folder = "/".join(path.split("/")[3:6])  # YYYY/MM/<shard>
+    assert folder.endswith(f"/{formats.shard(sent['id'])}")
+    assert f"projects/work-app/agents/BlueLake/outbox/{folder}/{name}" in files
+    assert f"projects/work-app/agents/GreenCastle/inbox/{folder}/{name}" in files
+    assert f"projects/work-app/messages/threads/{formats.shard(sent['id'])}/FEAT-7.md" in files
+    assert formats.LAYOUT_FILE in head_files(mailbox.paths.archive, prefix=formats.LAYOUT_FILE)
     assert "projects/work-app/agents/BlueLake/profile.json" in files
     a.close()
     b.close()
@@ -349,10 +353,17 @@ def test_every_reservation_state_change_is_archived_under_its_own_id(mailbox: Ma
     wait_drained(mailbox)
 
     def archived(rid: int) -> dict[str, Any]:
-        path = f"projects/work-app/file_reservations/id-{rid}.json"
+        path = f"projects/work-app/file_reservations/by-id/{formats.shard(rid)}/id-{rid}.json"
+        return json.loads(read_blobs(mailbox.paths.archive, [path])[path])  # type: ignore[no-any-return]
+
+    def by_pattern(pattern: str) -> dict[str, Any] | None:
+        path = formats.pattern_path("work-app", pattern)
+        if path not in head_files(mailbox.paths.archive):
+            return None
         return json.loads(read_blobs(mailbox.paths.archive, [path])[path])  # type: ignore[no-any-return]
 
     assert (archived(mine)["agent"], archived(theirs)["agent"]) == ("BlueLake", "GreenCastle")
+    assert by_pattern("src/**")["id"] == theirs, "upstream's by-pattern file shows the newest live lease"  # type: ignore[index]
     expires = archived(mine)["expires_ts"]
     a.call_tool("renew_file_reservations", {"project_key": PROJECT, "extend_seconds": 600})
     wait_drained(mailbox)
@@ -366,6 +377,11 @@ def test_every_reservation_state_change_is_archived_under_its_own_id(mailbox: Ma
     assert archived(mine)["agent_id"] != heir.call_tool("whois", {"project_key": PROJECT,
                                                                    "agent_name": "BlueLake"})["id"]
     assert archived(theirs)["released_ts"] is None
+    assert by_pattern("src/**")["id"] == theirs  # type: ignore[index]
+    b.call_tool("release_file_reservations", {"project_key": PROJECT, "paths": ["src/**"]})
+    wait_drained(mailbox)
+    assert by_pattern("src/**") is None, "a pattern nobody holds leaves the folder guards read"
+    assert archived(theirs)["released_ts"] is not None
     files = head_files(mailbox.paths.archive)
     assert "projects/work-app/agents/BlueLake/profiles/1.json" in files, "the retired profile is kept by id"
     for conn in (a, b, heir):
@@ -417,16 +433,18 @@ def test_doctor_finds_and_fixes_messages_missing_from_the_archive(mailbox: Mailb
 def test_a_long_thread_digest_is_written_in_parts_that_stop_changing_once_full(mailbox: Mailbox) -> None:
     a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
     total = formats.DIGEST_PART + 30
+    folder = ""
     for i in range(total):
-        send(a, "GreenCastle", subject=f"step {i}", thread_id="LONG-1")
+        sent = send(a, "GreenCastle", subject=f"step {i}", thread_id="LONG-1")
+        if i == 0:  # a thread's digest lives in the shard of its first message
+            folder = f"projects/work-app/messages/threads/{formats.shard(sent['id'])}"
         if i == formats.DIGEST_PART - 1:
             wait_drained(mailbox)
-            first_full = read_blobs(mailbox.paths.archive, ["projects/work-app/messages/threads/LONG-1.md"])
+            first_full = read_blobs(mailbox.paths.archive, [f"{folder}/LONG-1.md"])
     wait_drained(mailbox)
-    folder = "projects/work-app/messages/threads"
-    blobs = read_blobs(mailbox.paths.archive, [f"{folder}/LONG-1.md", f"{folder}/LONG-1.part-2.md"])
+    blobs = read_blobs(mailbox.paths.archive, [f"{folder}/LONG-1.md", f"{folder}/LONG-1~part-2.md"])
     assert blobs[f"{folder}/LONG-1.md"] == first_full[f"{folder}/LONG-1.md"], "a full part is never rewritten"
-    first, second = (blobs[f"{folder}/{name}"].decode() for name in ("LONG-1.md", "LONG-1.part-2.md"))
+    first, second = (blobs[f"{folder}/{name}"].decode() for name in ("LONG-1.md", "LONG-1~part-2.md"))
     assert first.count("\n### step ") == formats.DIGEST_PART
     assert second.count("\n### step ") == total - formats.DIGEST_PART
     assert f"### step {formats.DIGEST_PART}\n" in second
@@ -435,23 +453,121 @@ def test_a_long_thread_digest_is_written_in_parts_that_stop_changing_once_full(m
     b.close()
 
 
-def test_an_idle_repack_folds_fast_imports_small_packs_into_one_and_commits_go_on(tmp_path: Path) -> None:
+def test_digest_part_names_never_collide_with_thread_names() -> None:
+    # Thread X's second part and a thread literally named `X.part-2` (issue 13, item 8); also two
+    # ids that sanitise alike, and an id that only dots would make hidden.
+    names = {
+        formats.digest_name("X", 1), formats.digest_name("X.part-2"), formats.digest_name("X~part-2"),
+        formats.digest_name("a/b"), formats.digest_name("a-b"), formats.digest_name("a b"), formats.digest_name(".."),
+    }
+    assert len(names) == 7
+    assert formats.digest_name("FEAT-7") == "FEAT-7.md", "safe ids keep upstream's file name"
+    assert all("/" not in name and not name.startswith(".") for name in names)
+
+
+def batch_packs(committer: FastImportCommitter, batches: int, start: int = 0) -> None:
+    for i in range(start, start + batches):  # 120 files a batch: over fast-import's unpack limit, so a pack each
+        files: dict[str, bytes | None] = {f"projects/p/notes/{i}/{j}.md": f"note {i} {j}\n".encode() * 50
+                                          for j in range(120)}
+        committer.commit(files, f"batch {i}")
+
+
+def test_an_idle_repack_folds_fast_imports_small_packs_and_commits_go_on(tmp_path: Path) -> None:
     repo = tmp_path / "archive"
     committer = FastImportCommitter(repo, "maild", "maild@localhost")
-    for i in range(6):  # 120 files a batch: over fast-import's unpack limit, so each batch is a pack
-        files = {f"projects/p/notes/{i}/{j}.md": f"note {i} {j}\n".encode() * 50 for j in range(120)}
-        committer.commit(files, f"batch {i}")
+    assert committer.maintain(idle=True) is False, "no archive yet: nothing to do, and no error (issue 13)"
+    assert committer.packing() == {"packs": 0, "loose_dirs": 0}
+    batch_packs(committer, 6)
     pack_dir = repo / "objects" / "pack"
     assert len(list(pack_dir.glob("*.pack"))) >= 6
     assert list(pack_dir.glob("*.keep")), "fast-import keeps every pack it wrote"
-    assert committer.maintain(threshold=100) is False, "below the threshold nothing happens"
+    assert committer.maintain(idle=False) is False, "under load, a few packs are not worth a repack"
     head = branch_head(repo)
-    assert committer.maintain(threshold=2) is True
+    assert committer.maintain(idle=True) is True
     assert len(list(pack_dir.glob("*.pack"))) == 1
     assert not list(pack_dir.glob("*.keep"))
     assert branch_head(repo) == head
     assert read_blobs(repo, ["projects/p/notes/0/7.md"])["projects/p/notes/0/7.md"].startswith(b"note 0 7")
-    made = committer.commit({"projects/p/notes/after.md": b"after\n"}, "after the repack")
+    made = committer.commit({"projects/p/notes/after.md": b"after\n", "projects/p/notes/0/7.md": None}, "after")
     assert branch_head(repo) == made
-    assert {"projects/p/notes/5/119.md", "projects/p/notes/after.md"} <= set(head_files(repo))
+    files = set(head_files(repo))
+    assert {"projects/p/notes/5/119.md", "projects/p/notes/after.md"} <= files
+    assert "projects/p/notes/0/7.md" not in files, "None deletes a path"
     committer.close()
+
+
+def test_a_repack_runs_beside_commits_that_keep_landing(tmp_path: Path) -> None:
+    repo = tmp_path / "archive"
+    committer = FastImportCommitter(repo, "maild", "maild@localhost")
+    batch_packs(committer, 14)
+    assert committer.maintenance_due(idle=False)
+    failures: list[BaseException] = []
+
+    def repack() -> None:
+        try:
+            committer.maintain(idle=False)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    worker = threading.Thread(target=repack)
+    worker.start()
+    batch_packs(committer, 6, start=14)  # commits while the repack may still run
+    worker.join(timeout=120)
+    assert not failures
+    assert len(list((repo / "objects" / "pack").glob("*.pack"))) <= 8
+    committer.close()
+    fsck = subprocess.run(["git", "--git-dir", str(repo), "fsck", "--strict"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stderr
+    assert len(head_files(repo)) == 20 * 120
+
+
+KILL_DURING_REPACK = """
+import sys
+from pathlib import Path
+from maild.archive.committer import FastImportCommitter
+committer = FastImportCommitter(Path(sys.argv[1]), "maild", "maild@localhost")
+print("repacking", flush=True)
+committer.maintain(idle=True)
+print("done", flush=True)
+"""
+
+
+def test_kill_9_during_maintenance_loses_nothing_and_the_next_start_cleans_up(tmp_path: Path) -> None:
+    repo = tmp_path / "archive"
+    committer = FastImportCommitter(repo, "maild", "maild@localhost")
+    batch_packs(committer, 40)
+    committer.close()
+    head, files = branch_head(repo), set(head_files(repo))
+    (repo / "objects" / "pack" / "pack-0123.keep").write_text("fast-import version 2.39\n")  # a killed fast-import's
+    killed_mid_repack = False
+    for _ in range(5):  # kill at a point where git is writing the new pack (its temp files exist)
+        proc = subprocess.Popen([sys.executable, "-c", KILL_DURING_REPACK, str(repo)], stdout=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "repacking\n"
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(p.name.startswith(("tmp_pack_", ".tmp-")) for p in (repo / "objects" / "pack").iterdir()):
+                killed_mid_repack = True
+                break
+        os.killpg(proc.pid, signal.SIGKILL)  # the daemon and its git children, as a power cut would
+        proc.wait()
+        proc.stdout.close()
+        if killed_mid_repack:
+            break
+        more = FastImportCommitter(repo, "maild", "maild@localhost")
+        batch_packs(more, 40, start=100)
+        more.close()
+    assert killed_mid_repack, "the kill never landed while git was writing a pack"
+    after = FastImportCommitter(repo, "maild", "maild@localhost")
+    made = after.commit({"projects/p/notes/after.md": b"after\n"}, "first commit of the next start")
+    after.close()
+    pack_dir = repo / "objects" / "pack"
+    assert not [p for p in pack_dir.iterdir() if p.name.startswith(("tmp_pack_", "tmp_idx_", ".tmp-"))]
+    assert not (pack_dir / "pack-0123.keep").exists(), "a dead fast-import's keep is dropped"
+    assert head is not None and made != head
+    assert files <= set(head_files(repo)), "a killed repack lost a file"
+    assert after.maintain(idle=True) is True
+    after.close()
+    fsck = subprocess.run(["git", "--git-dir", str(repo), "fsck", "--strict"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stderr
