@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -20,7 +21,7 @@ import pytest
 from maild.archive import formats
 from maild.archive.committer import FastImportCommitter, branch_head, head_files, read_blobs
 from shared.client import DaemonClient
-from shared.errors import MailError
+from shared.errors import AuthenticationRequired, MailError
 from shared.paths import pid_alive
 from tests.conftest import Mailbox
 
@@ -303,9 +304,26 @@ def reserve(conn: DaemonClient, path: str, **extra: Any) -> int:
     return int(result["granted"][0]["id"])
 
 
+# Bodies the archive must give back byte for byte (issue 13, item 7): rendering used to strip them.
+AWKWARD_BODIES = [
+    "line one\r\nline two\r\n",
+    "    indented code\n\tand a tab",
+    "trailing blank lines\n\n\n",
+    "\n\nleading blank lines",
+    "Ünïcödé 漢字 🚀 — and a lone \u00a0 no-break space ",
+    "---\n\n---json\nnot front matter\n---\n\n",
+]
+
+
 def test_rebuild_from_the_archive_round_trips_the_database(mailbox: Mailbox) -> None:
-    a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
+    a = agent(mailbox, "BlueLake")
+    b = mailbox.client(hello={"session": "s-GreenCastle", "client": "test", "pid": 1})
+    token = b.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m",
+                                           "name": "GreenCastle"})["registration_token"]
     first = send(a, "GreenCastle", subject="one", cc=["BlueLake"])
+    for i, body in enumerate(AWKWARD_BODIES):
+        a.call_tool("send_message", {"project_key": PROJECT, "to": "GreenCastle", "subject": f"awkward {i}",
+                                     "body_md": body})
     b.call_tool("reply_message", {"project_key": PROJECT, "message_id": first["id"], "body_md": "reply body"})
     third = send(b, "BlueLake", subject="three", bcc=["GreenCastle"], thread_id="T-1")
     b.call_tool("mark_message_read", {"project_key": PROJECT, "message_id": first["id"]})
@@ -332,15 +350,30 @@ def test_rebuild_from_the_archive_round_trips_the_database(mailbox: Mailbox) -> 
     read_state = {(row[0], row[1]): row[3:] for row in before["recipients"]}
     assert read_state[(first["id"], 2)][0] is not None, "GreenCastle read the first message"
     assert all(read_state[(third["id"], 1)]), "the first BlueLake read and acknowledged the third"
-    assert "projects/work-app/agents/BlueLake/receipts/3.json" in head_files(mailbox.paths.archive)
+    receipt = f"projects/work-app/agents/BlueLake/receipts/{formats.shard(third['id'])}/{third['id']}.json"
+    assert receipt in head_files(mailbox.paths.archive)
     by_id = {row[0]: row for row in before["reservations"]}
     assert by_id[renewed][8] is not None, "retiring released the lease"
     assert by_id[renewed][4:6] == (1, "refactor")
     assert by_id[released][8] is not None
     assert by_id[shared][8] is None
+    everything = subprocess.run(["git", "--git-dir", str(mailbox.paths.archive), "cat-file", "--batch-all-objects",
+                                 "--batch"], capture_output=True, check=True).stdout
+    assert token.encode() not in everything, "the archive never holds a token"
+    assert hashlib.sha256(token.encode()).hexdigest().encode() not in everything, "nor its unsalted hash"
     rebuilt = mailbox.mailctl("doctor", "--rebuild")
-    assert '"messages": 5' in rebuilt.stdout
-    assert snapshot(mailbox) == before
+    assert '"messages": 11' in rebuilt.stdout
+    after = snapshot(mailbox)
+    assert after == before
+    assert [row[5] for row in after["messages"] if row[4].startswith("awkward")] == AWKWARD_BODIES
+    with mailbox.client(hello={"session": "s-after", "client": "test", "pid": 1}) as other:
+        other.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m", "name": "Mallory"})
+        inbox = other.call_tool("fetch_inbox", {"project_key": PROJECT, "agent_name": "GreenCastle",
+                                                "registration_token": token})
+        assert inbox["agent"] == "GreenCastle", "the token survived the rebuild"
+        with pytest.raises(AuthenticationRequired):
+            other.call_tool("fetch_inbox", {"project_key": PROJECT, "agent_name": "GreenCastle",
+                                            "registration_token": token[:-1] + "x"})
     assert list(mailbox.paths.state_dir.glob("mail.sqlite3.bak-*")), "the previous database is kept"
     report = json.loads(mailbox.mailctl("doctor", "--json").stdout)
     assert report["ok"] is True
