@@ -9,6 +9,7 @@ and retry with backoff; the queue catches up once git works again.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import time
@@ -30,6 +31,7 @@ GATHER_SECONDS = 0.05
 IDLE_POLL_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 30.0
 REPACK_IDLE_SECONDS = 10.0  # quiet time before the archiver folds fast-import's small packs together
+RECENT_LAG_ROWS = 1000  # the soak plots lag over time from the p99 of the newest rows
 LAG_WINDOW = 50_000  # outbox rows whose lag statistics() reports (the last ~30 s at 1,500 sends/s)
 
 
@@ -205,6 +207,7 @@ class Archiver:
         self.archived = 0
         self.repacks = 0
         self.skipped = 0
+        self.messages_archived = 0
         self.lag_seconds: deque[float] = deque(maxlen=LAG_WINDOW)
         self._lag_summary: dict[str, Any] | None = None
         self._layout: int | None = -1  # -1: not looked at yet; None: empty archive
@@ -217,6 +220,7 @@ class Archiver:
                 "path": str(self.repo),
                 "commits": self.commits,
                 "items_archived": self.archived,
+                "messages_archived": self.messages_archived,
                 "repacks": self.repacks,
                 "maintaining": self._maintaining,
                 **self._committer.packing(),
@@ -231,7 +235,9 @@ class Archiver:
         rows (sorted once per change, not per health_check)."""
         if self._lag_summary is None:
             ordered = sorted(self.lag_seconds)
+            recent = sorted(itertools.islice(reversed(self.lag_seconds), RECENT_LAG_ROWS))
             self._lag_summary = {
+                "lag_recent_p99_seconds": _percentile(recent, 0.99),
                 "lag_p50_seconds": _percentile(ordered, 0.50),
                 "lag_p99_seconds": _percentile(ordered, 0.99),
                 "lag_max_seconds": _percentile(ordered, 1.0),
@@ -342,6 +348,7 @@ class Archiver:
         self._lag_summary = None
         self.skipped += len(skipped)
         self.archived += len(batch.items)
+        self.messages_archived += sum(1 for item in batch.items if item[1] == "message")
         self.ok, self.last_error = True, None
         return len(batch.items)
 
