@@ -328,10 +328,10 @@ class Archiver:
         """One group commit of whatever is pending; returns how many outbox rows it archived.
         Three hops only (one read, one worker thread, one write): under a saturated event loop
         every hop waits its turn, and the archive must keep up with the sends it trails."""
+        await self.migrate()  # once per daemon: an older archive moves before anything new lands
         waiting = await self._store.read(_depth, MAX_BATCH)
         if not waiting:
             return 0
-        await self.migrate()
         if waiting < MAX_BATCH:
             await anyio.sleep(GATHER_SECONDS)  # let a burst of sends join this commit
         batch = await self._store.read(_batch, MAX_BATCH)
