@@ -24,6 +24,7 @@ from maild.archive.committer import LOAD_PACK_THRESHOLD, FastImportCommitter, br
 from shared.client import DaemonClient
 from shared.errors import AuthenticationRequired, MailError
 from shared.paths import pid_alive
+from tests.bench.soak import dir_bytes
 from tests.conftest import Mailbox
 
 PROJECT = "/work/app"
@@ -714,5 +715,5 @@ def test_thousands_of_messages_under_load_keep_packs_and_bytes_per_message_bound
     assert report["commits"] >= 20, "the load came in many group commits (else this tests nothing)"
     assert report["repacks"] >= 1, "the archiver repacked while mail was flowing"
     assert most_packs <= LOAD_PACK_THRESHOLD + 4
-    size = sum(p.stat().st_size for p in mailbox.paths.archive.rglob("*") if p.is_file())
+    size = dir_bytes(mailbox.paths.archive)
     assert size / report["messages_archived"] <= 8_000, f"{size / report['messages_archived']:.0f} bytes a message"

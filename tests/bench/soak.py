@@ -8,6 +8,7 @@ the archive or the database per message, the archive's pack count, its lag, or t
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import time
@@ -22,15 +23,14 @@ PACK_LIMIT = 40  # a bounded pack count: the archiver rolls packs up at 12 (geom
 
 
 def dir_bytes(path: Path) -> int:
+    """Bytes of the files under `path`; files and folders a concurrent repack deletes are skipped."""
     total = 0
-    if not path.exists():
-        return 0
-    for entry in path.rglob("*"):
-        try:
-            if entry.is_file():
-                total += entry.stat().st_size
-        except OSError:  # a pack a repack just deleted
-            continue
+    for folder, _dirs, names in os.walk(path):  # os.walk ignores folders that vanish under it
+        for name in names:
+            try:
+                total += os.stat(os.path.join(folder, name)).st_size
+            except OSError:
+                continue
     return total
 
 
