@@ -28,7 +28,7 @@ def dir_bytes(path: Path) -> int:
     for folder, _dirs, names in os.walk(path):  # os.walk ignores folders that vanish under it
         for name in names:
             try:
-                total += os.stat(os.path.join(folder, name)).st_size
+                total += (Path(folder) / name).stat().st_size
             except OSError:
                 continue
     return total
