@@ -43,9 +43,11 @@ def storage_sample(paths: MailboxPaths, health: DaemonClient) -> dict[str, Any]:
         "archive_mb": round(dir_bytes(paths.archive) / 1e6, 2),
         "packs": archive.get("packs"),
         "loose_dirs": archive.get("loose_dirs"),
-        "archived": archive.get("messages_archived"),
+        # (a daemon from before issue 22 reports neither: the soak of the old code falls back to
+        # all archived changes and to the p99 over its last 50,000 rows, and says so in its title)
+        "archived": archive.get("messages_archived", archive.get("items_archived")),
         "queue_depth": archive.get("queue_depth"),
-        "lag_recent_p99_s": archive.get("lag_recent_p99_seconds"),
+        "lag_recent_p99_s": archive.get("lag_recent_p99_seconds", archive.get("lag_p99_seconds")),
         "repacks": archive.get("repacks"),
         "db_mb": round(paths.db.stat().st_size / 1e6, 2) if paths.db.exists() else 0.0,
         "wal_mb": round(wal.stat().st_size / 1e6, 2) if wal.exists() else 0.0,
@@ -120,25 +122,28 @@ def plot(samples: list[dict[str, Any]], out: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def series(key: str) -> list[float]:
+        return [float("nan") if s.get(key) is None else float(s[key]) for s in samples]
+
     t = [s["t"] / 60 for s in samples]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     size, packs, lag, per = axes[0][0], axes[0][1], axes[1][0], axes[1][1]
-    size.plot(t, [s.get("archive_mb") for s in samples], label="archive (MB on disk)")
-    size.plot(t, [s.get("db_mb") for s in samples], label="database (MB)")
-    size.plot(t, [s.get("wal_mb") for s in samples], label="WAL (MB)")
+    size.plot(t, series("archive_mb"), label="archive (MB on disk)")
+    size.plot(t, series("db_mb"), label="database (MB)")
+    size.plot(t, series("wal_mb"), label="WAL (MB)")
     size.set_title("size")
     size.legend()
-    packs.plot(t, [s.get("packs") for s in samples], label="packs")
-    packs.plot(t, [s.get("loose_dirs") for s in samples], label="loose-object folders")
+    packs.plot(t, series("packs"), label="packs")
+    packs.plot(t, series("loose_dirs"), label="loose-object folders")
     packs.set_title("archive packs")
     packs.legend()
-    lag.plot(t, [s.get("lag_recent_p99_s") for s in samples], label="lag p99, last 1,000 rows (s)")
-    lag.plot(t, [(s.get("queue_depth") or 0) / 1000 for s in samples], label="outbox depth (thousands)")
+    lag.plot(t, series("lag_recent_p99_s"), label="lag p99, last 1,000 rows (s)")
+    lag.plot(t, [v / 1000 for v in series("queue_depth")], label="outbox depth (thousands)")
     lag.axhline(LAG_LIMIT_SECONDS, color="red", linestyle=":", label="target 1 s")
     lag.set_title("archive lag")
     lag.set_xlabel("minutes")
     lag.legend()
-    per.plot(t, [s["archive_mb"] * 1e3 / s["archived"] if s.get("archived") else None for s in samples],
+    per.plot(t, [s["archive_mb"] * 1e3 / s["archived"] if s.get("archived") else float("nan") for s in samples],
              label="archive KB / archived message")
     per.axhline(2.0, color="red", linestyle=":", label="target 2 KB")
     per.set_title("archive bytes per message")
