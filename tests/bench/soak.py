@@ -12,6 +12,7 @@ import os
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,13 @@ def dir_bytes(path: Path) -> int:
     return total
 
 
+def _count(folder: Path, wanted: Callable[[str], bool]) -> int:
+    try:
+        return sum(1 for entry in folder.iterdir() if wanted(entry.name))
+    except OSError:
+        return 0
+
+
 def storage_sample(paths: MailboxPaths, health: DaemonClient) -> dict[str, Any]:
     """One sample of storage (the daemon's health_check gives archive progress and lag)."""
     report = health.call_tool("health_check", {})
@@ -41,8 +49,8 @@ def storage_sample(paths: MailboxPaths, health: DaemonClient) -> dict[str, Any]:
     wal = paths.db.with_name(paths.db.name + "-wal")
     return {
         "archive_mb": round(dir_bytes(paths.archive) / 1e6, 2),
-        "packs": archive.get("packs"),
-        "loose_dirs": archive.get("loose_dirs"),
+        "packs": _count(paths.archive / "objects" / "pack", lambda n: n.endswith(".pack")),
+        "loose_dirs": _count(paths.archive / "objects", lambda n: len(n) == 2),
         # (a daemon from before issue 22 reports neither: the soak of the old code falls back to
         # all archived changes and to the p99 over its last 50,000 rows, and says so in its title)
         "archived": archive.get("messages_archived", archive.get("items_archived")),
