@@ -3,7 +3,9 @@
 Each round takes up to `MAX_BATCH` pending rows (after letting a burst gather for `GATHER_SECONDS`),
 renders their files, makes one commit, then deletes exactly those rows. git failures (read-only
 dir, full disk, broken repo) leave the rows in place, mark the archive degraded in health_check,
-and retry with backoff; the queue catches up once git works again.
+and retry with backoff; the queue catches up once git works again. Beside the rounds, a maintenance
+task repacks (under load too) so size and pack count stay bounded; before the first round, an
+archive in an older layout is moved (layout.py). Not here: file formats (formats), git (committer).
 """
 
 from __future__ import annotations
