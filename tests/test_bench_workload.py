@@ -56,9 +56,10 @@ def test_the_soak_judge_fails_steady_growth_and_passes_a_warm_up_plateau() -> No
     assert verdict["passed"] is False  # the descriptors leak
 
 
-def test_the_soak_judge_fails_storage_that_outgrows_the_mail() -> None:
-    Curve = Callable[[int], float]
+Curve = Callable[[int], float]
 
+
+def test_the_soak_judge_fails_storage_that_outgrows_the_mail() -> None:
     def run(archive_mb: Curve, packs: Curve, lag: Curve) -> dict[str, Any]:
         samples = [{"daemon_rss_mb": 80.0, "daemon_fds": 20, "p50_ms": 2.0, "wal_mb": 4.0, "db_mb": 20 + i * 0.1,
                     "archived": 100 * (i + 1), "archive_mb": archive_mb(i), "packs": packs(i),
