@@ -421,7 +421,8 @@ def markdown(report: dict[str, Any]) -> str:
     if "soak" in report:
         soak = report["soak"]
         lines.append(f"| soak: RSS growth / FD growth | {soak['daemon_rss_mb']['growth_pct']} % / "
-                     f"{soak['daemon_fds']['growth_pct']} % → {'flat' if soak['passed'] else 'GROWING'} |")
+                     f"{soak['daemon_fds']['growth_pct']} % → "
+                     f"{'flat' if soak['daemon_rss_mb']['bounded'] and soak['daemon_fds']['bounded'] else 'GROWING'} |")
         lines.append(f"| soak: archive / DB bytes per message growth | "
                      f"{soak['archive_bytes_per_message']['growth_pct']} % / "
                      f"{soak['db_bytes_per_message']['growth_pct']} %; packs max {soak['packs']['max']}; "
