@@ -82,8 +82,8 @@ def _per_message(samples: list[dict[str, Any]], key: str, count: str) -> list[fl
 def judge_soak(samples: list[dict[str, Any]], prefill: int = 0) -> dict[str, Any]:
     """The verdict. Storage is judged per message (it must grow with the mail, not faster): bytes
     per message may not rise by more than 25 % from warm-up to the end."""
-    for s in samples:
-        s["db_messages"] = prefill + (s.get("archived") or 0)
+    for s in samples:  # the database holds the prefill and every send (archived or not yet)
+        s["db_messages"] = prefill + (s.get("sends") or s.get("archived") or 0)
     verdict: dict[str, Any] = {key: growth([float(s[key]) for s in samples if s.get(key) is not None])
                                for key in ("daemon_rss_mb", "daemon_fds", "p50_ms")}
     verdict["archive_bytes_per_message"] = growth(_per_message(samples, "archive_mb", "archived"), limit_pct=25)

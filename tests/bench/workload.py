@@ -286,6 +286,7 @@ async def sample_once(paths: MailboxPaths, daemon_pid: int, agents: list[ShimAge
         "daemon_fds": open_fds(daemon_pid),
         "shim_rss_mb_max": round(max(shim_rss), 2) if shim_rss else None,
         "ops": len(window),
+        "sends": recorder.sends,
         "ops_per_s": round(len(window) / every, 1),
         "p50_ms": round(statistics.median(window) * 1000, 3) if window else None,
         **storage,
