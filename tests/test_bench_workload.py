@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.bench.workload import growth, judge_soak
+from tests.bench.soak import growth, judge_soak
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,3 +54,23 @@ def test_the_soak_judge_fails_steady_growth_and_passes_a_warm_up_plateau() -> No
     verdict = judge_soak(samples)
     assert verdict["daemon_rss_mb"]["bounded"] is True
     assert verdict["passed"] is False  # the descriptors leak
+
+
+Curve = Callable[[int], float]
+
+
+def test_the_soak_judge_fails_storage_that_outgrows_the_mail() -> None:
+    def run(archive_mb: Curve, packs: Curve, lag: Curve) -> dict[str, Any]:
+        samples = [{"daemon_rss_mb": 80.0, "daemon_fds": 20, "p50_ms": 2.0, "wal_mb": 4.0, "db_mb": 20 + i * 0.1,
+                    "archived": 100 * (i + 1), "archive_mb": archive_mb(i), "packs": packs(i),
+                    "lag_recent_p99_s": lag(i)} for i in range(40)]
+        return judge_soak(samples, prefill=1000)
+
+    healthy = run(lambda i: 0.2 * (i + 1), lambda i: 3 + i % 10, lambda i: 0.3)
+    assert healthy["passed"] is True, healthy["failed"]
+    quadratic = run(lambda i: 0.01 * (i + 1) ** 2, lambda i: 3, lambda i: 0.3)  # issue 22: trees rewritten whole
+    assert quadratic["failed"] == ["archive_bytes_per_message"]
+    piling = run(lambda i: 0.2 * (i + 1), lambda i: 10 * i, lambda i: 0.3)  # the repack never runs
+    assert piling["failed"] == ["packs"]
+    falling_behind = run(lambda i: 0.2 * (i + 1), lambda i: 3, lambda i: 0.1 * i)
+    assert falling_behind["failed"] == ["archive_lag_recent_p99"]

@@ -3,11 +3,15 @@
 Each round takes up to `MAX_BATCH` pending rows (after letting a burst gather for `GATHER_SECONDS`),
 renders their files, makes one commit, then deletes exactly those rows. git failures (read-only
 dir, full disk, broken repo) leave the rows in place, mark the archive degraded in health_check,
-and retry with backoff; the queue catches up once git works again.
+and retry with backoff; the queue catches up once git works again. Beside the rounds, a maintenance
+task repacks (under load too) so size and pack count stay bounded; before the first round, an
+archive in an older layout is moved (layout.py). Not here: file formats (formats), git (committer).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import logging
 import time
@@ -16,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
-from maild.archive import formats
+from maild.archive import formats, layout
 from maild.archive.committer import ArchiveError, FastImportCommitter
 from maild.store import Connection, Store, utcnow
 
@@ -28,6 +33,7 @@ GATHER_SECONDS = 0.05
 IDLE_POLL_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 30.0
 REPACK_IDLE_SECONDS = 10.0  # quiet time before the archiver folds fast-import's small packs together
+RECENT_LAG_ROWS = 1000  # the soak plots lag over time from the p99 of the newest rows
 LAG_WINDOW = 50_000  # outbox rows whose lag statistics() reports (the last ~30 s at 1,500 sends/s)
 
 
@@ -38,15 +44,16 @@ def _pending(conn: Connection, limit: int) -> list[Any]:
     return rows
 
 
-Context = tuple[dict[str, str], dict[tuple[str, str, int], Any], dict[int, dict[str, int]]]
+Digests = dict[tuple[str, str, int], tuple[int, list[dict[str, Any]]]]  # (slug, thread, part) -> (first id, rows)
 # A thread's digest is written in parts of this many messages, so a new message rewrites (and git
 # stores again) one part, not the whole thread: long threads stay linear in size and in work.
 DIGEST_PART = formats.DIGEST_PART
+_THREAD = "m.project_id = :p AND (m.thread_id = :t OR m.id = :root)"
 
 
 def _thread_messages(conn: Connection, project_id: int, thread: str, part: int) -> list[dict[str, Any]]:
     """Messages `part * DIGEST_PART` … of a thread, oldest first (keyset on id: no row is read twice)."""
-    match = "m.project_id = :p AND (m.thread_id = :t OR m.id = :root)"
+    match = _THREAD
     params = {"p": project_id, "t": thread, "root": int(thread) if thread.isdigit() else -1}
     first = conn.execute(f"SELECT m.id FROM messages m WHERE {match} ORDER BY m.id LIMIT 1 OFFSET :skip",
                          {**params, "skip": part * DIGEST_PART}).fetchone()
@@ -71,10 +78,30 @@ def _thread_messages(conn: Connection, project_id: int, thread: str, part: int) 
     return messages
 
 
-def _context(conn: Connection, threads: dict[tuple[str, str], list[int]], message_ids: list[int]) -> Context:
-    """Project keys by slug, the digest parts each touched thread needs rewritten (with their
-    messages), and the agent id behind every name of each message (names can be reclaimed)."""
-    keys: dict[str, str] = {str(slug): str(key) for slug, key in conn.execute("SELECT slug, human_key FROM projects")}
+def _digests(conn: Connection, threads: dict[tuple[str, str], list[int]]) -> Digests:
+    """The digest parts each touched thread needs rewritten, with their messages and the thread's
+    first message id (its shard folder)."""
+    digests: Digests = {}
+    for (slug, thread), new_ids in threads.items():
+        project_id = conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).fetchone()
+        if project_id is None:
+            continue
+        params = {"p": project_id[0], "t": thread, "root": int(thread) if thread.isdigit() else -1}
+        first = conn.execute(f"SELECT min(m.id) FROM messages m WHERE {_THREAD}", params).get
+        if first is None:
+            continue
+        parts = {
+            conn.execute(f"SELECT count(*) FROM messages m WHERE {_THREAD} AND m.id < :id", {**params, "id": mid}).get
+            // DIGEST_PART
+            for mid in new_ids
+        }
+        for part in parts:
+            digests[(slug, thread, part)] = (int(first), _thread_messages(conn, project_id[0], thread, part))
+    return digests
+
+
+def _agent_ids(conn: Connection, message_ids: list[int]) -> dict[int, dict[str, int]]:
+    """The agent id behind every name of each message (names can be reclaimed)."""
     ids: dict[int, dict[str, int]] = {}
     for message_id in message_ids:
         ids[message_id] = {str(name): int(agent_id) for agent_id, name in conn.execute(
@@ -82,22 +109,21 @@ def _context(conn: Connection, threads: dict[tuple[str, str], list[int]], messag
             " UNION SELECT a.id, a.name FROM messages m JOIN agents a ON a.id = m.sender_id WHERE m.id = ?",
             (message_id, message_id),
         )}
-    digests: dict[tuple[str, str, int], Any] = {}
-    for (slug, thread), new_ids in threads.items():
-        project_id = conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).fetchone()
-        if project_id is None:
-            continue
-        root = int(thread) if thread.isdigit() else -1
-        parts = {
-            conn.execute(
-                "SELECT count(*) FROM messages m WHERE m.project_id = ? AND (m.thread_id = ? OR m.id = ?)"
-                " AND m.id < ?", (project_id[0], thread, root, message_id),
-            ).get // DIGEST_PART
-            for message_id in new_ids
-        }
-        for part in parts:
-            digests[(slug, thread, part)] = _thread_messages(conn, project_id[0], thread, part)
-    return keys, digests, ids
+    return ids
+
+
+def _live_reservation(conn: Connection, slug: str, pattern: str) -> dict[str, Any] | None:
+    """The newest unreleased reservation of a pattern: what upstream's by-pattern file shows."""
+    row = conn.execute(
+        "SELECT r.id, a.name, r.path_pattern, r.exclusive, r.reason, r.created_ts, r.expires_ts, r.released_ts,"
+        " r.agent_id FROM file_reservations r JOIN agents a ON a.id = r.agent_id JOIN projects p ON p.id = r.project_id"
+        " WHERE p.slug = ? AND r.path_pattern = ? AND r.released_ts IS NULL ORDER BY r.id DESC LIMIT 1",
+        (slug, pattern),
+    ).fetchone()
+    if row is None:
+        return None
+    return {"id": row[0], "agent": row[1], "path_pattern": row[2], "exclusive": bool(row[3]), "reason": row[4],
+            "created_ts": row[5], "expires_ts": row[6], "released_ts": row[7], "agent_id": row[8]}
 
 
 Item = tuple[int, str, str | None, dict[str, Any], str]
@@ -108,24 +134,63 @@ def _depth(conn: Connection, limit: int) -> int:
     return count
 
 
-def _batch(conn: Connection, limit: int) -> tuple[list[Item], dict[str, str], dict[tuple[str, str, int], Any]]:
-    """Up to `limit` pending rows, parsed, with what rendering them needs (one read transaction)."""
-    items: list[Item] = []
+class Batch:
+    """Pending outbox rows, parsed, with everything rendering them needs (read in one transaction)."""
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self.keys: dict[str, str] = {}
+        self.digests: Digests = {}
+        self.patterns: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+
+def _batch(conn: Connection, limit: int) -> Batch:
+    batch = Batch()
     threads: dict[tuple[str, str], list[int]] = {}
     message_ids: list[int] = []
     for row_id, kind, slug, payload_text, created in _pending(conn, limit):
         payload = json.loads(payload_text)
-        items.append((row_id, kind, slug, payload, created))
+        batch.items.append((row_id, kind, slug, payload, created))
         if kind == "message":
             message = payload["message"]
             if message["thread_id"]:  # a message nobody replied to yet has no digest
                 threads.setdefault((message["project_slug"], message["thread_id"]), []).append(int(message["id"]))
             message_ids.append(int(message["id"]))
-    keys, digests, agent_ids = _context(conn, threads, message_ids)
-    for _row_id, kind, _slug, payload, _created in items:
+        elif kind == "file_reservation":
+            for reservation in payload["reservations"]:
+                batch.patterns[(slug or "", reservation["path_pattern"])] = None
+        elif kind == "agent":
+            agent = payload["agent"]
+            stored = conn.execute("SELECT token_hash FROM agents WHERE id = ?", (agent["id"],)).get
+            if stored:  # never the token, nor its plain hash: a salted hash of that (see formats)
+                agent["token_hash"] = formats.salted_token_hash(str(stored), formats.token_salt(agent))
+    batch.keys = {str(slug): str(key) for slug, key in conn.execute("SELECT slug, human_key FROM projects")}
+    batch.digests = _digests(conn, threads)
+    agent_ids = _agent_ids(conn, message_ids)
+    for slug, pattern in batch.patterns:
+        batch.patterns[(slug, pattern)] = _live_reservation(conn, slug, pattern)
+    for _row_id, kind, _slug, payload, _created in batch.items:
         if kind == "message" and agent_ids.get(payload["message"]["id"]):
             payload["message"]["agent_ids"] = agent_ids[payload["message"]["id"]]
-    return items, keys, digests
+    return batch
+
+
+def _all_threads(conn: Connection) -> dict[tuple[str, str], list[int]]:
+    """Every thread with a digest, each with one message id per part (for the layout move)."""
+    threads: dict[tuple[str, str], list[int]] = {}
+    for slug, thread in conn.execute(
+        "SELECT DISTINCT p.slug, m.thread_id FROM messages m JOIN projects p ON p.id = m.project_id"
+        " WHERE m.thread_id IS NOT NULL"
+    ):
+        project_id = conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).get
+        params = {"p": project_id, "t": thread, "root": int(thread) if thread.isdigit() else -1}
+        ids = [row[0] for row in conn.execute(f"SELECT m.id FROM messages m WHERE {_THREAD} ORDER BY m.id", params)]
+        threads[(slug, thread)] = ids[::DIGEST_PART]
+    return threads
+
+
+def _migration_digests(conn: Connection) -> Digests:
+    return _digests(conn, _all_threads(conn))
 
 
 def _delete(conn: Connection, ids: list[int]) -> None:
@@ -144,8 +209,12 @@ class Archiver:
         self.archived = 0
         self.repacks = 0
         self.skipped = 0
+        self.messages_archived = 0
         self.lag_seconds: deque[float] = deque(maxlen=LAG_WINDOW)
         self._lag_summary: dict[str, Any] | None = None
+        self._layout: int | None = -1  # -1: not looked at yet; None: empty archive
+        self._maintaining = False
+        self._busy = False  # the last round committed something: go straight on
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -154,7 +223,10 @@ class Archiver:
                 "path": str(self.repo),
                 "commits": self.commits,
                 "items_archived": self.archived,
+                "messages_archived": self.messages_archived,
                 "repacks": self.repacks,
+                "maintaining": self._maintaining,
+                **self._committer.packing(),
                 "last_commit_ts": self.last_commit_ts,
                 "last_error": self.last_error,
                 **self._lag(),
@@ -166,7 +238,9 @@ class Archiver:
         rows (sorted once per change, not per health_check)."""
         if self._lag_summary is None:
             ordered = sorted(self.lag_seconds)
+            recent = sorted(itertools.islice(reversed(self.lag_seconds), RECENT_LAG_ROWS))
             self._lag_summary = {
+                "lag_recent_p99_seconds": _percentile(recent, 0.99),
                 "lag_p50_seconds": _percentile(ordered, 0.50),
                 "lag_p99_seconds": _percentile(ordered, 0.99),
                 "lag_max_seconds": _percentile(ordered, 1.0),
@@ -174,44 +248,26 @@ class Archiver:
             }
         return self._lag_summary
 
-    async def _repack(self) -> None:
+    async def _repack(self, *, idle: bool) -> None:
+        """One maintenance pass beside the commit path (see FastImportCommitter.maintain)."""
         try:
-            if await anyio.to_thread.run_sync(self._committer.maintain):
+            if await anyio.to_thread.run_sync(functools.partial(self._committer.maintain, idle=idle)):
                 self.repacks += 1
                 log.info("archive repacked (%d so far)", self.repacks)
         except ArchiveError as exc:  # a bigger archive, not a lost one: log it, try after the next work
             log.warning("%s", exc)
+        finally:
+            self._maintaining = False
+
+    def _maybe_repack(self, tg: TaskGroup, *, idle: bool) -> None:
+        if not self._maintaining and self._committer.maintenance_due(idle=idle):
+            self._maintaining = True
+            tg.start_soon(functools.partial(self._repack, idle=idle))
 
     async def run(self) -> None:
-        backoff = 0.5
-        last_work = anyio.current_time()
         try:
-            while True:
-                try:
-                    done = await self.drain_once()
-                except ArchiveError as exc:
-                    self.ok, self.last_error = False, str(exc)
-                    log.error(  # noqa: TRY400 - expected operational failure, no traceback wanted
-                        "archive commit failed (mail is unaffected; will retry in %.1f s): %s", backoff, exc
-                    )
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                    continue
-                except Exception as exc:  # top of a task: an archive bug must never stop the daemon
-                    self.ok, self.last_error = False, f"{type(exc).__name__}: {exc}"[:500]
-                    log.exception("archive round failed unexpectedly (mail is unaffected; will retry in %.1f s)",
-                                  backoff)
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                    continue
-                backoff = 0.5
-                if done:
-                    last_work = anyio.current_time()
-                else:
-                    if anyio.current_time() - last_work >= REPACK_IDLE_SECONDS:
-                        last_work = anyio.current_time()  # look again after another quiet spell
-                        await self._repack()
-                    await anyio.sleep(IDLE_POLL_SECONDS)
+            async with anyio.create_task_group() as tg:
+                await self._loop(tg)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 try:
@@ -221,41 +277,96 @@ class Archiver:
                     log.warning("final archive drain failed; the outbox keeps it for next start: %s", exc)
             await anyio.to_thread.run_sync(self._committer.close)
 
+    async def _loop(self, tg: TaskGroup) -> None:
+        backoff = 0.5
+        last_work = anyio.current_time()
+        while True:
+            try:
+                done = await self.drain_once()
+            except ArchiveError as exc:
+                self.ok, self.last_error = False, str(exc)
+                log.error(  # noqa: TRY400 - expected operational failure, no traceback wanted
+                    "archive commit failed (mail is unaffected; will retry in %.1f s): %s", backoff, exc
+                )
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            except Exception as exc:  # top of a task: an archive bug must never stop the daemon
+                self.ok, self.last_error = False, f"{type(exc).__name__}: {exc}"[:500]
+                log.exception("archive round failed unexpectedly (mail is unaffected; will retry in %.1f s)",
+                              backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            backoff = 0.5
+            if done:
+                last_work = anyio.current_time()
+                self._maybe_repack(tg, idle=False)  # under load too: the pack count must stay bounded
+            else:
+                if anyio.current_time() - last_work >= REPACK_IDLE_SECONDS:
+                    last_work = anyio.current_time()  # look again after another quiet spell
+                    self._maybe_repack(tg, idle=True)
+                await anyio.sleep(IDLE_POLL_SECONDS)
+
+    async def migrate(self) -> bool:
+        """Move a layout-1 archive to layout 2 in one commit (see layout.py); True if it did.
+        Runs before the first batch of each daemon, so new files never land in a half-old layout."""
+        if self._layout == -1:
+            self._layout = await anyio.to_thread.run_sync(layout.current, self.repo)
+        if self._layout is None or self._layout >= formats.LAYOUT:
+            return False
+        renames, files = await anyio.to_thread.run_sync(layout.plan, self.repo)
+        digests = await self._store.read(_migration_digests)
+        files.update(_digest_files(digests))
+        message = (f"archive: layout {formats.LAYOUT} (shard folders of {formats.SHARD_SIZE} ids)\n\n"
+                   f"{len(renames)} files moved, {sum(v is None for v in files.values())} removed, "
+                   f"{len(digests)} thread digest parts written anew.\n")
+        await anyio.to_thread.run_sync(functools.partial(self._committer.commit, files, message, renames))
+        log.info("archive moved to layout %d (%d files moved)", formats.LAYOUT, len(renames))
+        self._layout = formats.LAYOUT
+        self.commits += 1
+        return True
+
     async def drain_once(self) -> int:
         """One group commit of whatever is pending; returns how many outbox rows it archived.
         Three hops only (one read, one worker thread, one write): under a saturated event loop
-        every hop waits its turn, and the archive must keep up with the sends it trails."""
-        waiting = await self._store.read(_depth, MAX_BATCH)
-        if not waiting:
-            return 0
-        if waiting < MAX_BATCH:
-            await anyio.sleep(GATHER_SECONDS)  # let a burst of sends join this commit
-        items, keys, digests = await self._store.read(_batch, MAX_BATCH)
-        if not items:
+        every hop waits its turn, and the archive must keep up with the sends it trails. Right
+        after a commit the rows that arrived meanwhile *are* the next group: no depth check and
+        no gathering pause then (under load those two cost a hop and 50 ms a round, in lag)."""
+        await self.migrate()  # once per daemon: an older archive moves before anything new lands
+        if not self._busy:
+            waiting = await self._store.read(_depth, MAX_BATCH)
+            if not waiting:
+                return 0
+            if waiting < MAX_BATCH:
+                await anyio.sleep(GATHER_SECONDS)  # let a burst of sends join this commit
+        batch = await self._store.read(_batch, MAX_BATCH)
+        self._busy = bool(batch.items)
+        if not batch.items:
             return 0
         skipped: list[int] = []
-        committed = await anyio.to_thread.run_sync(self._render_and_commit, items, keys, digests, skipped)
+        committed = await anyio.to_thread.run_sync(self._render_and_commit, batch, skipped)
         if committed:
             self.commits += 1
             self.last_commit_ts = utcnow()
-        await self._store.write(_delete, [item[0] for item in items])
+        await self._store.write(_delete, [item[0] for item in batch.items])
         now = time.time()
-        self.lag_seconds.extend(now - _epoch(created) for *_, created in items)
+        self.lag_seconds.extend(now - _epoch(created) for *_, created in batch.items)
         self._lag_summary = None
         self.skipped += len(skipped)
-        self.archived += len(items)
+        self.archived += len(batch.items)
+        self.messages_archived += sum(1 for item in batch.items if item[1] == "message")
         self.ok, self.last_error = True, None
-        return len(items)
+        return len(batch.items)
 
-    def _render_and_commit(self, items: list[Item], keys: dict[str, str],
-                           digests: dict[tuple[str, str, int], Any], skipped: list[int]) -> bool:
+    def _render_and_commit(self, batch: Batch, skipped: list[int]) -> bool:
         """Render the batch's files and commit them (worker thread: pure rendering plus git)."""
-        files: dict[str, bytes] = {}
+        files: formats.Files = {}
         lines: list[str] = []
         agents: list[str] = []
-        for row_id, kind, slug, payload, _created in items:
+        for row_id, kind, slug, payload, _created in batch.items:
             try:
-                files.update(render(kind, slug, payload, keys))
+                files.update(render(kind, slug, payload, batch.keys))
             except (ValueError, KeyError):  # a row that can never be archived must not block the rest
                 skipped.append(row_id)
                 log.exception("skipping unarchivable outbox row %d (%s)", row_id, kind)
@@ -264,13 +375,29 @@ class Archiver:
             lines.append(line)
             if agent and agent not in agents:
                 agents.append(agent)
-        for (slug, thread, part), messages in digests.items():
-            if part > 0 or len(messages) > 1 or any(m["thread_id"] for m in messages):
-                files.update(formats.thread_digest(thread, slug, messages, part))
+        files.update(_digest_files(batch.digests))
+        for (slug, pattern), live in batch.patterns.items():
+            try:
+                files[formats.pattern_path(slug, pattern)] = formats.pretty_json(live) if live else None
+            except ValueError:
+                continue  # an unsafe slug was already skipped with its row
+        first = self._layout is None
+        if first:  # the archive's first commit says which layout it is in
+            files[formats.LAYOUT_FILE] = formats.layout_file()
         if not files:
             return False
         self._committer.commit(files, commit_message(lines, agents))
+        if first:
+            self._layout = formats.LAYOUT
         return True
+
+
+def _digest_files(digests: Digests) -> formats.Files:
+    files: formats.Files = {}
+    for (slug, thread, part), (first, messages) in digests.items():
+        if part > 0 or len(messages) > 1 or any(m["thread_id"] for m in messages):
+            files.update(formats.thread_digest(thread, slug, messages, part, first))
+    return files
 
 
 def _percentile(ordered: list[float], fraction: float) -> float | None:
@@ -285,7 +412,7 @@ def _epoch(ts: str) -> float:
     return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def render(kind: str, slug: str | None, payload: dict[str, Any], keys: dict[str, str]) -> dict[str, bytes]:
+def render(kind: str, slug: str | None, payload: dict[str, Any], keys: dict[str, str]) -> formats.Files:
     if kind == "message":
         message = payload["message"]
         return formats.message_files(message, keys.get(message["project_slug"], message["project_slug"]))

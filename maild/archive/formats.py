@@ -1,19 +1,11 @@
 """File formats of the archive (upstream §4.3 and §4.4): pure functions from outbox payloads to files,
-and the parsers that read them back (for `doctor` and `rebuild`).
+and the parsers that read them back (for `doctor`, `rebuild` and the layout migration).
 
-    projects/<slug>/project.json
-    projects/<slug>/agents/<Name>/profile.json                  (the agent holding the name now)
-    projects/<slug>/agents/<Name>/profiles/<agent id>.json      (every agent that held the name)
-    projects/<slug>/messages/YYYY/MM/<YYYY-MM-DDTHH-MM-SSZ>__<subject-slug>__<id>.md   (canonical)
-    projects/<slug>/agents/<Name>/outbox/YYYY/MM/<same file name>                       (copy)
-    projects/<slug>/agents/<Name>/inbox/YYYY/MM/<same file name>                        (copies)
-    projects/<slug>/messages/threads/<thread_id>.md                  (digest, first 100 messages)
-    projects/<slug>/messages/threads/<thread_id>.part-<n>.md         (messages 100(n-1)+1 …, n >= 2)
-    projects/<slug>/file_reservations/<sha1(pattern)>.json      (latest change to that pattern)
-    projects/<slug>/file_reservations/id-<reservation id>.json  (each reservation, all its states)
-
-Ids travel with names (`agent_ids` in front matter, `id` in profiles, `agent_id` in reservations)
-so a rebuild reattaches mail and leases to the right agent after a retired name is reclaimed.
+Layout 2 (`layout.json` at the root says which): big folders are fanned out into shards of 1,000
+ids (`0052xxx` holds ids 52,000-52,999), so a group commit rewrites a few small trees instead of
+folders with tens of thousands of entries. Upstream's paths that tools read stay where they were:
+`project.json`, `agents/<Name>/profile.json`, and `file_reservations/<sha1(pattern)>.json` (the
+pre-commit guard globs that folder; it now holds only the live reservations). See docs/archive.md.
 """
 
 from __future__ import annotations
@@ -25,11 +17,27 @@ from typing import Any
 
 _SUBJECT_SLUG = re.compile(r"[^a-zA-Z0-9._-]+")
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-MESSAGE_FILE = re.compile(r"^projects/(?P<slug>[^/]+)/messages/\d{4}/\d{2}/[^/]+__(?P<id>\d+)\.md$")
+_SAFE_THREAD = re.compile(r"[^A-Za-z0-9._-]")
+# Both layouts: layout 1 had no shard folder (`doctor` must read an archive not yet migrated).
+MESSAGE_FILE = re.compile(r"^projects/(?P<slug>[^/]+)/messages/\d{4}/\d{2}/(?:\d+xxx/)?[^/]+__(?P<id>\d+)\.md$")
 PREVIEW_CHARS = 1200
 DIGEST_PART = 100
+SHARD_SIZE = 1000
+LAYOUT = 2
+LAYOUT_FILE = "layout.json"
+TOKEN_SALT_PREFIX = "salted-sha256$"  # noqa: S105 - a format tag, not a secret
 
-Files = dict[str, bytes]
+Files = dict[str, bytes | None]  # path -> content; None deletes the path
+
+
+def shard(number: int) -> str:
+    """The shard folder of an id: `0052xxx` for 52,000-52,999 (sorted, readable, ≤ 1,000 entries)."""
+    return f"{int(number) // SHARD_SIZE:04d}xxx"
+
+
+def layout_file() -> bytes:
+    return pretty_json({"layout": LAYOUT, "shard_size": SHARD_SIZE,
+                        "see": "docs/archive.md of Agent Mail: where each kind of file lives"})
 
 
 def subject_slug(subject: str) -> str:
@@ -44,10 +52,11 @@ def segment(name: str) -> str:
 
 
 def message_filename(payload: dict[str, Any]) -> tuple[str, str]:
-    """(YYYY/MM, file name) for a message payload."""
+    """(YYYY/MM/<shard>, file name) for a message payload."""
     created = payload["created_ts"]
     stamp = created[:19].replace(":", "-") + "Z"
-    return f"{created[:4]}/{created[5:7]}", f"{stamp}__{subject_slug(payload['subject'])}__{payload['id']}.md"
+    name = f"{stamp}__{subject_slug(payload['subject'])}__{payload['id']}.md"
+    return f"{created[:4]}/{created[5:7]}/{shard(payload['id'])}", name
 
 
 def front_matter(payload: dict[str, Any], project_key: str) -> dict[str, Any]:
@@ -70,8 +79,10 @@ def front_matter(payload: dict[str, Any], project_key: str) -> dict[str, Any]:
 
 
 def render_message(payload: dict[str, Any], project_key: str) -> bytes:
+    """Front matter, then the body exactly as sent (CRLF, indentation and blank lines kept: a rebuild
+    must give back the same bytes; upstream stripped it), then one newline that parsing removes."""
     meta = json.dumps(front_matter(payload, project_key), indent=2, sort_keys=True, ensure_ascii=False)
-    return f"---json\n{meta}\n---\n\n{payload['body_md'].strip()}\n".encode()
+    return f"---json\n{meta}\n---\n\n".encode() + str(payload["body_md"]).encode() + b"\n"
 
 
 def parse_message(text: str) -> tuple[dict[str, Any], str]:
@@ -86,39 +97,66 @@ def parse_message(text: str) -> tuple[dict[str, Any], str]:
 
 def message_files(payload: dict[str, Any], project_key: str) -> Files:
     slug = segment(payload["project_slug"])
-    month, name = message_filename(payload)
+    folder, name = message_filename(payload)
     content = render_message(payload, project_key)
-    files = {f"projects/{slug}/messages/{month}/{name}": content}
-    files[f"projects/{slug}/agents/{segment(payload['from'])}/outbox/{month}/{name}"] = content
+    files: Files = {f"projects/{slug}/messages/{folder}/{name}": content}
+    files[f"projects/{slug}/agents/{segment(payload['from'])}/outbox/{folder}/{name}"] = content
     for recipient in [*payload["to"], *payload["cc"], *payload["bcc"]]:
-        files[f"projects/{slug}/agents/{segment(recipient)}/inbox/{month}/{name}"] = content
+        files[f"projects/{slug}/agents/{segment(recipient)}/inbox/{folder}/{name}"] = content
     return files
 
 
-def thread_digest(thread_id: str, slug: str, messages: list[dict[str, Any]], part: int = 0) -> Files:
-    """One part of a thread's digest (DIGEST_PART messages, oldest first; parts only grow). Part 0 is
-    upstream's `threads/<id>.md`; later parts link back, so a long thread costs git one part a message."""
-    safe_thread = re.sub(r"[^A-Za-z0-9._-]", "-", thread_id)
-    name = safe_thread if part == 0 else f"{safe_thread}.part-{part + 1}"
+def digest_name(thread_id: str, part: int = 0) -> str:
+    """File name of a digest part. A thread id that is not already a safe name gets a hash suffix
+    (`a/b` and `a-b` must not share a file), and parts after the first use `~part-<n>`: `~` never
+    occurs in a thread's own name, so thread `X.part-2` and thread X's second part stay apart."""
+    safe = _SAFE_THREAD.sub("-", thread_id)
+    if safe != thread_id or not safe or safe.startswith("."):
+        tag = hashlib.sha1(thread_id.encode(), usedforsecurity=False).hexdigest()[:10]
+        safe = f"{safe.lstrip('.') or 'thread'}~{tag}"
+    return f"{safe}.md" if part == 0 else f"{safe}~part-{part + 1}.md"
+
+
+def thread_digest(thread_id: str, slug: str, messages: list[dict[str, Any]], part: int = 0,
+                  first_id: int | None = None) -> Files:
+    """One part of a thread's digest (DIGEST_PART messages, oldest first; parts only grow), in the
+    shard of the thread's first message. Later parts link back, so a long thread costs git one part
+    a message."""
+    root = first_id if first_id is not None else (messages[0]["id"] if messages else 0)
     parts = [f"# Thread {thread_id}\n"]
     if part > 0:
-        previous = safe_thread if part == 1 else f"{safe_thread}.part-{part}"
         first = part * DIGEST_PART + 1
-        parts.append(f"\nMessages {first} to {first + DIGEST_PART - 1}; earlier ones: [{previous}.md]({previous}.md)\n")
+        previous = digest_name(thread_id, part - 1)
+        parts.append(f"\nMessages {first} to {first + DIGEST_PART - 1}; earlier ones: [{previous}]({previous})\n")
     for payload in messages:
-        month, filename = message_filename(payload)
+        folder, filename = message_filename(payload)
         body = payload["body_md"].strip()
         preview = body if len(body) <= PREVIEW_CHARS else body[:PREVIEW_CHARS] + "..."
         recipients = ", ".join([*payload["to"], *payload["cc"]])
         parts.append(
             f"\n### {payload['subject']}\n\n## {payload['created_ts']} — {payload['from']} → {recipients}\n\n"
-            f"[View canonical](../{month}/{filename})\n\n{preview}\n\n---\n"
+            f"[View canonical](../../{folder}/{filename})\n\n{preview}\n\n---\n"
         )
-    return {f"projects/{segment(slug)}/messages/threads/{name}.md": "".join(parts).encode()}
+    path = f"projects/{segment(slug)}/messages/threads/{shard(root)}/{digest_name(thread_id, part)}"
+    return {path: "".join(parts).encode()}
 
 
 def pretty_json(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def salted_token_hash(token_hash: str, salt: str) -> str:
+    """What the archive keeps of a registration token: a salted hash of the database's hash, never
+    the token (the archive is meant to be shared). `token_matches` in services checks it after a
+    rebuild, so agents keep their tokens."""
+    if token_hash.startswith(TOKEN_SALT_PREFIX):
+        return token_hash  # already salted (a rebuilt database): keep it as it is
+    digest = hashlib.sha256(f"{salt}:{token_hash}".encode()).hexdigest()
+    return f"{TOKEN_SALT_PREFIX}{salt}${digest}"
+
+
+def token_salt(agent: dict[str, Any]) -> str:
+    return hashlib.sha256(f"{agent['project_id']}/{agent['id']}/{agent['inception_ts']}".encode()).hexdigest()[:16]
 
 
 def agent_files(agent: dict[str, Any], slug: str) -> Files:
@@ -130,20 +168,27 @@ def agent_files(agent: dict[str, Any], slug: str) -> Files:
 def receipt_files(receipt: dict[str, Any], slug: str) -> Files:
     """An agent's read/ack state for one message (the agent id inside: names can be reclaimed)."""
     folder = f"projects/{segment(slug)}/agents/{segment(receipt['agent'])}/receipts"
-    return {f"{folder}/{int(receipt['message_id'])}.json": pretty_json(receipt)}
+    message_id = int(receipt["message_id"])
+    return {f"{folder}/{shard(message_id)}/{message_id}.json": pretty_json(receipt)}
 
 
 def project_files(project: dict[str, Any]) -> Files:
     return {f"projects/{segment(project['slug'])}/project.json": pretty_json(project)}
 
 
+def pattern_path(slug: str, pattern: str) -> str:
+    """Upstream's by-pattern file; the archiver keeps it for live reservations only."""
+    digest = hashlib.sha1(pattern.encode(), usedforsecurity=False).hexdigest()
+    return f"projects/{segment(slug)}/file_reservations/{digest}.json"
+
+
 def reservation_files(reservations: list[dict[str, Any]], slug: str) -> Files:
+    """Each reservation's own file, every state change (`by-id/<shard>/id-<id>.json`). The
+    by-pattern file depends on the other reservations of the pattern: the archiver writes it."""
     files: Files = {}
     for reservation in reservations:
-        digest = hashlib.sha1(reservation["path_pattern"].encode(), usedforsecurity=False).hexdigest()
-        content = pretty_json(reservation)
-        files[f"projects/{segment(slug)}/file_reservations/{digest}.json"] = content
-        files[f"projects/{segment(slug)}/file_reservations/id-{int(reservation['id'])}.json"] = content
+        rid = int(reservation["id"])
+        files[f"projects/{segment(slug)}/file_reservations/by-id/{shard(rid)}/id-{rid}.json"] = pretty_json(reservation)
     return files
 
 

@@ -3,9 +3,10 @@
 Reads the archive's current commit (projects, agent profiles, canonical message files,
 reservation files), writes a fresh database beside the old one, then swaps them, keeping the old
 file as `mail.sqlite3.bak-<time>` (WAL checkpointed first). Retired agents come back retired, and
-mail and leases keep their original agent ids. What the archive does not hold cannot come back:
-read/ack state (every message is unread again) and registration tokens (agents re-register, and
-`force_reclaim` or their own session binds them again). Runs only while no daemon serves the root.
+mail and leases keep their original agent ids, read/ack state comes back from the receipts, and
+registration tokens keep working through the salted hash each profile carries (profiles archived
+before that have none: those agents re-register). Reads layout 1 and layout 2 archives alike.
+Runs only while no daemon serves the root.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ log = logging.getLogger(__name__)
 PROJECT_FILE = re.compile(r"^projects/[^/]+/project\.json$")
 PROFILE_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/profile\.json$")
 PROFILE_HISTORY_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/profiles/\d+\.json$")
-RESERVATION_FILE = re.compile(r"^projects/(?P<slug>[^/]+)/file_reservations/(?P<by_id>id-)?[0-9a-f]+\.json$")
-RECEIPT_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/receipts/\d+\.json$")
+# Both layouts (layout 2 adds shard folders; see formats): a rebuild must read an older archive too.
+RESERVATION_FILE = re.compile(
+    r"^projects/(?P<slug>[^/]+)/file_reservations/(?:by-id/\d+xxx/)?(?P<by_id>id-)?[0-9a-f]+\.json$")
+RECEIPT_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/receipts/(?:\d+xxx/)?\d+\.json$")
 WANTED = (PROJECT_FILE, PROFILE_FILE, PROFILE_HISTORY_FILE, RESERVATION_FILE, RECEIPT_FILE, formats.MESSAGE_FILE)
 
 Progress = Callable[[str, int, int], None]
@@ -80,12 +83,13 @@ def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progres
     for a in sorted(found["agents"], key=lambda a: a["id"]):
         conn.execute(
             "INSERT INTO agents(id, project_id, name, program, model, task_description, attachments_policy,"
-            " contact_policy, inception_ts, last_active_ts, is_active, deleted_ts, placeholder)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " contact_policy, inception_ts, last_active_ts, is_active, deleted_ts, placeholder, token_hash)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (a["id"], a["project_id"], a["name"], a.get("program", ""), a.get("model", ""),
              a.get("task_description", ""), a.get("attachments_policy", "auto"), a.get("contact_policy", "auto"),
              a["inception_ts"], a.get("last_active_ts", a["inception_ts"]), int(a["is_active"]), a.get("deleted_ts"),
-             int(a.get("placeholder", False))),  # an auto-registered recipient stays claimable
+             int(a.get("placeholder", False)),  # an auto-registered recipient stays claimable
+             a.get("token_hash")),  # salted (formats.salted_token_hash): agents keep their tokens
         )
         if a["is_active"] or a["name"].lower() not in names:
             names[a["name"].lower()] = a["id"]

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from maild.archive import formats
 from maild.services import names
 from maild.services.projects import ensure_in, find_in, validate_project_key
 from maild.services.sessions import Session, Sessions
@@ -68,7 +69,12 @@ def token_matches(conn: Connection, agent_id: int, token: str | None) -> bool:
     if not token:
         return False
     stored = conn.execute("SELECT token_hash FROM agents WHERE id = ?", (agent_id,)).get
-    return bool(stored) and hmac.compare_digest(str(stored), hash_token(token))
+    if not stored:
+        return False
+    if str(stored).startswith(formats.TOKEN_SALT_PREFIX):  # restored from the archive by a rebuild
+        salt = str(stored)[len(formats.TOKEN_SALT_PREFIX):].split("$", 1)[0]
+        return hmac.compare_digest(str(stored), formats.salted_token_hash(hash_token(token), salt))
+    return hmac.compare_digest(str(stored), hash_token(token))
 
 
 def validate_name(name: object, what: str = "name") -> str:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
@@ -151,9 +153,57 @@ def lag_at(rate: float, seconds: float, archive: bool) -> dict[str, object]:
         os.environ.pop("AGENT_MAIL_ARCHIVE_ENABLED", None)
 
 
+def timed(fn: Callable[[], object], repeat: int = 3) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1), result
+
+
+def reads(repo: Path) -> dict[str, object]:
+    """Issue 22: GitPython (its persistent `cat-file` object database) against the plumbing the
+    archive uses, for what doctor, rebuild and whois read. Best of 3, milliseconds. GitPython is no
+    longer a dependency (docs/archive.md says why): `pip install gitpython` to run the comparison."""
+    from maild.archive.committer import BRANCH, head_files, read_blobs
+    from maild.archive.formats import MESSAGE_FILE
+
+    figures: dict[str, object] = {}
+    ms, ours = timed(lambda: head_files(repo))
+    files: list[str] = ours  # type: ignore[assignment]
+    figures["list_files_plumbing_ms"] = ms
+    messages = [p for p in files if MESSAGE_FILE.match(p)]
+    figures["files"], figures["message_files"] = len(files), len(messages)
+    ms, _ = timed(lambda: read_blobs(repo, messages))
+    figures["read_messages_plumbing_ms"] = ms  # one ls-tree, then one cat-file --batch by object id
+    folder = "/".join(messages[0].split("/")[:2]) if messages else "projects"
+    ms, _ = timed(lambda: subprocess.run(["git", "--git-dir", str(repo), "log", "-n10", "--format=%H%x1f%s",
+                                          "--", folder], capture_output=True, check=True))
+    figures["recent_commits_plumbing_ms"] = ms
+    try:
+        import git
+    except ImportError:
+        figures["gitpython"] = "not installed: pip install gitpython to compare"
+        return figures
+    with git.Repo(repo) as gp:
+        ms, theirs = timed(lambda: sorted(b.path for b in gp.tree(BRANCH).traverse()
+                                          if b.type == "blob" and b.path.startswith("projects/")))
+        figures["list_files_gitpython_ms"] = ms
+        assert sorted(files) == theirs
+        shas = {b.path: b.binsha for b in gp.tree(BRANCH).traverse() if b.type == "blob"}
+        # the persistent `git cat-file --batch` behind GitPython's object database, one object a round trip
+        ms, _ = timed(lambda: [gp.odb.stream(shas[p]).read() for p in messages], repeat=1)
+        figures["read_messages_gitpython_ms"] = ms
+        ms, _ = timed(lambda: [(c.hexsha, c.summary) for c in gp.iter_commits(BRANCH, paths=folder, max_count=10)])
+        figures["recent_commits_gitpython_ms"] = ms
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller run")
+    parser.add_argument("--reads-only", action="store_true", help="only the GitPython-vs-plumbing read comparison")
     args = parser.parse_args()
     backlog = 2000 if args.quick else 20000
     figures: dict[str, object] = {}
@@ -173,8 +223,13 @@ def main() -> None:
         figures["archive_backlog_messages"] = backlog
         figures["archive_throughput_messages_per_s"] = round(backlog / elapsed, 1)
         figures["archive_commits_for_backlog"] = report["archive"]["commits"]  # type: ignore[index]
+        stop(paths)
+        figures["reads"] = reads(paths.archive)
     finally:
         stop(paths)
+    if args.reads_only:
+        write_report("archive-reads", figures)
+        return
 
     # 2. lag at a fixed offered load of 1,500 sends/s, and the same load with the archive off
     seconds = 4.0 if args.quick else 10.0

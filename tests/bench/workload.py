@@ -31,10 +31,12 @@ import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from shared.client import ensure_started
+from shared.client import DaemonClient, ensure_started
 from shared.paths import MailboxPaths, read_status
 from tests.bench.bench_search import QUERIES, TextMaker, build
 from tests.bench.common import RESULTS, machine, stop, summarise, temp_mailbox
+from tests.bench.soak import archive_checks, judge_soak, storage_sample
+from tests.bench.soak import plot as plot_soak
 
 PROJECT = "bench"
 LLM_REPLY = json.dumps({
@@ -264,41 +266,31 @@ def tree_mb(path: Path) -> float:
 async def sample_forever(paths: MailboxPaths, daemon_pid: int, agents: list[ShimAgent], recorder: Recorder,
                          every: float, samples: list[dict[str, Any]]) -> None:
     started = time.monotonic()
-    while True:
-        await anyio.sleep(every)
-        window, recorder.window = recorder.window, []
-        shim_rss = [r for a in agents if (r := rss_mb(a.process.pid)) is not None]
-        samples.append({
-            "t": round(time.monotonic() - started, 2),
-            "daemon_rss_mb": rss_mb(daemon_pid),
-            "daemon_fds": open_fds(daemon_pid),
-            "wal_mb": file_mb(paths.db.with_name(paths.db.name + "-wal")),
-            "shim_rss_mb_max": round(max(shim_rss), 2) if shim_rss else None,
-            "ops": len(window),
-            "ops_per_s": round(len(window) / every, 1),
-            "p50_ms": round(statistics.median(window) * 1000, 3) if window else None,
-        })
+    health = DaemonClient(paths)  # its own connection: the agents' shims stay untouched
+    try:
+        while True:
+            await anyio.sleep(every)
+            await sample_once(paths, daemon_pid, agents, recorder, every, samples, started, health)
+    finally:
+        health.close()
 
 
-def growth(values: list[float], warmup_fraction: float = 0.25) -> dict[str, Any]:
-    """Compare the level just after warm-up with the level at the end (medians of the first and last
-    quarter of the post-warm-up samples), so one spike does not count as growth."""
-    kept = values[int(len(values) * warmup_fraction):]
-    if len(kept) < 4:
-        return {"samples": len(kept), "growth_pct": None, "bounded": True, "note": "too few samples to judge"}
-    quarter = max(1, len(kept) // 4)
-    start, end = statistics.median(kept[:quarter]), statistics.median(kept[-quarter:])
-    pct = 100.0 * (end - start) / start if start else 0.0
-    return {"samples": len(kept), "start": round(start, 2), "end": round(end, 2), "growth_pct": round(pct, 2),
-            "bounded": pct <= 10.0}
-
-
-def judge_soak(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    verdict = {key: growth([float(s[key]) for s in samples if s[key] is not None])
-               for key in ("daemon_rss_mb", "daemon_fds", "wal_mb", "p50_ms")}
-    # RSS and descriptors are what leaks look like; WAL size and latency are reported, not judged.
-    verdict["passed"] = verdict["daemon_rss_mb"]["bounded"] and verdict["daemon_fds"]["bounded"]
-    return verdict
+async def sample_once(paths: MailboxPaths, daemon_pid: int, agents: list[ShimAgent], recorder: Recorder,
+                      every: float, samples: list[dict[str, Any]], started: float, health: DaemonClient) -> None:
+    window, recorder.window = recorder.window, []
+    shim_rss = [r for a in agents if (r := rss_mb(a.process.pid)) is not None]
+    storage = await anyio.to_thread.run_sync(storage_sample, paths, health)
+    samples.append({
+        "t": round(time.monotonic() - started, 2),
+        "daemon_rss_mb": rss_mb(daemon_pid),
+        "daemon_fds": open_fds(daemon_pid),
+        "shim_rss_mb_max": round(max(shim_rss), 2) if shim_rss else None,
+        "ops": len(window),
+        "sends": recorder.sends,
+        "ops_per_s": round(len(window) / every, 1),
+        "p50_ms": round(statistics.median(window) * 1000, 3) if window else None,
+        **storage,
+    })
 
 
 async def after_load(paths: MailboxPaths, spawns: int = 10) -> dict[str, Any]:
@@ -382,6 +374,9 @@ async def workload(paths: MailboxPaths, plan: Plan, sample_every: float) -> dict
         "daemon": {"pid": daemon_pid, "rss_mb_start": daemon_rss_start, "rss_mb_end": daemon_rss_end,
                    "rss_mb_max": max(rss_series) if rss_series else None, "fds_end": open_fds(daemon_pid)},
         "archive": {"queue_depth_end": health["archive"]["queue_depth"],
+                    "messages_archived": health["archive"].get("messages_archived"),
+                    "packs_end": health["archive"].get("packs"),
+                    "repacks": health["archive"].get("repacks"),
                     "lag_p99_seconds": health["archive"].get("lag_p99_seconds"),
                     "commits": health["archive"].get("commits"),
                     "drain_after_load_seconds": health["archive"]["drain_after_load_seconds"]},
@@ -427,7 +422,17 @@ def markdown(report: dict[str, Any]) -> str:
     if "soak" in report:
         soak = report["soak"]
         lines.append(f"| soak: RSS growth / FD growth | {soak['daemon_rss_mb']['growth_pct']} % / "
-                     f"{soak['daemon_fds']['growth_pct']} % → {'flat' if soak['passed'] else 'GROWING'} |")
+                     f"{soak['daemon_fds']['growth_pct']} % → "
+                     f"{'flat' if soak['daemon_rss_mb']['bounded'] and soak['daemon_fds']['bounded'] else 'GROWING'} |")
+        lines.append(f"| soak: archive / DB bytes per message growth | "
+                     f"{soak['archive_bytes_per_message']['growth_pct']} % / "
+                     f"{soak['db_bytes_per_message']['growth_pct']} %; packs max {soak['packs']['max']}; "
+                     f"failed: {', '.join(soak['failed']) or 'nothing'} |")
+    if report.get("archive_checks"):
+        c = report["archive_checks"]
+        lines.append(f"| archive: KB per message / git log -1 / fsck / packs | "
+                     f"{s.get('archive_kb_per_message')} KB / {c['git_log_1_ms']} ms / "
+                     f"{'clean' if c['fsck_ok'] else 'ERRORS'} / {c['packs']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -533,8 +538,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                                    spawn_p50 <= 100)
     shim_rss = report["shim"]["rss_mb_end_max"]
     report["targets"]["shim RSS (MB)"] = (shim_rss, 25.0, shim_rss is not None and shim_rss <= 25)
+    report["archive_checks"] = archive_checks(paths.archive) if (paths.archive / "HEAD").exists() else None
+    report["storage"]["archive_kb_per_message"] = (
+        round(report["storage"]["archive_mb"] * 1e3 / report["archive"]["messages_archived"], 2)
+        if report["archive"].get("messages_archived") else None)
     if args.soak:
-        report["soak"] = judge_soak(report["samples"])
+        report["soak"] = judge_soak(report["samples"], args.prefill)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "workload.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
@@ -543,10 +552,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         for png in plot(report, args.out):
             print(f"wrote {png}")
+        archive_on = os.environ.get("AGENT_MAIL_ARCHIVE_ENABLED") != "false"
+        title = (f"soak: {args.agents} agents, think {args.think_ms:g} ms, {duration / 60:g} min, "
+                 f"prefill {args.prefill:,}, archive {'on' if archive_on else 'off'}")
+        print(f"wrote {plot_soak(report['samples'], args.out / 'workload-storage.png', title)}")
     print(f"wrote {args.out / 'workload.json'} and {args.out / 'workload.md'}")
     failed = sum(report["errors"].values())
     if args.soak and not report["soak"]["passed"]:
-        print("SOAK FAILED: daemon RSS or descriptors kept growing after warm-up", file=sys.stderr)
+        print(f"SOAK FAILED: kept growing after warm-up: {', '.join(report['soak']['failed'])}", file=sys.stderr)
         return 1
     if failed:
         print(f"{failed} tool calls failed (see errors in the report)", file=sys.stderr)
