@@ -18,10 +18,12 @@ import anyio.abc
 from mcp.server.lowlevel.server import NotificationOptions
 
 from maild.archive.archiver import Archiver
+from maild.archive.blobs import BlobStore
 from maild.lifecycle import remove_status, write_status
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.server import build_registries, build_server
 from maild.services.agents import Agents
+from maild.services.attachments import Attachments
 from maild.services.health import Health
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
@@ -91,11 +93,13 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
     async with open_store(paths.db, settings) as store:
         sessions = Sessions(store)
         await sessions.mark_all_disconnected()
+        blobs = BlobStore(paths.blobs, fsync=settings.synchronous == "FULL")
         archiver = (
-            Archiver(store, paths.archive, settings.git_author_name, settings.git_author_email)
+            Archiver(store, paths.archive, settings.git_author_name, settings.git_author_email, blobs)
             if settings.archive_enabled
             else None
         )
+        attachments = Attachments(store, settings, paths.root, blobs, paths.archive)
         summaries = Summaries(store, settings)
 
         def subsystem_health() -> dict[str, Any]:
@@ -113,13 +117,14 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             sessions=sessions,
             health=health,
             agents=agents,
-            messaging=Messaging(store, settings),
+            messaging=Messaging(store, settings, attachments),
             views=MailViews(store, agents),
             store=store,
             archive_path=paths.archive,
             reservations=Reservations.from_settings(store, settings),
             search=Search(store, settings.search_rank_window),
             summaries=summaries,
+            attachments=attachments,
         )
         tools, resources = build_registries()
         server = build_server(services, tools, resources)

@@ -19,6 +19,7 @@ from typing import Any
 from maild.archive import formats
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+OCTETS = "application/octet-stream"
 EXT = re.compile(r"^[a-z0-9]{1,8}$")
 ARCHIVE_FILE = re.compile(
     r"^projects/(?P<slug>[^/]+)/attachments/[0-9a-f]{2}/(?P<sha>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{1,8})$"
@@ -95,4 +96,37 @@ def restore(blobs: BlobStore, found: dict[str, bytes]) -> int:
             continue
         blobs.put(data, match["sha"])
         restored += 1
+    return restored
+
+
+Rows = list[tuple[Any, ...]]
+
+
+def link_rows(message: dict[str, Any], project_id: int, created_ts: str) -> tuple[Rows, Rows]:
+    """Rebuild: the `attachment_blobs` and `attachments` rows a message's front matter implies (its
+    metadata names each blob: the stored one and, with KEEP_ORIGINAL_IMAGES, the original)."""
+    blobs: Rows = []
+    links: Rows = []
+    for meta in message.get("attachments") or []:
+        for prefix in ("", "original_"):
+            sha, path = meta.get(f"{prefix}sha256"), meta.get(f"{prefix}path")
+            where = ARCHIVE_FILE.match(str(path or ""))
+            if not isinstance(sha, str) or where is None:
+                continue
+            size = meta.get("bytes") if not prefix else meta.get("original_bytes", 0)
+            media = meta.get("media_type") if not prefix else meta.get("original_media_type", OCTETS)
+            width, height = meta.get("width"), meta.get("height")
+            blobs.append((sha, where["ext"], media, size or 0, width, height, created_ts))
+            links.append((message["id"], sha, project_id))
+    return blobs, links
+
+
+def restore_from_archive(repo: Path, blobs: BlobStore, chunk: int = 64) -> int:
+    """Copy the archive's attachment files that the blob store lacks back into it (rebuild)."""
+    from maild.archive.committer import head_files, read_blobs
+
+    wanted = [p for p in head_files(repo) if (m := ARCHIVE_FILE.match(p)) is not None and not blobs.has(m["sha"])]
+    restored = 0
+    for start in range(0, len(wanted), chunk):  # a chunk at a time: attachments can be large
+        restored += restore(blobs, read_blobs(repo, wanted[start : start + chunk]))
     return restored

@@ -34,6 +34,22 @@ Handler = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
+class ToolOutput:
+    """A tool result with pictures beside its JSON: the server adds them as MCP ImageContent."""
+
+    structured: dict[str, Any]
+    images: list[tuple[str, bytes]]  # (media type, bytes)
+
+
+@dataclass(frozen=True)
+class ResourceOutput:
+    """A resource answer with binary parts: `data` (JSON, optional) then one blob per item."""
+
+    data: Any
+    blobs: list[tuple[str, str, bytes]]  # (uri, media type, bytes)
+
+
+@dataclass(frozen=True)
 class ToolSpec:
     name: str
     description: str

@@ -32,7 +32,7 @@ from maild.services.sessions import Session
 from maild.store import Connection, Store, utcnow
 from maild.store.outbox import enqueue
 from shared.config import Settings
-from shared.errors import InvalidArgument, NotFound
+from shared.errors import InvalidArgument, NotFound, StorageError
 
 MAX_ATTACHMENTS = 32
 # `![alt](target)` or `![alt](target "title")`; the target is a path, a URL or a data: URI.
@@ -68,6 +68,9 @@ class Prepared:
     metas: list[dict[str, Any]] = field(default_factory=list)
     blobs: list[Blob] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Bytes to write once every file of the message has been read and converted: a refused file
+    # leaves nothing behind, not even the blobs of the files before it.
+    pending: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def link_in(self, conn: Connection, message_id: int, project_id: int) -> None:
         """Inside the send's transaction: record each blob once, link it to the message, and queue
@@ -152,28 +155,8 @@ class Attachments:
         convert: bool, policy: str,
     ) -> Prepared:
         prepared = Prepared(slug=slug, body_md=body_md)
-        loaded: dict[str, tuple[str, bytes] | None] = {}
-        total = 0
-        for text, from_body in [*((p, False) for p in paths), *((r, True) for r in refs)]:
-            if text in loaded:
-                continue
-            try:
-                loaded[text] = self._read(text)
-            except _Missing:
-                if not from_body:
-                    raise InvalidArgument(
-                        f"attachment {text!r} does not exist (paths are relative to the repository root "
-                        f"{self._root})", data={"path": text}) from None
-                loaded[text] = None
-                prepared.warnings.append(f"image {text!r} in body_md does not exist; left as it is")
-                continue
-            total += len(loaded[text][1])  # type: ignore[index]
-            if total > self._settings.attachment_message_max_bytes:
-                raise InvalidArgument(
-                    f"attachments total more than {self._settings.attachment_message_max_bytes} bytes "
-                    "(ATTACHMENT_MESSAGE_MAX_BYTES); send fewer or smaller files", data={"path": text})
         metas: dict[str, dict[str, Any]] = {}
-        for text, found in loaded.items():
+        for text, found in self._read_all(prepared, paths, refs).items():
             if found is not None:
                 metas[text] = self._store_one(prepared, text, found[0], found[1], convert, policy)
         for text in paths:
@@ -195,7 +178,39 @@ class Attachments:
         for text in refs:
             if metas.get(text) is not None and text not in paths:
                 prepared.metas.append(metas[text])
+        try:
+            for sha, data in prepared.pending.items():
+                self.blobs.put(data, sha)
+        except OSError as exc:
+            raise StorageError(f"cannot store attachments in {self.blobs.root}: {exc.strerror}; free disk space "
+                               "or fix the directory's permissions") from None
+        prepared.pending.clear()
         return prepared
+
+    def _read_all(self, prepared: Prepared, paths: list[str], refs: list[str]) -> dict[str, tuple[str, bytes] | None]:
+        """Each distinct path's (file name, bytes); None for a body image that does not exist."""
+        loaded: dict[str, tuple[str, bytes] | None] = {}
+        total = 0
+        for text, from_body in [*((p, False) for p in paths), *((r, True) for r in refs)]:
+            if text in loaded:
+                continue
+            try:
+                found = self._read(text)
+            except _Missing:
+                if not from_body:
+                    raise InvalidArgument(
+                        f"attachment {text!r} does not exist (paths are relative to the repository root "
+                        f"{self._root})", data={"path": text}) from None
+                loaded[text] = None
+                prepared.warnings.append(f"image {text!r} in body_md does not exist; left as it is")
+                continue
+            loaded[text] = found
+            total += len(found[1])
+            if total > self._settings.attachment_message_max_bytes:
+                raise InvalidArgument(
+                    f"attachments total more than {self._settings.attachment_message_max_bytes} bytes "
+                    "(ATTACHMENT_MESSAGE_MAX_BYTES); send fewer or smaller files", data={"path": text})
+        return loaded
 
     def _resolve(self, text: str) -> Path:
         """The real path of `text`, or InvalidArgument naming it. Relative paths resolve against the
@@ -256,17 +271,18 @@ class Attachments:
         meta: dict[str, Any] = {"name": name, "sha1": hashlib.sha1(data, usedforsecurity=False).hexdigest()}
         try:
             if images.is_image(media_type) and convert:
-                blob = self._convert(data)
+                blob = self._convert(prepared, data)
                 if self._settings.keep_original_images:
-                    original = self._put(data, media_type, ext, blob.width, blob.height)
+                    original = self._put(prepared, data, media_type, ext, blob.width, blob.height)
                     prepared.blobs.append(original)
-                    meta["original_path"] = archive_path(prepared.slug, original.sha256, original.ext)
-                    meta["original_sha256"] = original.sha256
+                    meta.update(original_path=archive_path(prepared.slug, original.sha256, original.ext),
+                                original_sha256=original.sha256, original_media_type=media_type,
+                                original_bytes=original.size)
             elif images.is_image(media_type):
                 width, height = images.probe(data)
-                blob = self._put(data, media_type, ext, width, height)
+                blob = self._put(prepared, data, media_type, ext, width, height)
             else:
-                blob = self._put(data, media_type, ext, None, None)
+                blob = self._put(prepared, data, media_type, ext, None, None)
         except images.ImageRefused as exc:
             raise InvalidArgument(f"attachment {text!r} was refused: {exc}; nothing was sent",
                                   data={"path": text}) from None
@@ -277,11 +293,11 @@ class Attachments:
                     width=blob.width, height=blob.height, sha256=blob.sha256,
                     path=archive_path(prepared.slug, blob.sha256, blob.ext))
         if inline:
-            stored = self.blobs.read(blob.sha256) or b""
+            stored = prepared.pending.get(blob.sha256) or self.blobs.read(blob.sha256) or b""
             meta["data_base64"] = base64.b64encode(stored).decode()
         return meta
 
-    def _convert(self, data: bytes) -> Blob:
+    def _convert(self, prepared: Prepared, data: bytes) -> Blob:
         """WebP of an image; the same source converted before is not converted again."""
         key = (hashlib.sha256(data).hexdigest(), self._settings.webp_method, self._settings.webp_quality)
         cached = self._converted.get(key)
@@ -289,14 +305,18 @@ class Attachments:
             self._converted.move_to_end(key)
             return cached
         converted = images.to_webp(data, method=self._settings.webp_method, quality=self._settings.webp_quality)
-        blob = self._put(converted.data, "image/webp", "webp", converted.width, converted.height)
+        blob = self._put(prepared, converted.data, "image/webp", "webp", converted.width, converted.height)
         self._converted[key] = blob
         while len(self._converted) > CONVERSION_CACHE:
             self._converted.popitem(last=False)
         return blob
 
-    def _put(self, data: bytes, media_type: str, ext: str, width: int | None, height: int | None) -> Blob:
-        return Blob(self.blobs.put(data), ext, media_type, len(data), width, height)
+    @staticmethod
+    def _put(prepared: Prepared, data: bytes, media_type: str, ext: str, width: int | None,
+             height: int | None) -> Blob:
+        sha = hashlib.sha256(data).hexdigest()
+        prepared.pending[sha] = data
+        return Blob(sha, ext, media_type, len(data), width, height)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -325,15 +345,15 @@ class Attachments:
                            "the archive; run `mailctl doctor`", data={"sha256": sha})
         return data
 
-    async def images_for(self, messages: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
-        """(media type, bytes) of the images the given (already visible) messages carry, in order,
+    async def images_for(self, messages: list[dict[str, Any]]) -> list[tuple[str, str, bytes]]:
+        """(sha256, media type, bytes) of the images the given (already visible) messages carry, in order,
         capped so one read cannot balloon: MAX_IMAGES_PER_READ images, MAX_IMAGE_BYTES_PER_READ bytes."""
         wanted: dict[str, dict[str, Any]] = {}
         for message in messages:
             for meta in message.get("attachments") or []:
                 if str(meta.get("media_type", "")).startswith("image/") and SHA256.match(str(meta.get("sha256", ""))):
                     wanted.setdefault(meta["sha256"], meta)
-        out: list[tuple[str, bytes]] = []
+        out: list[tuple[str, str, bytes]] = []
         total = 0
         for sha, meta in list(wanted.items())[:MAX_IMAGES_PER_READ]:
             if total + int(meta.get("bytes") or 0) > MAX_IMAGE_BYTES_PER_READ:
@@ -343,7 +363,7 @@ class Attachments:
                 continue
             data = await anyio.to_thread.run_sync(self._load, sha, where["ext"], where["slug"])
             total += len(data)
-            out.append((meta["media_type"], data))
+            out.append((sha, meta["media_type"], data))
         return out
 
 
