@@ -201,7 +201,7 @@ class ResourceSpec:
 
 
 def _template_regex(template: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{[a-z_]+\*?\})", template)
+    parts = re.split(r"(\{[a-z_][a-z0-9_]*\*?\})", template)
     out = []
     for part in parts:
         if part.startswith("{"):
