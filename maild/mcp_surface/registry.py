@@ -70,13 +70,15 @@ _STRING_OR_LIST = [{"type": "string"}, {"type": "array", "items": {"type": "stri
 
 def compact_schema(schema: Any) -> Any:
     """Drop what a model does not need to read (every tools/list costs tokens on every turn):
-    titles, `additionalProperties` (still enforced), `anyOf [X, null]` -> `X`, and
-    `anyOf [string, string[]]` -> one `type: [string, array]`."""
+    titles, `additionalProperties` (still enforced), a boolean's `default: false` (an absent flag
+    is off), `anyOf [X, null]` -> `X`, and `anyOf [string, string[]]` -> one `type: [string, array]`."""
     if isinstance(schema, list):
         return [compact_schema(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
     out = {k: compact_schema(v) for k, v in schema.items() if k not in ("title", "additionalProperties")}
+    if out.get("type") == "boolean" and out.get("default", ...) is False:
+        del out["default"]
     options = out.get("anyOf")
     if isinstance(options, list) and [o for o in options if o != {"type": "null"}] == _STRING_OR_LIST:
         del out["anyOf"]

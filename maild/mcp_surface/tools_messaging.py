@@ -27,8 +27,8 @@ class SendMessageArgs(Args):
     importance: str = Field("normal", description="low | normal | high | urgent")
     ack_required: bool = False
     thread_id: str | None = Field(None, description="Join a thread, e.g. a message id or FEAT-12.")
-    attachment_paths: list[str] | None = Field(None, description="Files to attach, relative to the repo root.")
-    convert_images: bool | None = Field(None, description="Images to WebP (default true).")
+    attachment_paths: list[str] | None = Field(None, description="Files, relative to the repo root.")
+    convert_images: bool | None = None
     # Accepted for upstream compatibility, not advertised (every listed parameter costs tokens).
     auto_contact_if_blocked: SkipJsonSchema[bool] = False
     sender_token: str | None = Field(None, description="Only to act as an agent other than your own.")
@@ -45,7 +45,7 @@ class ReplyMessageArgs(Args):
     subject_prefix: str = "Re:"
     sender_token: str | None = None
     attachment_paths: list[str] | None = None
-    convert_images: bool | None = None
+    convert_images: SkipJsonSchema[bool | None] = None  # accepted; not advertised (tools/list budget)
 
 
 class FetchInboxArgs(Args):
@@ -56,7 +56,7 @@ class FetchInboxArgs(Args):
     include_bodies: bool = False
     since_ts: str | None = Field(None, description="Only messages strictly newer (ISO-8601).")
     registration_token: str | None = None
-    include_attachments: bool = Field(False, description="Add attached images as image content.")
+    include_attachments: bool = False  # adds each attached image as MCP image content
 
 
 class MarkArgs(Args):
