@@ -34,7 +34,8 @@ SLUG = "work-app"
 def box(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailbox]:
     mailbox = Mailbox(git_init(tmp_path_factory.mktemp("attach") / "repo"), str(request.param))
     (mailbox.root / ".mcp_mail").mkdir()
-    (mailbox.root / ".mcp_mail" / "config.toml").write_text("inline_image_max_bytes = 4096\n")
+    (mailbox.root / ".mcp_mail" / "config.toml").write_text(
+        "inline_image_max_bytes = 4096\nattachment_max_bytes = 200000\nattachment_message_max_bytes = 300000\n")
     try:
         yield mailbox
     finally:
@@ -243,6 +244,18 @@ def test_paths_that_leave_the_root_or_are_not_files_are_refused(
     assert missing["body_md"] == "look: ![chart](docs/nope.png) and ![web](https://example.com/x.png)"
     assert missing["attachments"] == []
     assert missing["warnings"] == ["image 'docs/nope.png' in body_md does not exist; left as it is"]
+
+
+def test_size_limits_per_file_and_per_message(box: Mailbox, pair: tuple[Agent, Agent]) -> None:
+    a, b = pair  # the module's config: 200,000 bytes a file, 300,000 a message
+    big = write(box, "size/big.bin", b"\x00" * 200_001)
+    with pytest.raises(InvalidArgument, match="ATTACHMENT_MAX_BYTES"):
+        a.send(b.name, attachment_paths=[big])
+    halves = [write(box, f"size/part{i}.bin", bytes([i]) * 160_000) for i in range(2)]
+    with pytest.raises(InvalidArgument, match="ATTACHMENT_MESSAGE_MAX_BYTES"):
+        a.send(b.name, attachment_paths=halves)
+    [meta] = a.send(b.name, attachment_paths=halves[:1])["attachments"]
+    assert (meta["media_type"], meta["bytes"], meta["type"]) == ("application/octet-stream", 160_000, "file")
 
 
 def test_the_same_image_twice_is_one_blob_in_the_store_and_the_archive(
