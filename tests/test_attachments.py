@@ -231,6 +231,8 @@ def test_paths_that_leave_the_root_or_are_not_files_are_refused(
         "links": "is a directory",
         "links/pipe": "not a regular file",
         "links/missing.png": "does not exist",
+        ".mcp_mail/mail.sqlite3": r"inside \.mcp_mail/ or \.git/",
+        ".git/config": r"inside \.mcp_mail/ or \.git/",
     }
     for path, why in cases.items():
         with pytest.raises(InvalidArgument, match=why) as caught:

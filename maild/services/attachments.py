@@ -33,6 +33,7 @@ from maild.store import Connection, Store, utcnow
 from maild.store.outbox import enqueue
 from shared.config import Settings
 from shared.errors import InvalidArgument, NotFound, StorageError
+from shared.paths import STATE_DIR_NAME
 
 MAX_ATTACHMENTS = 32
 # `![alt](target)` or `![alt](target "title")`; the target is a path, a URL or a data: URI.
@@ -113,6 +114,7 @@ class Attachments:
         self._store = store
         self._settings = settings
         self._root = root.resolve()
+        self._private = (self._root / STATE_DIR_NAME, self._root / ".git", blobs.root.resolve())
         self.blobs = blobs
         self._archive = archive
         # Conversion is CPU-bound: leave a core to the daemon's loop and the writer.
@@ -231,6 +233,10 @@ class Attachments:
             why = ("is a symlink that leaves the repository root" if lexical.is_relative_to(self._root)
                    else "leaves the repository root (..)")
             raise InvalidArgument(f"attachment {text!r} {why} {self._root}; attach files inside the repository",
+                                  data={"path": text})
+        if any(real.is_relative_to(private) for private in self._private):
+            # The database (all mail, whoever may read it), the blobs and git's config are not mail.
+            raise InvalidArgument(f"attachment {text!r} is inside .mcp_mail/ or .git/, which cannot be attached",
                                   data={"path": text})
         return real
 
