@@ -148,9 +148,7 @@ class Attachments:
         convert = True if policy in ("inline", "file") else (
             self._settings.convert_images if convert_images is None else convert_images)
         return await anyio.to_thread.run_sync(
-            self._prepare_sync, slugify(project_key), body_md, paths, refs, data_uris, convert, policy,
-            limiter=self._limiter,
-        )
+            self._prepare_sync, slugify(project_key), body_md, paths, refs, data_uris, convert, policy)
 
     def _prepare_sync(
         self, slug: str, body_md: str, paths: list[str], refs: list[str], data_uris: list[str],
@@ -310,12 +308,20 @@ class Attachments:
         if cached is not None and self.blobs.has(cached.sha256):
             self._converted.move_to_end(key)
             return cached
-        converted = images.to_webp(data, method=self._settings.webp_method, quality=self._settings.webp_quality)
+        converted = anyio.from_thread.run(self._encode, data)
         blob = self._put(prepared, converted.data, "image/webp", "webp", converted.width, converted.height)
         self._converted[key] = blob
         while len(self._converted) > CONVERSION_CACHE:
             self._converted.popitem(last=False)
         return blob
+
+    async def _encode(self, data: bytes) -> images.Converted:
+        # A worker process, not this thread: Pillow holds the GIL for parts of a conversion (tens
+        # of ms per 2 MB image), which showed up in other agents' send latency.
+        converted: images.Converted = await anyio.to_process.run_sync(
+            images.to_webp_in_worker, data, self._settings.webp_method, self._settings.webp_quality,
+            limiter=self._limiter)
+        return converted
 
     @staticmethod
     def _put(prepared: Prepared, data: bytes, media_type: str, ext: str, width: int | None,

@@ -9,6 +9,7 @@ imports Pillow.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -103,3 +104,16 @@ def to_webp(data: bytes, *, method: int, quality: int) -> Converted:
     out = io.BytesIO()
     pixels.save(out, format="WEBP", method=method, quality=quality, exif=b"", xmp=b"")
     return Converted(out.getvalue(), pixels.width, pixels.height)
+
+
+_niced = False
+
+
+def to_webp_in_worker(data: bytes, method: int, quality: int) -> Converted:
+    """`to_webp` in a worker process (anyio.to_process): its own GIL, and nice 10, so a conversion
+    never holds up the daemon's event loop or writer — other agents' sends go first."""
+    global _niced  # noqa: PLW0603 - once per worker process
+    if not _niced:
+        _niced = True
+        os.nice(10)
+    return to_webp(data, method=method, quality=quality)
