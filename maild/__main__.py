@@ -108,7 +108,7 @@ def run_rebuild(paths: MailboxPaths, settings: Settings) -> int:
             bar.update(task, description=f"rebuilding {what}", completed=done, total=total)
 
         try:
-            result = rebuild(paths.db, paths.archive, settings, progress)
+            result = rebuild(paths.db, paths.archive, settings, progress, paths.blobs)
         except (MailError, OSError, ValueError, KeyError) as exc:
             print(f"maild: rebuild failed, the current database is untouched: {exc}", file=sys.stderr)
             return EXIT_STARTUP_FAILED

@@ -17,11 +17,13 @@ import anyio
 import anyio.abc
 
 from maild.archive.archiver import Archiver
+from maild.archive.blobs import BlobStore
 from maild.lifecycle import remove_status, write_status
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.dispatch import LeanDispatcher
 from maild.mcp_surface.server import build_registries, sdk_factory
 from maild.services.agents import Agents
+from maild.services.attachments import Attachments
 from maild.services.changes import ChangeFeed
 from maild.services.health import Health
 from maild.services.mail_views import MailViews
@@ -86,9 +88,11 @@ async def _wait_for_signal(stop: anyio.Event) -> None:
             return
 
 
-def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver: Archiver | None) -> Services:
+def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver: Archiver | None,
+                   blobs: BlobStore) -> Services:
     """Every domain service over one store: the daemon's object graph, wired in one place."""
     sessions = Sessions(store)
+    attachments = Attachments(store, settings, paths.root, blobs, paths.archive)
     summaries = Summaries(store, settings)
 
     def subsystem_health() -> dict[str, Any]:
@@ -105,13 +109,14 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         sessions=sessions,
         health=Health(store, sessions, paths.root, subsystem_health),
         agents=agents,
-        messaging=Messaging(store, settings),
+        messaging=Messaging(store, settings, attachments),
         views=MailViews(store, agents),
         store=store,
         archive_path=paths.archive,
         reservations=Reservations.from_settings(store, settings),
         search=Search(store, settings.search_rank_window),
         summaries=summaries,
+        attachments=attachments,
     )
 
 
@@ -119,12 +124,13 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
     socket_path = paths.socket
     async with open_store(paths.db, settings) as store:
         changes = ChangeFeed.following(store)  # what the web UI's live updates follow
+        blobs = BlobStore(paths.blobs, fsync=settings.synchronous == "FULL")
         archiver = (
-            Archiver(store, paths.archive, settings.git_author_name, settings.git_author_email)
+            Archiver(store, paths.archive, settings.git_author_name, settings.git_author_email, blobs)
             if settings.archive_enabled
             else None
         )
-        services = build_services(store, settings, paths, archiver)
+        services = build_services(store, settings, paths, archiver, blobs)
         sessions, health = services.sessions, services.health
         await sessions.mark_all_disconnected()
         tools, resources = build_registries()

@@ -46,6 +46,17 @@ class Settings:
         default=False, metadata=_env("MESSAGING_AUTO_REGISTER_RECIPIENTS")
     )
     max_body_bytes: int = field(default=1024 * 1024, metadata=_env("AGENT_MAIL_MAX_BODY_BYTES"))
+    # Attachments (upstream names). Paths resolve against the mailbox root; images become WebP.
+    convert_images: bool = field(default=True, metadata=_env("CONVERT_IMAGES"))
+    keep_original_images: bool = field(default=False, metadata=_env("KEEP_ORIGINAL_IMAGES"))
+    inline_image_max_bytes: int = field(default=64 * 1024, metadata=_env("INLINE_IMAGE_MAX_BYTES"))
+    allow_absolute_attachment_paths: bool = field(default=False, metadata=_env("ALLOW_ABSOLUTE_ATTACHMENT_PATHS"))
+    attachment_max_bytes: int = field(default=25 * 1024 * 1024, metadata=_env("ATTACHMENT_MAX_BYTES"))
+    attachment_message_max_bytes: int = field(
+        default=100 * 1024 * 1024, metadata=_env("ATTACHMENT_MESSAGE_MAX_BYTES")
+    )
+    webp_method: int = field(default=6, metadata=_env("WEBP_METHOD"))  # libwebp effort 0 (fast) .. 6 (small)
+    webp_quality: int = field(default=80, metadata=_env("WEBP_QUALITY"))
     # Archive
     archive_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_ARCHIVE_ENABLED"))
     git_author_name: str = field(default="agent-mail", metadata=_env("GIT_AUTHOR_NAME"))
@@ -135,7 +146,7 @@ _CHOICES = {
     "http_rate_limit_backend": ("memory", "redis"),
     "llm_cache_backend": ("memory",),
 }
-_RANGES = {"reader_connections": (1, 64)}
+_RANGES = {"reader_connections": (1, 64), "webp_method": (0, 6), "webp_quality": (1, 100)}
 # Upstream treats an invalid tools mode as `core`; we keep that lenience for this one key only.
 _LENIENT = {"tools_mode": "core"}
 

@@ -85,6 +85,11 @@ class MailboxPaths:
         return self.state_dir / "archive"
 
     @property
+    def blobs(self) -> Path:
+        """Attachment bytes by sha256 (maild/archive/blobs.py); the archive holds a copy of each."""
+        return self.state_dir / "blobs"
+
+    @property
     def status_file(self) -> Path:
         return self.state_dir / "maild.json"
 

@@ -204,7 +204,7 @@ def test_cross_project_addressing(mailbox: Mailbox) -> None:
         ({"to": []}, "at least one recipient"),
         ({"to": [1, 2]}, "to"),
         ({"body_md": "x" * (1024 * 1024 + 1)}, "limit is 1048576"),
-        ({"attachment_paths": ["/etc/passwd"]}, "attachments"),
+        ({"attachment_paths": ["/etc/passwd"]}, "is an absolute path"),
     ],
 )
 def test_send_validates_every_argument(pair: tuple[Agent, Agent], extra: dict[str, Any], needle: str) -> None:

@@ -21,6 +21,7 @@ from mailctl.cli.common import (
     add_json_flag,
     add_subcommand,
     client,
+    mailbox,
     print_json,
     project_key,
 )
@@ -134,9 +135,22 @@ def cmd_send(args: argparse.Namespace) -> int:
             "cc": name_list(args.cc), "bcc": name_list(args.bcc),
             "importance": args.importance, "ack_required": args.ack,
             **({"thread_id": args.thread} if args.thread else {}),
+            **attachments(args),
         })
     show(args, result, sent_line(result["deliveries"][0]["payload"]))
+    for warning in result.get("warnings", []):
+        print(f"mailctl: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def attachments(args: argparse.Namespace) -> dict[str, Any]:
+    """--attach FILE (repeatable) and --no-convert, as send_message arguments."""
+    if not args.attach:
+        return {}
+    from mailctl.cli.attachment import attach_paths
+
+    paths = list(dict.fromkeys(attach_paths(mailbox(args).root, args.attach)))
+    return {"attachment_paths": paths, **({"convert_images": False} if args.no_convert else {})}
 
 
 def cmd_reply(args: argparse.Namespace) -> int:
@@ -291,6 +305,9 @@ def register_mail_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--importance", default="normal", choices=["low", "normal", "high", "urgent"])
     p.add_argument("--ack", action="store_true", help="ask the recipients to acknowledge")
     p.add_argument("--thread", help="thread id to join, e.g. FEAT-12 or a message id")
+    p.add_argument("--attach", action="append", metavar="FILE",
+                   help="attach a file inside the repository (repeatable); images become WebP")
+    p.add_argument("--no-convert", action="store_true", help="store attached images as they are")
     add_identity_flags(p)
     p.set_defaults(handler=cmd_send)
 

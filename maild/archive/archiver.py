@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from maild.archive import formats, layout
+from maild.archive.blobs import BlobStore, attachment_files
 from maild.archive.committer import ArchiveError, FastImportCommitter
 from maild.store import Connection, Store, utcnow
 
@@ -198,8 +199,10 @@ def _delete(conn: Connection, ids: list[int]) -> None:
 
 
 class Archiver:
-    def __init__(self, store: Store, repo: Path, author_name: str, author_email: str) -> None:
+    def __init__(self, store: Store, repo: Path, author_name: str, author_email: str,
+                 blobs: BlobStore | None = None) -> None:
         self._store = store
+        self.blobs = blobs  # where `attachment` rows find their bytes
         self._committer = FastImportCommitter(repo, author_name, author_email)
         self.repo = repo
         self.ok = True
@@ -366,7 +369,7 @@ class Archiver:
         agents: list[str] = []
         for row_id, kind, slug, payload, _created in batch.items:
             try:
-                files.update(render(kind, slug, payload, batch.keys))
+                files.update(render(kind, slug, payload, batch.keys, self.blobs))
             except (ValueError, KeyError):  # a row that can never be archived must not block the rest
                 skipped.append(row_id)
                 log.exception("skipping unarchivable outbox row %d (%s)", row_id, kind)
@@ -412,7 +415,12 @@ def _epoch(ts: str) -> float:
     return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def render(kind: str, slug: str | None, payload: dict[str, Any], keys: dict[str, str]) -> formats.Files:
+def render(kind: str, slug: str | None, payload: dict[str, Any], keys: dict[str, str],
+           blobs: BlobStore | None = None) -> formats.Files:
+    if kind == "attachment":
+        if blobs is None:
+            raise ValueError("an attachment row needs the blob store")
+        return dict(attachment_files(payload, blobs))
     if kind == "message":
         message = payload["message"]
         return formats.message_files(message, keys.get(message["project_slug"], message["project_slug"]))

@@ -7,6 +7,7 @@ database lacks are only reported (rebuilding the database from the archive is `-
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def _requeue(conn: Connection, ids: list[int]) -> int:
             lists[kind].append(name)
         payload = {"id": row[0], "project_id": row[1], "sender_id": row[2], "thread_id": row[3], "subject": row[4],
                    "body_md": row[5], "importance": row[6], "ack_required": bool(row[7]), "created_ts": row[8],
-                   "attachments": [], "from": row[10], "project_slug": row[11], **lists}
+                   "attachments": json.loads(row[9]), "from": row[10], "project_slug": row[11], **lists}
         enqueue(conn, "message", row[11], {"message": payload})
     return len(ids)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 
+from maild.archive import blobs as attachment_blobs
 from maild.archive import formats
 from maild.archive.committer import head_files, read_blobs
 from maild.store import Connection, open_store
@@ -107,6 +108,10 @@ def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progres
             (m["id"], projects[m["project_slug"]], agent_id(m["from"], ids), m["thread_id"], m["subject"],
              m["body_md"], m["importance"], int(m["ack_required"]), m["created"], json.dumps(m["attachments"])),
         )
+        found_blobs, links = attachment_blobs.link_rows(m, projects[m["project_slug"]], m["created"])
+        conn.executemany("INSERT OR IGNORE INTO attachment_blobs(sha256, ext, media_type, bytes, width, height,"
+                         " created_ts) VALUES (?,?,?,?,?,?,?)", found_blobs)
+        conn.executemany("INSERT OR IGNORE INTO attachments(message_id, sha256, project_id) VALUES (?,?,?)", links)
         for kind in ("to", "cc", "bcc"):
             for name in m[kind]:
                 conn.execute(
@@ -130,9 +135,11 @@ def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progres
     return {key: len(value) for key, value in found.items()}
 
 
-def rebuild(db: Path, repo: Path, settings: Settings, progress: Progress) -> dict[str, Any]:
-    """Build a fresh database from the archive beside `db`, then swap it in (keeping a backup)."""
+def rebuild(db: Path, repo: Path, settings: Settings, progress: Progress, blobs: Path | None = None) -> dict[str, Any]:
+    """Build a fresh database from the archive beside `db`, then swap it in (keeping a backup).
+    With `blobs`, attachment files missing from that store are copied back from the archive."""
     found = collect(repo)
+    restored = attachment_blobs.restore_from_archive(repo, attachment_blobs.BlobStore(blobs)) if blobs else 0
     fresh = db.with_name(db.name + ".rebuilding")
     for stale in (fresh, fresh.with_name(fresh.name + "-wal"), fresh.with_name(fresh.name + "-shm")):
         stale.unlink(missing_ok=True)
@@ -144,7 +151,8 @@ def rebuild(db: Path, repo: Path, settings: Settings, progress: Progress) -> dic
     counts = anyio.run(build)
     backup = _set_aside(db, settings)
     fresh.rename(db)
-    return {"rebuilt": counts, "database": str(db), "previous_database": str(backup) if backup else None}
+    return {"rebuilt": {**counts, "attachment_files_restored": restored}, "database": str(db),
+            "previous_database": str(backup) if backup else None}
 
 
 def _set_aside(db: Path, settings: Settings) -> Path | None:

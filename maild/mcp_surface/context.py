@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maild.services.agents import Agents
+from maild.services.attachments import Attachments
 from maild.services.health import Health
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
@@ -32,3 +33,4 @@ class Services:
     reservations: Reservations
     search: Search
     summaries: Summaries
+    attachments: Attachments | None = None

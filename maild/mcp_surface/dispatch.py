@@ -10,10 +10,18 @@ does not recognise as the common, well-formed case is declined (`None`) so the S
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
-from maild.mcp_surface.registry import ResourceRegistry, ToolRegistry, error_payload, to_text
+from maild.mcp_surface.registry import (
+    ResourceOutput,
+    ResourceRegistry,
+    ToolOutput,
+    ToolRegistry,
+    error_payload,
+    to_text,
+)
 from maild.services.sessions import current_session
 from shared import __version__
 from shared.errors import MailError, NotFound
@@ -55,10 +63,15 @@ def tools_mode(default_mode: str) -> str:
     return "extended" if mode == "extended" else "core"
 
 
-def tool_result(structured: Any, is_error: bool = False) -> dict[str, Any]:
-    """A CallToolResult as the wire shows it (legacy era)."""
+def tool_result(
+    structured: Any, is_error: bool = False, images: list[tuple[str, bytes]] | None = None
+) -> dict[str, Any]:
+    """A CallToolResult as the wire shows it (legacy era): JSON text, then any images (server.tool_result)."""
     text = f"{structured['error']['code']}: {structured['error']['message']}" if is_error else to_text(structured)
-    return {"content": [{"type": "text", "text": text}], "isError": is_error, "structuredContent": structured}
+    content = [{"type": "text", "text": text}]
+    content += [{"type": "image", "data": base64.b64encode(data).decode(), "mimeType": mime}
+                for mime, data in images or []]
+    return {"content": content, "isError": is_error, "structuredContent": structured}
 
 
 def tool_error_result(exc: BaseException) -> dict[str, Any]:
@@ -124,7 +137,10 @@ class LeanDispatcher:
         except Exception as exc:
             log.exception("tool %s failed", name)
             return tool_error_result(exc)
-        return tool_result(value if isinstance(value, dict) else {"result": value})
+        images: list[tuple[str, bytes]] = []
+        if isinstance(value, ToolOutput):
+            images, value = value.images, value.structured
+        return tool_result(value if isinstance(value, dict) else {"result": value}, images=images)
 
     async def _read_resource(self, uri: str) -> dict[str, Any]:
         try:
@@ -138,7 +154,13 @@ class LeanDispatcher:
         except Exception:
             log.exception("resource %s failed", uri)
             raise _JsonRpcError(INTERNAL_ERROR, "Internal server error") from None
-        return {"contents": [{"uri": uri, "mimeType": "application/json", "text": to_text(value)}]}
+        output = value if isinstance(value, ResourceOutput) else ResourceOutput(value, [])
+        contents: list[dict[str, Any]] = []
+        if output.data is not None:
+            contents.append({"uri": uri, "mimeType": "application/json", "text": to_text(output.data)})
+        contents += [{"uri": part_uri, "mimeType": mime, "blob": base64.b64encode(data).decode()}
+                     for part_uri, mime, data in output.blobs]
+        return {"contents": contents}
 
     def _tool_list(self, mode: str) -> list[dict[str, Any]]:
         # The registry is complete once the daemon starts; its size guards against a late addition.

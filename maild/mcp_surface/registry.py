@@ -35,6 +35,22 @@ Handler = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
+class ToolOutput:
+    """A tool result with pictures beside its JSON: the server adds them as MCP ImageContent."""
+
+    structured: dict[str, Any]
+    images: list[tuple[str, bytes]]  # (media type, bytes)
+
+
+@dataclass(frozen=True)
+class ResourceOutput:
+    """A resource answer with binary parts: `data` (JSON, optional) then one blob per item."""
+
+    data: Any
+    blobs: list[tuple[str, str, bytes]]  # (uri, media type, bytes)
+
+
+@dataclass(frozen=True)
 class ToolSpec:
     name: str
     description: str
@@ -55,13 +71,15 @@ _STRING_OR_LIST = [{"type": "string"}, {"type": "array", "items": {"type": "stri
 
 def compact_schema(schema: Any) -> Any:
     """Drop what a model does not need to read (every tools/list costs tokens on every turn):
-    titles, `additionalProperties` (still enforced), `anyOf [X, null]` -> `X`, and
-    `anyOf [string, string[]]` -> one `type: [string, array]`."""
+    titles, `additionalProperties` (still enforced), a boolean's `default: false` (an absent flag
+    is off), `anyOf [X, null]` -> `X`, and `anyOf [string, string[]]` -> one `type: [string, array]`."""
     if isinstance(schema, list):
         return [compact_schema(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
     out = {k: compact_schema(v) for k, v in schema.items() if k not in ("title", "additionalProperties")}
+    if out.get("type") == "boolean" and out.get("default", ...) is False:
+        del out["default"]
     options = out.get("anyOf")
     if isinstance(options, list) and [o for o in options if o != {"type": "null"}] == _STRING_OR_LIST:
         del out["anyOf"]
@@ -215,7 +233,7 @@ class ResourceSpec:
 
 
 def _template_regex(template: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{[a-z_]+\*?\})", template)
+    parts = re.split(r"(\{[a-z_][a-z0-9_]*\*?\})", template)
     out = []
     for part in parts:
         if part.startswith("{"):

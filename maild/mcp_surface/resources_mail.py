@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from maild.mcp_surface import resources_attachments
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.registry import ResourceRegistry
 from maild.services.mail_views import to_bool
@@ -45,9 +46,15 @@ def register(resources: ResourceRegistry) -> None:
     mailbox("ack-overdue", "Acknowledgements pending longer than ttl_minutes (default 60). ?project=")
 
     @resources.resource("resource://message/{message_id}", "message")
-    async def message(services: Services, message_id: str, project: str | None = None) -> Any:
-        """One message with body and recipients (only for its sender and recipients)."""
-        return await services.views.message(current_session.get(), message_id)
+    async def message(
+        services: Services, message_id: str, project: str | None = None, include_attachments: str | None = None
+    ) -> Any:
+        """One message with body and recipients (only for its sender and recipients).
+        ?include_attachments=true adds its images as blob parts."""
+        found = await services.views.message(current_session.get(), message_id)
+        if to_bool(include_attachments, "include_attachments"):
+            return await resources_attachments.with_images(services, found)
+        return found
 
     @resources.resource("resource://thread/{thread_id*}", "thread")
     async def thread(

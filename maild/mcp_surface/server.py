@@ -6,12 +6,14 @@ both protocol eras. The caller's session comes from `current_session`, set by th
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from maild.mcp_surface import (
+    resources_attachments,
     resources_mail,
     tools_archive,
     tools_identity,
@@ -22,7 +24,14 @@ from maild.mcp_surface import (
     tools_search,
 )
 from maild.mcp_surface.context import Services
-from maild.mcp_surface.registry import ResourceRegistry, ToolRegistry, error_payload, to_text
+from maild.mcp_surface.registry import (
+    ResourceOutput,
+    ResourceRegistry,
+    ToolOutput,
+    ToolRegistry,
+    error_payload,
+    to_text,
+)
 from maild.services.sessions import current_session
 from shared import __version__
 from shared.errors import MailError, NotFound
@@ -53,6 +62,7 @@ def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     tools_reservations.register(tools, resources)
     tools_reservations.register_guard(tools)
     resources_mail.register(resources)
+    resources_attachments.register(resources)
     tools_search.register(tools, resources)
     return tools, resources
 
@@ -122,10 +132,7 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
         except Exception as exc:
             log.exception("tool %s failed", params.name)
             return tool_error(exc)
-        structured = result if isinstance(result, dict) else {"result": result}
-        return types.CallToolResult(
-            content=[types.TextContent(type="text", text=to_text(structured))], structured_content=structured
-        )
+        return tool_result(result)
 
     async def list_resources(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -178,9 +185,7 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
         except MailError as exc:
             payload = error_payload(exc)
             raise MCPError(INVALID_PARAMS, payload["message"], data=payload) from None
-        return types.ReadResourceResult(
-            contents=[types.TextResourceContents(uri=params.uri, text=to_text(result), mime_type="application/json")]
-        )
+        return resource_result(params.uri, result)
 
     server: Server[Any] = Server(
         "agent-mail",
@@ -204,6 +209,33 @@ def http_identity(request: Any) -> dict[str, Any] | None:
     state = scope.get("state") if isinstance(scope, dict) else None
     found = state.get("agent_mail_identity") if isinstance(state, dict) else None
     return found if isinstance(found, dict) else None
+
+
+def tool_result(result: Any) -> types.CallToolResult:
+    """A tool's return value as MCP content: its JSON as text (and structured), then any images."""
+    from mcp import types
+
+    images: list[tuple[str, bytes]] = []
+    if isinstance(result, ToolOutput):
+        images, result = result.images, result.structured
+    structured = result if isinstance(result, dict) else {"result": result}
+    content: list[types.ContentBlock] = [types.TextContent(type="text", text=to_text(structured))]
+    content += [types.ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime)
+                for mime, data in images]
+    return types.CallToolResult(content=content, structured_content=structured)
+
+
+def resource_result(uri: str, result: Any) -> types.ReadResourceResult:
+    """A resource's value as MCP contents: JSON text, then any binary parts as blobs."""
+    from mcp import types
+
+    output = result if isinstance(result, ResourceOutput) else ResourceOutput(result, [])
+    contents: list[types.TextResourceContents | types.BlobResourceContents] = []
+    if output.data is not None:
+        contents.append(types.TextResourceContents(uri=uri, text=to_text(output.data), mime_type="application/json"))
+    contents += [types.BlobResourceContents(uri=part_uri, blob=base64.b64encode(data).decode(), mime_type=mime)
+                 for part_uri, mime, data in output.blobs]
+    return types.ReadResourceResult(contents=contents)
 
 
 def tool_error(exc: BaseException) -> types.CallToolResult:

@@ -8,10 +8,9 @@ from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
 from maild.mcp_surface.context import Services
-from maild.mcp_surface.registry import Args, ToolRegistry
+from maild.mcp_surface.registry import Args, ToolOutput, ToolRegistry
 from maild.services.messaging import Outgoing, as_name_list
 from maild.services.sessions import current_session
-from shared.errors import InvalidArgument
 
 ProjectKey = Field(description="Repo path or project label.")
 Names = str | list[str]
@@ -28,9 +27,9 @@ class SendMessageArgs(Args):
     importance: str = Field("normal", description="low | normal | high | urgent")
     ack_required: bool = False
     thread_id: str | None = Field(None, description="Join a thread, e.g. a message id or FEAT-12.")
+    attachment_paths: list[str] | None = Field(None, description="Files, relative to the repo root.")
+    convert_images: bool | None = None
     # Accepted for upstream compatibility, not advertised (every listed parameter costs tokens).
-    attachment_paths: SkipJsonSchema[list[str] | None] = None
-    convert_images: SkipJsonSchema[bool | None] = None
     auto_contact_if_blocked: SkipJsonSchema[bool] = False
     sender_token: str | None = Field(None, description="Only to act as an agent other than your own.")
 
@@ -45,6 +44,8 @@ class ReplyMessageArgs(Args):
     bcc: Names | None = None
     subject_prefix: str = "Re:"
     sender_token: str | None = None
+    attachment_paths: list[str] | None = None
+    convert_images: SkipJsonSchema[bool | None] = None  # accepted; not advertised (tools/list budget)
 
 
 class FetchInboxArgs(Args):
@@ -55,6 +56,7 @@ class FetchInboxArgs(Args):
     include_bodies: bool = False
     since_ts: str | None = Field(None, description="Only messages strictly newer (ISO-8601).")
     registration_token: str | None = None
+    include_attachments: bool = False  # adds each attached image as MCP image content
 
 
 class MarkArgs(Args):
@@ -69,8 +71,6 @@ def register(tools: ToolRegistry) -> None:
     async def send_message(services: Services, args: SendMessageArgs) -> dict[str, Any]:
         """Send markdown mail to other agents. Use thread_id to keep a topic together; ack_required when you
         need a confirmation. Fails with RECIPIENT_NOT_FOUND (with suggestions) on unknown names."""
-        if args.attachment_paths:
-            raise InvalidArgument("attachments are not supported yet; reference file paths in body_md instead")
         out = Outgoing(
             project_key=args.project_key,
             subject=args.subject,
@@ -81,6 +81,8 @@ def register(tools: ToolRegistry) -> None:
             importance=args.importance,
             ack_required=args.ack_required,
             thread_id=args.thread_id,
+            attachment_paths=args.attachment_paths or [],
+            convert_images=args.convert_images,
         )
         return await services.messaging.send(current_session.get(), out, args.sender_name, args.sender_token)
 
@@ -90,18 +92,22 @@ def register(tools: ToolRegistry) -> None:
         return await services.messaging.reply(
             current_session.get(), args.project_key, args.message_id, args.sender_name, args.sender_token,
             args.body_md, as_name_list(args.to, "to") or None, as_name_list(args.cc, "cc"),
-            as_name_list(args.bcc, "bcc"), args.subject_prefix,
+            as_name_list(args.bcc, "bcc"), args.subject_prefix, args.attachment_paths, args.convert_images,
         )
 
     @tools.tool(core=True, category="messaging", read_only=True)
-    async def fetch_inbox(services: Services, args: FetchInboxArgs) -> dict[str, Any]:
+    async def fetch_inbox(services: Services, args: FetchInboxArgs) -> dict[str, Any] | ToolOutput:
         """Your newest mail first, with unread_count. Never marks anything read: call mark_message_read or
         acknowledge_message for that. Poll with since_ts to get only new mail."""
-        return await services.messaging.fetch_inbox(
+        result = await services.messaging.fetch_inbox(
             current_session.get(), args.project_key, args.agent_name, args.registration_token,
             limit=args.limit, urgent_only=args.urgent_only, include_bodies=args.include_bodies,
             since_ts=args.since_ts,
         )
+        if args.include_attachments and services.attachments is not None:
+            images = await services.attachments.images_for(result["result"])
+            return ToolOutput(result, [(mime, data) for _sha, mime, data in images])
+        return result
 
     @tools.tool(core=True, category="messaging", idempotent=True)
     async def mark_message_read(services: Services, args: MarkArgs) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from maild.services import agents as ag
 from maild.services import names
@@ -22,6 +22,9 @@ from maild.store import Connection, Store, format_ts, utcnow
 from maild.store.outbox import enqueue
 from shared.config import Settings
 from shared.errors import InvalidArgument, NotFound, RecipientNotFound
+
+if TYPE_CHECKING:
+    from maild.services.attachments import Attachments, Prepared
 
 IMPORTANCE = ("low", "normal", "high", "urgent")
 URGENT = ("high", "urgent")
@@ -105,6 +108,9 @@ class Outgoing:
     importance: str = "normal"
     ack_required: bool = False
     thread_id: str | None = None
+    attachment_paths: list[str] = field(default_factory=list)
+    convert_images: bool | None = None
+    prepared: Prepared | None = None  # set by Messaging (attachments.py) once the files are stored
 
 
 def validate_outgoing(out: Outgoing, max_body_bytes: int) -> None:
@@ -205,12 +211,15 @@ def send_in(
     if not resolved:
         raise InvalidArgument("at least one recipient is required in to, cc or bcc")
     now = utcnow()
+    attachments = out.prepared.metas if out.prepared is not None else []
     message_id = conn.execute(
         "INSERT INTO messages(project_id, sender_id, thread_id, subject, body_md, importance, ack_required,"
-        " created_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        " created_ts, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (project["id"], sender[0], out.thread_id, out.subject, out.body_md, out.importance,
-         int(out.ack_required), now),
+         int(out.ack_required), now, json.dumps(attachments)),
     ).get
+    if out.prepared is not None:
+        out.prepared.link_in(conn, message_id, project["id"])
     conn.executemany(
         "INSERT INTO message_recipients(message_id, agent_id, kind) VALUES (?, ?, ?)",
         [(message_id, agent_id, kind) for agent_id, (kind, _row) in resolved.items()],
@@ -229,12 +238,15 @@ def send_in(
         "importance": out.importance,
         "ack_required": out.ack_required,
         "created_ts": now,
-        "attachments": [],
+        "attachments": attachments,
         "from": sender[1],
         **lists,
     }
     enqueue(conn, "message", project["slug"], {"message": {**payload, "project_slug": project["slug"]}})
-    return {"deliveries": [{"project": project["human_key"], "payload": payload}], "count": 1}
+    result: dict[str, Any] = {"deliveries": [{"project": project["human_key"], "payload": payload}], "count": 1}
+    if out.prepared is not None and out.prepared.warnings:
+        result["warnings"] = out.prepared.warnings
+    return result
 
 
 def _visible_message(conn: Connection, session: Session | None, message_id: int, agent: Any | None) -> Any:
@@ -265,15 +277,31 @@ def reply_subject(subject: str, prefix: str) -> str:
 
 
 class Messaging:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, attachments: Attachments | None = None) -> None:
         self._store = store
         self._settings = settings
+        self.attachments = attachments
+
+    async def _prepare(
+        self, session: Session | None, out: Outgoing, sender_name: str | None, sender_token: str | None
+    ) -> None:
+        """Store the message's files (off the loop and the writer) before its transaction links them."""
+        if self.attachments is None:
+            if out.attachment_paths:
+                raise InvalidArgument("attachments are disabled in this daemon; reference file paths in body_md")
+            return
+        out.prepared = await self.attachments.prepare(
+            session, out.project_key, sender_name, sender_token, out.body_md, out.attachment_paths,
+            out.convert_images)
+        if out.prepared is not None:
+            out.body_md = out.prepared.body_md
 
     async def send(
         self, session: Session | None, out: Outgoing, sender_name: str | None, sender_token: str | None
     ) -> dict[str, Any]:
         out.project_key = validate_project_key(out.project_key)
         validate_outgoing(out, self._settings.max_body_bytes)
+        await self._prepare(session, out, sender_name, sender_token)
         return await self._store.write(
             send_in, session, out, sender_name, sender_token, self._settings.auto_register_recipients
         )
@@ -290,8 +318,13 @@ class Messaging:
         cc: list[str],
         bcc: list[str],
         subject_prefix: str,
+        attachment_paths: list[str] | None = None,
+        convert_images: bool | None = None,
     ) -> dict[str, Any]:
         key = validate_project_key(project_key)
+        files = Outgoing(project_key=key, subject="-", body_md=body_md, to=[], attachment_paths=attachment_paths or [],
+                         convert_images=convert_images)
+        await self._prepare(session, files, sender_name, sender_token)
 
         def unit(conn: Connection) -> dict[str, Any]:
             sender = ag.acting_agent(conn, session, sender_name, sender_token, param="sender_name")
@@ -308,6 +341,7 @@ class Messaging:
                 thread_id=original[3] or str(original[0]),
             )
             validate_outgoing(out, self._settings.max_body_bytes)
+            out.body_md, out.prepared = files.body_md, files.prepared
             result = send_in(conn, session, out, sender[1], sender_token, False)
             payload = result["deliveries"][0]["payload"]
             return {**payload, "thread_id": out.thread_id, "reply_to": message_id, **result}

@@ -150,10 +150,34 @@ ALTER TABLE agents ADD COLUMN placeholder INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE agents ADD COLUMN named_by_env INTEGER NOT NULL DEFAULT 0;
 """
 
+# Attachments (issue 16): one row per stored blob (content-addressed by the sha256 of its bytes;
+# the bytes live in .mcp_mail/blobs and the archive), and links from messages to the blobs they carry
+# (a converted image and, with KEEP_ORIGINAL_IMAGES, its original). project_id is copied into the link
+# so "is this blob already in that project's archive folder" is one index probe.
+M007_ATTACHMENTS = """
+CREATE TABLE attachment_blobs (
+    sha256      TEXT PRIMARY KEY,
+    ext         TEXT NOT NULL,
+    media_type  TEXT NOT NULL,
+    bytes       INTEGER NOT NULL,
+    width       INTEGER,
+    height      INTEGER,
+    created_ts  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE attachments (
+    message_id  INTEGER NOT NULL REFERENCES messages(id),
+    sha256      TEXT NOT NULL REFERENCES attachment_blobs(sha256),
+    project_id  INTEGER NOT NULL REFERENCES projects(id),
+    PRIMARY KEY (message_id, sha256)
+) WITHOUT ROWID;
+CREATE INDEX attachments_blob ON attachments(sha256, project_id);
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial", M001_INITIAL),
     (2, "unread_counts", M002_UNREAD_COUNTS),
     (3, "agent_origins", M003_AGENT_ORIGINS),
+    (7, "attachments", M007_ATTACHMENTS),  # 4-6 belong to parallel branches (see their briefs)
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -1,0 +1,119 @@
+"""Image handling for attachments: sniff a media type from content, and convert images to WebP.
+
+Pure functions over bytes, run on worker threads (Pillow releases the GIL while it decodes and
+encodes). Only the formats below are ever opened, so a crafted file cannot reach Pillow's riskier
+plugins (EPS runs Ghostscript). Knows nothing of paths, storage or messages; the only module that
+imports Pillow.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow warns (DecompressionBombWarning) between MAX_IMAGE_PIXELS and twice that, and raises beyond:
+# an attachment is refused at the warning already.
+warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+CONVERTIBLE = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
+
+# (magic prefix, offset, media type, extension), checked in order.
+_MAGIC: tuple[tuple[bytes, int, str, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0, "image/png", "png"),
+    (b"\xff\xd8\xff", 0, "image/jpeg", "jpg"),
+    (b"GIF87a", 0, "image/gif", "gif"),
+    (b"GIF89a", 0, "image/gif", "gif"),
+    (b"WEBP", 8, "image/webp", "webp"),  # after b"RIFF" + size
+    (b"BM", 0, "image/bmp", "bmp"),
+    (b"II*\x00", 0, "image/tiff", "tiff"),
+    (b"MM\x00*", 0, "image/tiff", "tiff"),
+    (b"%PDF-", 0, "application/pdf", "pdf"),
+    (b"PK\x03\x04", 0, "application/zip", "zip"),
+    (b"\x1f\x8b", 0, "application/gzip", "gz"),
+)
+
+
+class ImageRefused(ValueError):
+    """The bytes claim to be an image Pillow cannot safely decode (corrupt, truncated, a bomb)."""
+
+
+@dataclass(frozen=True)
+class Converted:
+    data: bytes
+    width: int
+    height: int
+
+
+def sniff(data: bytes) -> tuple[str, str]:
+    """(media type, extension) from the content itself; the file name is never trusted."""
+    for magic, offset, media_type, ext in _MAGIC:
+        if data[offset : offset + len(magic)] == magic and (offset == 0 or data[:4] == b"RIFF"):
+            return media_type, ext
+    head = data[:8192]
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.start < len(head) - 4:  # a multi-byte character cut at 8 KiB is still text
+                return "application/octet-stream", "bin"
+        return "text/plain", "txt"
+    return "application/octet-stream", "bin"
+
+
+def is_image(media_type: str) -> bool:
+    return media_type in ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff")
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data), formats=CONVERTIBLE)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRefused(f"it is too large to decode safely ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageRefused(f"it is not a readable image ({exc})") from None
+    return image
+
+
+def probe(data: bytes) -> tuple[int, int]:
+    """Width and height of an image stored as it is (header only; refuses bombs)."""
+    with _open(data) as image:
+        return image.size
+
+
+def to_webp(data: bytes, *, method: int, quality: int) -> Converted:
+    """Decode fully (first frame of an animation), apply the EXIF orientation, drop all metadata
+    (EXIF, GPS, XMP, ICC comments), keep alpha, encode WebP. Refuses corrupt or oversized input."""
+    with _open(data) as image:
+        try:
+            image.seek(0)
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+            has_alpha = oriented.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+                oriented.mode == "P" and "transparency" in oriented.info
+            )
+            pixels = oriented.convert("RGBA" if has_alpha else "RGB")
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageRefused(f"it is too large to decode safely ({exc})") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageRefused(f"it is corrupt or truncated ({exc})") from None
+    pixels.info.clear()  # convert() copies info (exif, xmp, icc): none of it may reach the output
+    out = io.BytesIO()
+    pixels.save(out, format="WEBP", method=method, quality=quality, exif=b"", xmp=b"")
+    return Converted(out.getvalue(), pixels.width, pixels.height)
+
+
+_niced = False
+
+
+def to_webp_in_worker(data: bytes, method: int, quality: int) -> Converted:
+    """`to_webp` in a worker process (anyio.to_process): its own GIL, and nice 10, so a conversion
+    never holds up the daemon's event loop or writer — other agents' sends go first."""
+    global _niced  # noqa: PLW0603 - once per worker process
+    if not _niced:
+        _niced = True
+        os.nice(10)
+    return to_webp(data, method=method, quality=quality)

@@ -1,0 +1,189 @@
+"""Issue 16 figures: sending a converted 2 MB PNG, text sends while images convert, dedup at scale.
+
+    python tests/bench/bench_attachments.py [--quick] [--backend asyncio|trio] [--methods 6,4]
+
+Targets: send_message with a 2 MB PNG attachment (converted to WebP) p50 <= 150 ms end to end;
+other agents' text sends keep their p99 within 20 % of an idle run while images convert;
+1,000 messages carrying one image store one blob. Each image sent is distinct (a changed patch),
+so the daemon's conversion cache never helps the latency figures. `--methods` measures the send at
+several WebP effort levels (WEBP_METHOD; 6 is the default and upstream's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+
+from PIL import Image, ImageDraw
+
+from maild.archive.committer import head_files
+from shared.client import DaemonClient
+from shared.paths import MailboxPaths
+from tests.bench.common import stop, summarise, temp_mailbox, write_report
+
+PROJECT = "/bench"
+
+
+def screenshot(seed: int) -> bytes:
+    """A UI-like 1920x1080 PNG of 2.0 MB: blocks, text, a photo-like panel; `seed` changes a patch."""
+    rng = random.Random(1)
+    image = Image.new("RGB", (1920, 1080), (245, 245, 245))
+    draw = ImageDraw.Draw(image)
+    for _ in range(400):
+        x, y = rng.randrange(1920), rng.randrange(1080)
+        draw.rectangle([x, y, x + rng.randrange(20, 300), y + rng.randrange(10, 80)],
+                       fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    for y in range(0, 1080, 14):
+        draw.text((10, y), "".join(rng.choice("abcdefghijklmnop qrstuvwxyz") for _ in range(200)), fill=(20, 20, 20))
+    image.paste(Image.effect_noise((900, 540), 60).convert("RGB"), (1000, 500))
+    patch = random.Random(seed)
+    image.paste((patch.randrange(256), patch.randrange(256), patch.randrange(256)), (0, 0, 64, 64))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def agent(paths: MailboxPaths, name: str) -> DaemonClient:
+    conn = DaemonClient(paths, hello={"session": f"bench-{name}", "client": "bench", "pid": os.getpid()})
+    conn.call_tool("register_agent", {"project_key": PROJECT, "program": "bench", "model": "none", "name": name})
+    return conn
+
+
+def mailbox(method: int) -> MailboxPaths:
+    paths = temp_mailbox(f"attach-m{method}")
+    paths.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths.config_file.write_text(f"webp_method = {method}\n")
+    return paths
+
+
+def image_files(paths: MailboxPaths, count: int) -> list[str]:
+    names = []
+    for i in range(count):
+        name = f"shots/shot-{i}.png"
+        (paths.root / "shots").mkdir(exist_ok=True)
+        (paths.root / name).write_bytes(screenshot(i))
+        names.append(name)
+    return names
+
+
+def send_images(conn: DaemonClient, names: list[str]) -> tuple[list[float], dict[str, Any]]:
+    latencies, meta = [], {}
+    for name in names:
+        t0 = time.perf_counter()
+        result = conn.call_tool("send_message", {"project_key": PROJECT, "to": "Bob", "subject": "screenshot",
+                                                 "body_md": "see attached", "attachment_paths": [name]})
+        latencies.append(time.perf_counter() - t0)
+        meta = result["deliveries"][0]["payload"]["attachments"][0]
+    return latencies, meta
+
+
+def text_sends(conn: DaemonClient, n: int, stop_when: threading.Event | None = None) -> list[float]:
+    message = {"project_key": PROJECT, "to": "Bob", "subject": "status", "body_md": "text only " * 20}
+    latencies = []
+    for _ in range(n):
+        if stop_when is not None and stop_when.is_set():
+            break
+        t0 = time.perf_counter()
+        conn.call_tool("send_message", message)
+        latencies.append(time.perf_counter() - t0)
+    return latencies
+
+
+def measure_send(method: int, samples: int) -> dict[str, Any]:
+    paths = mailbox(method)
+    try:
+        alice, bob = agent(paths, "Alice"), agent(paths, "Bob")
+        names = image_files(paths, samples + 2)
+        sizes = [(paths.root / n).stat().st_size for n in names]
+        send_images(alice, names[:2])  # warm up: Pillow import, first WebP encode
+        latencies, meta = send_images(alice, names[2:])
+        for c in (alice, bob):
+            c.close()
+        return {"webp_method": method, "png_bytes_mean": round(sum(sizes) / len(sizes)),
+                "webp_bytes_last": meta["bytes"], "send": summarise(latencies)}
+    finally:
+        stop(paths)
+
+
+def measure_interference(text_n: int, image_n: int) -> dict[str, Any]:
+    paths = mailbox(6)
+    try:
+        alice, bob, carol = agent(paths, "Alice"), agent(paths, "Bob"), agent(paths, "Carol")
+        names = image_files(paths, image_n)
+        text_sends(carol, 200)
+        idle = text_sends(carol, text_n)
+        done = threading.Event()
+
+        def convert_forever() -> None:
+            while not done.is_set():
+                send_images(alice, names)
+
+        worker = threading.Thread(target=convert_forever)
+        worker.start()
+        time.sleep(0.2)  # the first conversion is under way
+        try:
+            busy = text_sends(carol, text_n, done)
+        finally:
+            done.set()
+            worker.join()
+        idle_s, busy_s = summarise(idle), summarise(busy)
+        for c in (alice, bob, carol):
+            c.close()
+        return {"idle": idle_s, "while_converting": busy_s,
+                "p99_ratio": round(busy_s["p99_ms"] / idle_s["p99_ms"], 3),
+                "p50_ratio": round(busy_s["p50_ms"] / idle_s["p50_ms"], 3)}
+    finally:
+        stop(paths)
+
+
+def measure_dedup(messages: int) -> dict[str, Any]:
+    paths = mailbox(6)
+    try:
+        alice, bob = agent(paths, "Alice"), agent(paths, "Bob")
+        (paths.root / "logo.png").write_bytes(screenshot(0))
+        shas, latencies = set(), []
+        for _ in range(messages):
+            t0 = time.perf_counter()
+            result = alice.call_tool("send_message", {"project_key": PROJECT, "to": "Bob", "subject": "logo",
+                                                      "body_md": "![logo](logo.png)"})
+            latencies.append(time.perf_counter() - t0)
+            shas.add(result["deliveries"][0]["payload"]["attachments"][0]["sha256"])
+        deadline = time.monotonic() + 120
+        while alice.call_tool("health_check")["archive"]["queue_depth"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        blob_files = [p for p in paths.blobs.rglob("*") if p.is_file()]
+        archived = [p for p in head_files(paths.archive) if "/attachments/" in p]
+        for c in (alice, bob):
+            c.close()
+        return {"messages": messages, "distinct_sha256": len(shas), "blob_files": len(blob_files),
+                "archive_attachment_files": len(archived), "send_same_image": summarise(latencies)}
+    finally:
+        stop(paths)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument("--methods", default="6,4", help="WebP effort levels to measure the send at")
+    args = parser.parse_args()
+    os.environ["AGENT_MAIL_BACKEND"] = args.backend
+    samples = 8 if args.quick else 20
+    figures: dict[str, Any] = {"backend": args.backend}
+    figures["send_2mb_png"] = [measure_send(int(m), samples) for m in args.methods.split(",")]
+    figures["text_sends_while_converting"] = measure_interference(300 if args.quick else 1000, 4)
+    figures["one_image_in_many_messages"] = measure_dedup(1000)
+    write_report(f"attachments-{args.backend}", figures)
+
+
+if __name__ == "__main__":
+    main()
