@@ -395,7 +395,7 @@ def test_rebuild_restores_attachments(box: Mailbox, pair: tuple[Agent, Agent]) -
     for path in box.paths.blobs.rglob("*"):
         if path.is_file():
             path.unlink()
-    box.mailctl("doctor", "--rebuild")
+    box.mailctl("doctor", "--rebuild", "--yes")
     assert db_rows(box, "SELECT message_id, sha256, project_id FROM attachments ORDER BY 1, 2") == links_before
     assert db_rows(box, "SELECT sha256, ext, media_type, bytes, width, height FROM attachment_blobs "
                         "ORDER BY 1") == blobs_before
