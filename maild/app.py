@@ -118,7 +118,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             store=store,
             archive_path=paths.archive,
             reservations=Reservations.from_settings(store, settings),
-            search=Search(store, settings.search_rank_window),
+            search=Search(store, settings.search_rank_window, settings.message_visibility),
             summaries=summaries,
         )
         tools, resources = build_registries()

@@ -395,6 +395,10 @@ class Agents:
         self._settings = settings
         self._archive = archive
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
     def online_ids(self) -> set[int]:
         return {s.agent_id for s in self._sessions.live() if s.agent_id is not None}
 

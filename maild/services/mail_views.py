@@ -1,7 +1,8 @@
 """Read models behind the mail resources: inbox/outbox/views, a message, a thread, agent lists.
 
-Agent-scoped views obey the identity rule of `agents.acting_agent` (own session or token); the
-operator (mailctl) may read any message and thread. Nothing here writes.
+Agent-scoped views (inbox, outbox, ack views) obey the identity rule of `agents.acting_agent` (own
+session or token); messages and threads obey visibility.py (the operator, mailctl, reads all).
+Nothing here writes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 from maild.services import agents as ag
+from maild.services import visibility
 from maild.services.messaging import (
     MESSAGE_COLUMNS,
     _visible_message,
@@ -122,31 +124,42 @@ class MailViews:
 
         return await self._store.read(unit)
 
+    def _viewer(self, conn: Connection, session: Session | None) -> visibility.Viewer | None:
+        """Who reads: the operator (a Viewer with no agent), the session's agent, or None (nobody)."""
+        mode = self._agents.settings.message_visibility
+        if session is not None and session.agent_id is not None:
+            return visibility.viewer_of(conn, session.agent_id, mode)
+        return visibility.Viewer(mode=mode) if ag.is_operator(session) else None
+
     async def message(self, session: Session | None, message_id: str) -> dict[str, Any]:
         number = to_int(message_id, "message id", 0, 1, 2**62)
 
         def unit(conn: Connection) -> dict[str, Any]:
-            row = _visible_message(conn, session, number, None)
+            row = _visible_message(conn, session, number, None, self._agents.settings.message_visibility)
+            viewer = self._viewer(conn, session) or visibility.Viewer(agent_id=-1)
             lists = recipients_of(conn, number)
-            if not ag.is_operator(session) and (session is None or session.agent_id != row[2]):
-                lists["bcc"] = [n for n in lists["bcc"] if session is not None and _is_me(conn, session, n)]
+            lists["bcc"] = visibility.shown_bcc(viewer, row[2], lists["bcc"])
             return {**message_row_dict(row, include_body=True), **lists}
 
         return await self._store.read(unit)
 
     async def thread(self, session: Session | None, thread_id: str, include_bodies: bool) -> dict[str, Any]:
         def unit(conn: Connection) -> dict[str, Any]:
-            seed = int(thread_id) if thread_id.isdigit() else None
-            rows: list[Any] = conn.execute(
+            viewer = self._viewer(conn, session)
+            seed = int(thread_id) if thread_id.isdigit() and len(thread_id) < 19 else None
+            params: dict[str, Any] = {"thread": thread_id, "seed": seed if seed is not None else -1}
+            where = "1" if viewer is None else visibility.clause(viewer, params)
+            rows: list[Any] = [] if viewer is None else conn.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
-                " WHERE m.thread_id = ? OR m.id = ? ORDER BY m.id",
-                (thread_id, seed if seed is not None else -1),
+                f" WHERE (m.thread_id = :thread OR m.id = :seed) AND {where} ORDER BY m.id",
+                params,
             ).fetchall()
             visible = []
             for row in rows:
-                if ag.is_operator(session) or _involves(conn, session, row[0], row[2]):
-                    visible.append({**message_row_dict(row, include_body=include_bodies),
-                                    **_public_recipients(conn, row[0])})
+                lists = recipients_of(conn, row[0])
+                assert viewer is not None
+                visible.append({**message_row_dict(row, include_body=include_bodies), "to": lists["to"],
+                                "cc": lists["cc"], "bcc": visibility.shown_bcc(viewer, row[2], lists["bcc"])})
             return {"thread_id": thread_id, "count": len(visible), "messages": visible}
 
         return await self._store.read(unit)
@@ -154,29 +167,6 @@ class MailViews:
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-def _is_me(conn: Connection, session: Session, name: str) -> bool:
-    row = ag.find_active(conn, name)
-    return row is not None and row[0] == session.agent_id
-
-
-def _involves(conn: Connection, session: Session | None, message_id: int, sender_id: int) -> bool:
-    if session is None or session.agent_id is None:
-        return False
-    if sender_id == session.agent_id:
-        return True
-    return (
-        conn.execute(
-            "SELECT 1 FROM message_recipients WHERE message_id = ? AND agent_id = ?", (message_id, session.agent_id)
-        ).fetchone()
-        is not None
-    )
-
-
-def _public_recipients(conn: Connection, message_id: int) -> dict[str, list[str]]:
-    lists = recipients_of(conn, message_id)
-    return {"to": lists["to"], "cc": lists["cc"]}
 
 
 def _outbox(

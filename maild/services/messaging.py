@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maild.services import agents as ag
-from maild.services import names
+from maild.services import names, visibility
 from maild.services.projects import find_in, validate_project_key
 from maild.services.sessions import Session
 from maild.store import Connection, Store, format_ts, utcnow
@@ -237,7 +237,10 @@ def send_in(
     return {"deliveries": [{"project": project["human_key"], "payload": payload}], "count": 1}
 
 
-def _visible_message(conn: Connection, session: Session | None, message_id: int, agent: Any | None) -> Any:
+def _visible_message(conn: Connection, session: Session | None, message_id: int, agent: Any | None,
+                     mode: str = "project") -> Any:
+    """The message row if the caller may read it (visibility.py); NOT_FOUND otherwise, as for a
+    missing message, so its existence is not revealed."""
     row = conn.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id = ?",
         (message_id,),
@@ -246,16 +249,8 @@ def _visible_message(conn: Connection, session: Session | None, message_id: int,
         raise NotFound(f"message {message_id} does not exist", data={"message_id": message_id})
     if ag.is_operator(session) and agent is None:
         return row
-    viewer = agent[0] if agent is not None else (session.agent_id if session is not None else None)
-    involved = viewer is not None and (
-        row[2] == viewer
-        or conn.execute(
-            "SELECT 1 FROM message_recipients WHERE message_id = ? AND agent_id = ?", (message_id, viewer)
-        ).fetchone()
-        is not None
-    )
-    if not involved:
-        # Same answer as a missing message: do not reveal that it exists.
+    viewer_id = agent[0] if agent is not None else (session.agent_id if session is not None else None)
+    if viewer_id is None or not visibility.can_read(conn, visibility.viewer_of(conn, viewer_id, mode), message_id):
         raise NotFound(f"message {message_id} does not exist", data={"message_id": message_id})
     return row
 
@@ -295,7 +290,7 @@ class Messaging:
 
         def unit(conn: Connection) -> dict[str, Any]:
             sender = ag.acting_agent(conn, session, sender_name, sender_token, param="sender_name")
-            original = _visible_message(conn, session, message_id, sender)
+            original = _visible_message(conn, session, message_id, sender, self._settings.message_visibility)
             out = Outgoing(
                 project_key=key,
                 subject=reply_subject(original[4], subject_prefix)[:MAX_SUBJECT_CHARS],
