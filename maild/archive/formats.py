@@ -11,6 +11,8 @@ and the parsers that read them back (for `doctor` and `rebuild`).
     projects/<slug>/messages/threads/<thread_id>.part-<n>.md         (messages 100(n-1)+1 …, n >= 2)
     projects/<slug>/file_reservations/<sha1(pattern)>.json      (latest change to that pattern)
     projects/<slug>/file_reservations/id-<reservation id>.json  (each reservation, all its states)
+    projects/<slug>/agents/<Name>/contacts/<target id>.json     (a contact link Name -> target)
+    projects/<slug>/deleted_agents/<agent id>.json              (tombstone of a hard-deleted agent)
 
 Ids travel with names (`agent_ids` in front matter, `id` in profiles, `agent_id` in reservations)
 so a rebuild reattaches mail and leases to the right agent after a retired name is reclaimed.
@@ -66,6 +68,8 @@ def front_matter(payload: dict[str, Any], project_key: str) -> dict[str, Any]:
         "created": payload["created_ts"],
         "attachments": payload.get("attachments", []),
         **({"agent_ids": payload["agent_ids"]} if "agent_ids" in payload else {}),
+        **({"topic": payload["topic"]} if payload.get("topic") else {}),
+        **({"mentions": payload["mentions"]} if payload.get("mentions") else {}),
     }
 
 
@@ -133,6 +137,17 @@ def receipt_files(receipt: dict[str, Any], slug: str) -> Files:
     return {f"{folder}/{int(receipt['message_id'])}.json": pretty_json(receipt)}
 
 
+def contact_files(contact: dict[str, Any], slug: str) -> Files:
+    """One contact link, in the requester's folder, by the target's id (names can be reclaimed)."""
+    folder = f"projects/{segment(slug)}/agents/{segment(contact['from'])}/contacts"
+    return {f"{folder}/{int(contact['to_agent_id'])}.json": pretty_json(contact)}
+
+
+def tombstone_files(deleted: dict[str, Any], slug: str) -> Files:
+    """A hard-deleted agent: rebuild leaves out the agent, the mail it sent and its receipts."""
+    return {f"projects/{segment(slug)}/deleted_agents/{int(deleted['id'])}.json": pretty_json(deleted)}
+
+
 def project_files(project: dict[str, Any]) -> Files:
     return {f"projects/{segment(project['slug'])}/project.json": pretty_json(project)}
 
@@ -164,4 +179,9 @@ def describe(kind: str, payload: dict[str, Any]) -> tuple[str, str | None]:
     if kind == "receipt":
         r = payload["receipt"]
         return f"receipt: {r['agent']} {'acked' if r['ack_ts'] else 'read'} #{r['message_id']}", r["agent"]
+    if kind == "contact":
+        c = payload["contact"]
+        return f"contact: {c['from']} -> {c['to']} {c['status']}", c["from"]
+    if kind == "agent_deleted":
+        return f"agent: delete {payload['deleted']['name']}", None
     return f"{kind}: update", None

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maild.services.agents import Agents
+from maild.services.contact_requests import Contacts
 from maild.services.health import Health
+from maild.services.lifecycle import Lifecycle
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
 from maild.services.projects import Projects
@@ -32,3 +34,5 @@ class Services:
     reservations: Reservations
     search: Search
     summaries: Summaries
+    lifecycle: Lifecycle
+    contacts: Contacts

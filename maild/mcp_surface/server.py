@@ -19,8 +19,10 @@ from mcp.shared.exceptions import MCPError
 from maild.mcp_surface import (
     resources_mail,
     tools_archive,
+    tools_contacts,
     tools_identity,
     tools_infra,
+    tools_lifecycle,
     tools_messaging,
     tools_meta,
     tools_reservations,
@@ -46,6 +48,8 @@ def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     tools, resources = ToolRegistry(), ResourceRegistry()
     tools_infra.register(tools)
     tools_identity.register(tools)
+    tools_lifecycle.register(tools)
+    tools_contacts.register(tools)
     tools_messaging.register(tools)
     tools_meta.register(tools)
     tools_archive.register(tools)

@@ -22,6 +22,7 @@ class RegisterAgentArgs(Args):
     attachments_policy: str = "auto"
     force_reclaim: bool = Field(False, description="Take the name even from an online holder.")
     registration_token: str | None = None
+    rebind: bool = Field(False, description="Switch a session already bound to another agent.")
     auto_fetch_inbox: bool = False
     inbox_limit: int = Field(10, ge=1, le=1000)
     inbox_urgent_only: bool = False
@@ -54,6 +55,7 @@ def register(tools: ToolRegistry) -> None:
         agent = await services.agents.register(
             session, args.project_key, args.program, args.model, args.name, args.task_description,
             args.attachments_policy, force_reclaim=args.force_reclaim, token=args.registration_token,
+            rebind=args.rebind,
         )
         if not args.auto_fetch_inbox:
             return agent

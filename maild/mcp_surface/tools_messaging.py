@@ -1,4 +1,5 @@
-"""Messaging tools: send_message, reply_message, fetch_inbox, mark_message_read, acknowledge_message."""
+"""Messaging tools: send_message, reply_message, fetch_inbox, fetch_topic, mark_message_read,
+acknowledge_message."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ Names = str | list[str]
 
 class SendMessageArgs(Args):
     project_key: str = ProjectKey
-    to: Names = Field(description="Recipient name(s); Name@project for another project.")
+    to: Names = Field(default_factory=list, description="Recipient name(s); Name@project; all = everyone.")
     subject: str
     body_md: str = Field(description="GitHub-flavoured markdown.")
     sender_name: str | None = Field(None, description="Defaults to this session's agent.")
@@ -28,10 +29,12 @@ class SendMessageArgs(Args):
     importance: str = Field("normal", description="low | normal | high | urgent")
     ack_required: bool = False
     thread_id: str | None = Field(None, description="Join a thread, e.g. a message id or FEAT-12.")
+    broadcast: bool = Field(False, description="To every active agent of the project (leave to empty).")
+    topic: str | None = None
+    auto_contact_if_blocked: bool = Field(False, description="On CONTACT_REQUIRED, also request contact.")
     # Accepted for upstream compatibility, not advertised (every listed parameter costs tokens).
     attachment_paths: SkipJsonSchema[list[str] | None] = None
     convert_images: SkipJsonSchema[bool | None] = None
-    auto_contact_if_blocked: SkipJsonSchema[bool] = False
     sender_token: str | None = Field(None, description="Only to act as an agent other than your own.")
 
 
@@ -54,7 +57,16 @@ class FetchInboxArgs(Args):
     urgent_only: bool = False
     include_bodies: bool = False
     since_ts: str | None = Field(None, description="Only messages strictly newer (ISO-8601).")
+    unread_only: bool = False
+    topic: str | None = None
     registration_token: str | None = None
+
+
+class FetchTopicArgs(Args):
+    project_key: str = ProjectKey
+    topic: str
+    limit: int = Field(20, ge=1, le=1000)
+    include_bodies: bool = False
 
 
 class MarkArgs(Args):
@@ -81,8 +93,11 @@ def register(tools: ToolRegistry) -> None:
             importance=args.importance,
             ack_required=args.ack_required,
             thread_id=args.thread_id,
+            broadcast=args.broadcast,
+            topic=args.topic,
         )
-        return await services.messaging.send(current_session.get(), out, args.sender_name, args.sender_token)
+        return await services.messaging.send(current_session.get(), out, args.sender_name, args.sender_token,
+                                             auto_contact_if_blocked=args.auto_contact_if_blocked)
 
     @tools.tool(core=True, category="messaging")
     async def reply_message(services: Services, args: ReplyMessageArgs) -> dict[str, Any]:
@@ -100,7 +115,14 @@ def register(tools: ToolRegistry) -> None:
         return await services.messaging.fetch_inbox(
             current_session.get(), args.project_key, args.agent_name, args.registration_token,
             limit=args.limit, urgent_only=args.urgent_only, include_bodies=args.include_bodies,
-            since_ts=args.since_ts,
+            since_ts=args.since_ts, unread_only=args.unread_only, topic=args.topic,
+        )
+
+    @tools.tool(core=False, category="messaging", read_only=True)
+    async def fetch_topic(services: Services, args: FetchTopicArgs) -> dict[str, Any]:
+        """The project's messages tagged with a topic (send_message topic=...), newest first."""
+        return await services.views.fetch_topic(
+            current_session.get(), args.project_key, args.topic, args.limit, args.include_bodies
         )
 
     @tools.tool(core=True, category="messaging", idempotent=True)

@@ -14,6 +14,7 @@ from maild.services import agents as ag
 from maild.services import visibility
 from maild.services.messaging import (
     MESSAGE_COLUMNS,
+    TOPIC,
     _visible_message,
     inbox_rows,
     message_row_dict,
@@ -21,7 +22,7 @@ from maild.services.messaging import (
     recipients_of,
     unread_count,
 )
-from maild.services.projects import find_in, project_dict
+from maild.services.projects import find_in, project_dict, validate_project_key
 from maild.services.sessions import Session
 from maild.store import Connection, Store, format_ts
 from shared.errors import InvalidArgument
@@ -140,6 +141,36 @@ class MailViews:
             lists = recipients_of(conn, number)
             lists["bcc"] = visibility.shown_bcc(viewer, row[2], lists["bcc"])
             return {**message_row_dict(row, include_body=True), **lists}
+
+        return await self._store.read(unit)
+
+    async def fetch_topic(
+        self, session: Session | None, project_key: str, topic: str, limit: int, include_bodies: bool
+    ) -> dict[str, Any]:
+        """A project's messages tagged `topic`, newest first, as the caller may read them."""
+        key = validate_project_key(project_key)
+        if not isinstance(topic, str) or not TOPIC.fullmatch(topic):
+            raise InvalidArgument(f"topic {topic!r} is not valid: 1-64 letters, digits, '_' or '-'")
+        mode = self._agents.settings.message_visibility
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            project = find_in(conn, key)
+            if session is not None and session.agent_id is not None:
+                viewer = visibility.viewer_of(conn, session.agent_id, mode)
+            elif ag.is_operator(session):
+                viewer = visibility.Viewer(mode=mode)
+            else:
+                ag.acting_agent(conn, session, None, None)  # explains how to get an identity
+                raise AssertionError("unreachable")
+            params: dict[str, Any] = {"project": project["id"], "topic": topic, "limit": limit}
+            where = visibility.clause(viewer, params, project_id=project["id"])
+            rows = conn.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
+                f" WHERE m.project_id = :project AND m.topic = :topic AND {where} ORDER BY m.id DESC LIMIT :limit",
+                params,
+            ).fetchall()
+            return {"project": project["slug"], "topic": topic, "count": len(rows),
+                    "messages": [{**message_row_dict(r, include_body=include_bodies), "topic": topic} for r in rows]}
 
         return await self._store.read(unit)
 

@@ -23,6 +23,7 @@ from typing import Any
 import anyio.to_thread
 
 from maild.services import agents as ag
+from maild.services.messaging import Outgoing, send_in
 from maild.services.projects import find_in, slugify, validate_project_key
 from maild.services.sessions import Session
 from maild.store import Connection, Store, format_ts, utcnow
@@ -112,6 +113,21 @@ def _archive(conn: Connection, slug: str, rows: list[Any]) -> None:
     if rows:
         enqueue(conn, "file_reservation", slug,
                 {"reservations": [{**reservation_dict(r), "agent_id": r[2]} for r in rows]})
+
+
+def release_all_of_agent(conn: Connection, agent_id: int, now: str) -> int:
+    """Release and archive every live lease of one agent (it was retired); returns how many."""
+    released = conn.execute(
+        "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL RETURNING id",
+        (now, agent_id),
+    ).fetchall()
+    by_slug: dict[str, list[Any]] = {}
+    for (rid,) in released:
+        fresh: Any = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.id = ?", (rid,)).fetchone()
+        by_slug.setdefault(fresh[10], []).append(fresh)
+    for slug, rows in by_slug.items():
+        _archive(conn, slug, rows)
+    return len(released)
 
 
 def release_expired(conn: Connection, now: str) -> int:
@@ -398,8 +414,6 @@ class Reservations:
     async def force_release(self, session: Session | None, project_key: str, agent_name: str | None,
                             token: str | None, reservation_id: int, notify_previous: bool,
                             note: str) -> dict[str, Any]:
-        from maild.services.messaging import Outgoing, send_in
-
         key = validate_project_key(project_key)
         root = Path(key) if key.startswith("/") else None
 
