@@ -427,6 +427,19 @@ class Agents:
     def settings(self) -> Settings:
         return self._settings
 
+    async def project_key_of(self, agent_id: int) -> str | None:
+        """The human key of an agent's project (the default project_key of its session)."""
+        key = await self._store.read(
+            lambda c: c.execute(
+                "SELECT p.human_key FROM agents a JOIN projects p ON p.id = a.project_id WHERE a.id = ?", (agent_id,)
+            ).get
+        )
+        return None if key is None else str(key)
+
+    async def name_of(self, agent_id: int) -> str | None:
+        name = await self._store.read(lambda c: c.execute("SELECT name FROM agents WHERE id = ?", (agent_id,)).get)
+        return None if name is None else str(name)
+
     def online_ids(self) -> set[int]:
         return {s.agent_id for s in self._sessions.live() if s.agent_id is not None}
 

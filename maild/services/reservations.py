@@ -34,6 +34,9 @@ from shared.globs import BROAD, PatternIndex, anchor, is_virtual, matches
 
 MIN_TTL_SECONDS = 60
 MAX_PATTERNS = 500
+MAX_STALENESS_PROBES = 50
+STALE_REASONS = ["agent_inactive", "no_recent_mail_activity", "no_recent_filesystem_activity",
+                 "no_recent_git_activity"]
 # Bounds on the force-release probes, so a huge tree or repository cannot stall the request.
 MAX_PROBED_FILES = 20_000
 GIT_PROBE_TIMEOUT_SECONDS = 5.0
@@ -466,19 +469,39 @@ class Reservations:
         return await self._store.write(unit)
 
     async def listing(self, project_key: str, active_only: bool) -> list[dict[str, Any]]:
+        """A project's reservations; live ones carry upstream's staleness fields (stale, stale_reasons,
+        last_*_activity_ts), probed like force-release does, for at most MAX_STALENESS_PROBES of them."""
         key = validate_project_key(project_key)
+        root = Path(key) if key.startswith("/") else None
+
+        def rows_of(conn: Connection) -> list[Any]:
+            project = find_in(conn, key)
+            found: list[Any] = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.project_id = ? ORDER BY r.id",
+                                            (project["id"],)).fetchall()
+            return found
+
+        rows = await self._store.read(rows_of)
+        now = utcnow()
+        live = [r for r in rows if r[9] is None and r[8] > now][:MAX_STALENESS_PROBES]
+        activity: dict[int, Activity] = {}
+        for r in live:
+            activity[r[0]] = await anyio.to_thread.run_sync(probe_activity, root, r[4], self._grace)
 
         def unit(conn: Connection) -> list[dict[str, Any]]:
-            project = find_in(conn, key)
-            now = utcnow()
-            rows: list[Any] = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.project_id = ? ORDER BY r.id",
-                                           (project["id"],)).fetchall()
+            now_dt = dt.datetime.now(dt.UTC)
             out = []
             for r in rows:
                 expired = r[9] is None and r[8] <= now
                 if active_only and (r[9] is not None or expired):
                     continue
-                out.append({**reservation_dict(r), "expired": expired})
+                item = {**reservation_dict(r), "expired": expired}
+                if r[0] in activity:
+                    signals = self._staleness(conn, r, activity[r[0]], now_dt)
+                    # Stale means every signal is quiet; otherwise active_reasons says which one is not.
+                    item.update(stale=signals["stale"], stale_reasons=STALE_REASONS if signals["stale"] else [],
+                                active_reasons=signals["active_reasons"],
+                                **{k: v for k, v in signals.items() if k.startswith("last_")})
+                out.append(item)
             return out
 
         return await self._store.read(unit)
