@@ -62,12 +62,15 @@ class MailViews:
         )
         return {"projects": [project_dict(r) for r in rows]}
 
-    async def agents(self, project_key: str) -> dict[str, Any]:
+    async def agents(self, project_key: str, include_retired: bool = False) -> dict[str, Any]:
+        active = "" if include_retired else " AND a.is_active = 1"
+
         def unit(conn: Connection) -> tuple[dict[str, Any], list[tuple[Any, Any]]]:
             project = find_in(conn, project_key)
             rows = conn.execute(
                 f"SELECT {ag.AGENT_COLUMNS}, (SELECT max(last_seen_ts) FROM sessions WHERE agent_id = a.id)"
-                f" FROM {ag.AGENT_FROM} WHERE a.project_id = ? AND a.is_active = 1 ORDER BY a.last_active_ts DESC",
+                f" FROM {ag.AGENT_FROM} WHERE a.project_id = ?{active}"
+                " ORDER BY a.is_active DESC, a.last_active_ts DESC",
                 (project["id"],),
             ).fetchall()
             return project, [(r, r[-1]) for r in rows]  # the last column: last session time
@@ -76,7 +79,8 @@ class MailViews:
         return {
             "project": {"slug": project["slug"], "human_key": project["human_key"]},
             "agents": [
-                {**ag.agent_dict(r), "unread_count": r[12], **self._agents.presence(r, seen)} for r, seen in rows
+                {**ag.agent_dict(r), "unread_count": r[12], "retired": not r[10], **self._agents.presence(r, seen)}
+                for r, seen in rows
             ],
         }
 
