@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from mailctl.cli import call, daemon, doctor, guard, http, mail, mcp, search
+from mailctl.cli import agents, call, daemon, doctor, guard, http, mail, mcp, search
 from shared import __version__
 from shared.errors import EXIT_DAEMON, EXIT_TOOL_ERROR, EXIT_USAGE, DaemonUnavailable, MailError
 
@@ -18,6 +18,7 @@ from shared.errors import EXIT_DAEMON, EXIT_TOOL_ERROR, EXIT_USAGE, DaemonUnavai
 GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     daemon.register,
     mail.register,
+    agents.register,
     mcp.register,
     doctor.register,
     guard.register,

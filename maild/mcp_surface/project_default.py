@@ -13,7 +13,7 @@ ProjectKey = Field(None, description="Repo path or label; default: your project.
 
 
 async def project_of(services: Services, project_key: str | None) -> str:
-    if project_key is not None and project_key.strip():
+    if project_key is not None:  # an explicit empty key is still refused downstream
         return project_key
     session = current_session.get()
     if session is not None and session.agent_id is not None:

@@ -7,8 +7,9 @@ triggers in the store do that inside each writing transaction.
 
 Cost: bm25 grows with the number of matches (implementation-notes §3.3), so only the newest
 `search_rank_window` matches are ranked, topped up newest-first when filters leave too few;
-thread and small time-range filters seek instead of walking; a `participants`-mode reader with
-little mail is driven from its own messages. Figures: docs/search.md.
+thread and small time-range filters seek instead of walking; a reader limited to its own mail is
+tested against its message set, built once per query (a reader with no mail costs nothing).
+Figures: docs/search.md.
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ MAX_LIMIT = 1000
 IMPORTANCE = ("low", "normal", "high", "urgent")
 # Subject hits weigh twice body hits.
 BM25 = "bm25(messages_fts, 2.0, 1.0)"
-# A participants-mode reader with at most this many messages in the project is searched through
-# its own messages (seeks) rather than by walking every match of the query.
-SMALL_MAILBOX = 5000
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ def _filter_sql(
     conn: Connection, project_id: int, viewer: Viewer, filters: SearchFilters
 ) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {"project": project_id}
-    where = ["m.project_id = :project", visibility.clause(viewer, params, project_id=project_id)]
+    where = ["m.project_id = :project", visibility.clause(viewer, params, project_id=project_id, bulk=True)]
     if filters.agent:
         params["agent"] = find_agent_id(conn, filters.agent)
         where.append(
@@ -213,18 +211,6 @@ def _as_hits(rows: Any) -> list[tuple[int, float]]:
     return [(int(message_id), float(score)) for message_id, score in rows]
 
 
-def _own_messages(conn: Connection, viewer: Viewer, project_id: int) -> list[int] | None:
-    """Ids of the project's messages `viewer` sent or received, or None when there are too many
-    to be worth driving a search from (then the visibility clause filters the matches instead)."""
-    ids = [row[0] for row in conn.execute(
-        "SELECT id FROM (SELECT id FROM messages WHERE sender_id = :a AND project_id = :p"
-        " UNION SELECT r.message_id FROM message_recipients r JOIN messages m ON m.id = r.message_id"
-        " WHERE r.agent_id = :a AND m.project_id = :p) LIMIT :cap",
-        {"a": viewer.agent_id, "p": project_id, "cap": SMALL_MAILBOX + 1},
-    )]
-    return None if len(ids) > SMALL_MAILBOX else ids
-
-
 def run_search(
     conn: Connection,
     *,
@@ -240,15 +226,10 @@ def run_search(
     where, params = _filter_sql(conn, project_id, viewer, filters)
     params["q"] = expr
     params["limit"] = limit
-    own = _own_messages(conn, viewer, project_id) if visibility.participants_only(viewer, project_id) else None
-    if own is not None and not own:
-        return []  # a reader who took part in nothing here finds nothing, without touching the index
-    if own is not None:
-        params["own"] = json.dumps(own)
-        where += " AND m.id IN (SELECT value FROM json_each(:own))"
-    if filters.thread_id or own is not None:
-        # A thread (or a small mailbox) is small: walk its messages and probe the index for each
-        # (rowid = ? is a seek).
+    if visibility.participants_only(viewer, project_id) and not visibility.has_mail(conn, viewer.agent_id or 0):
+        return []  # a reader who took part in nothing finds nothing, without touching the index
+    if filters.thread_id:
+        # A thread is small: walk its messages and probe the index for each (rowid = ? is a seek).
         base = (
             "FROM messages m CROSS JOIN messages_fts ON messages_fts.rowid = m.id"
             f" WHERE messages_fts MATCH :q AND {where}"

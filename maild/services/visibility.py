@@ -42,22 +42,32 @@ def viewer_of(conn: Connection, agent_id: int | None, mode: str) -> Viewer:
     return Viewer(agent_id=agent_id, project_id=row[0], name=row[1], mode=mode)
 
 
-def _involved(alias: str) -> str:
+def _involved(alias: str, *, bulk: bool = False) -> str:
+    if bulk:
+        # Not correlated: SQLite builds the reader's message set once (an ephemeral index) and each
+        # candidate row costs a lookup in it, instead of a probe of message_recipients per row.
+        return (
+            f"({alias}.id IN (SELECT id FROM messages WHERE sender_id = :viewer"
+            " UNION ALL SELECT message_id FROM message_recipients WHERE agent_id = :viewer))"
+        )
     return (
         f"({alias}.sender_id = :viewer OR EXISTS (SELECT 1 FROM message_recipients vr"
         f" WHERE vr.message_id = {alias}.id AND vr.agent_id = :viewer))"
     )
 
 
-def clause(viewer: Viewer, params: dict[str, Any], alias: str = "m", project_id: int | None = None) -> str:
+def clause(
+    viewer: Viewer, params: dict[str, Any], alias: str = "m", project_id: int | None = None, *, bulk: bool = False
+) -> str:
     """SQL limiting rows of `messages {alias}` to what `viewer` may read.
 
     `project_id`: the query is already limited to that project, which lets the common case (an
-    agent reading its own project) be one column test instead of a walk of recipient rows."""
+    agent reading its own project) be one column test instead of a walk of recipient rows.
+    `bulk`: many candidate rows (search): test membership in the reader's message set."""
     if viewer.agent_id is None:
         return "1"
     params["viewer"] = viewer.agent_id
-    involved = _involved(alias)
+    involved = _involved(alias, bulk=bulk)
     if viewer.mode != "project" or viewer.project_id is None:
         return involved
     if project_id is not None:
@@ -71,6 +81,15 @@ def clause(viewer: Viewer, params: dict[str, Any], alias: str = "m", project_id:
 def participants_only(viewer: Viewer, project_id: int) -> bool:
     """Whether, in this project, `viewer` reads only the mail it took part in."""
     return viewer.agent_id is not None and (viewer.mode != "project" or viewer.project_id != project_id)
+
+
+def has_mail(conn: Connection, agent_id: int) -> bool:
+    """Whether the agent ever sent or received anything (a brand-new agent: no)."""
+    found = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE sender_id = :a) OR EXISTS"
+        " (SELECT 1 FROM message_recipients WHERE agent_id = :a)", {"a": agent_id},
+    ).get
+    return bool(found)
 
 
 def can_read(conn: Connection, viewer: Viewer, message_id: int) -> bool:
