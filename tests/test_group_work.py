@@ -401,3 +401,27 @@ def test_mailctl_agents_lists_retires_unretires_and_register_warns_before_revoki
     forced = json.loads(cli("register", "--program", "codex", "--model", "gpt", "--name", "CliFox", "--force",
                             "--json").stdout)
     assert forced["created"] is True
+
+
+@pytest.mark.anyio
+async def test_through_the_shim_a_late_joiner_catches_up_without_passing_project_key(mailbox: Mailbox) -> None:
+    from mcp import Client
+
+    from tests.test_shim import shim_params, structured
+
+    first = Agent(mailbox, "ShimBlue", project=str(mailbox.root))
+    Agent(mailbox, "ShimGreen", project=str(mailbox.root)).conn.close()
+    first.send("ShimGreen", subject="design review", body="- split the parser", thread_id="DR-1")
+    first.conn.close()
+    async with Client(shim_params(mailbox, "--tools", "extended"), mode="legacy") as client:  # type: ignore[arg-type]
+        me = structured(await client.call_tool("register_agent", {"program": "claude-code", "model": "opus",
+                                                                  "name": "ShimLate"}))
+        assert me["name"] == "ShimLate"
+        summary = structured(await client.call_tool("summarize_thread", {"thread_id": "DR-1"}))["summary"]
+        assert summary["participants"] == ["ShimBlue"]
+        found = structured(await client.call_tool("search_messages", {"query": "parser"}))
+        assert [hit["thread_id"] for hit in found["result"]] == ["DR-1"]
+        thread = await client.read_resource("resource://thread/DR-1")
+        assert json.loads(thread.contents[0].text)["count"] == 1  # type: ignore[union-attr]
+        refused = await client.call_tool("fetch_inbox", {"agent_name": "ShimGreen"})
+        assert refused.is_error
