@@ -144,6 +144,8 @@ def test_broadcast_skips_the_sender_and_retired_agents_and_respects_the_cap(team
     assert (capped["recipient_count"], capped["truncated"]) == (3, True)
     with pytest.raises(InvalidArgument, match="broadcast"):
         sender.call("send_message", to="CastA", subject="x", body_md="x", broadcast=True)
+    with pytest.raises(InvalidArgument, match="only valid in `to`"):
+        sender.send("CastA", cc=["all"])
     with pytest.raises(NameTaken, match="reserved"):
         sender.conn.call_tool("register_agent", {"project_key": team.project, "program": "p", "model": "m",
                                                  "name": "All", "rebind": True})

@@ -156,6 +156,8 @@ def _resolve(
         name, _, project_key = address.partition("@")
     if len(name) > names.MAX_NAME_CHARS:
         raise InvalidArgument(f"recipient {address[:40]!r}… is longer than {names.MAX_NAME_CHARS} characters")
+    if names.is_reserved(name):
+        raise InvalidArgument("`all` (everyone in the project) is only valid in `to`, or use broadcast=true")
     row = ag.find_active(conn, name)
     if row is not None and project_key is not None:
         try:
