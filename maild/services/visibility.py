@@ -83,13 +83,14 @@ def participants_only(viewer: Viewer, project_id: int) -> bool:
     return viewer.agent_id is not None and (viewer.mode != "project" or viewer.project_id != project_id)
 
 
-def has_mail(conn: Connection, agent_id: int) -> bool:
-    """Whether the agent ever sent or received anything (a brand-new agent: no)."""
+def mail_count(conn: Connection, agent_id: int, cap: int) -> int:
+    """How many messages the agent sent plus received, counted up to `cap` (a brand-new agent: 0)."""
     found = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM messages WHERE sender_id = :a) OR EXISTS"
-        " (SELECT 1 FROM message_recipients WHERE agent_id = :a)", {"a": agent_id},
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM messages WHERE sender_id = :a LIMIT :cap))"
+        " + (SELECT count(*) FROM (SELECT 1 FROM message_recipients WHERE agent_id = :a LIMIT :cap))",
+        {"a": agent_id, "cap": cap},
     ).get
-    return bool(found)
+    return int(found or 0)
 
 
 def can_read(conn: Connection, viewer: Viewer, message_id: int) -> bool:

@@ -51,6 +51,9 @@ def search_figures(paths: MailboxPaths, rounds: int) -> dict[str, Any]:
                 fresh.call_tool("register_agent", {"project_key": "bench", "program": "bench", "model": "none",
                                                    "name": "FreshJoiner"})
                 figures[f"search_messages_new_agent_{mode}"] = time_search(fresh, rounds)
+            if mode == "project":  # the reference: the operator reads everything, no visibility rule
+                with DaemonClient(paths) as operator:
+                    figures["search_messages_operator"] = time_search(operator, rounds)
             if mode == "participants":
                 with DaemonClient(paths, hello={"session": "bench-agent", "client": "bench"}) as busy:
                     figures["search_messages_agent00_participants"] = time_search(busy, max(1, rounds // 2))
@@ -78,7 +81,14 @@ def broadcast_figures(sends: int) -> dict[str, Any]:
                                                        "body_md": "status, please", "broadcast": True})
             samples.append(time.perf_counter() - t0)
             recipients = result["recipient_count"]
-        return {"broadcast_to_100": {**summarise(samples), "recipients": recipients}}
+        single: list[float] = []  # the reference: the same sender, one recipient
+        for n in range(sends):
+            t0 = time.perf_counter()
+            sender.call_tool("send_message", {"project_key": "crowd", "subject": f"note {n}", "body_md": "status",
+                                              "to": "Crowd001"})
+            single.append(time.perf_counter() - t0)
+        return {"broadcast_to_100": {**summarise(samples), "recipients": recipients},
+                "send_to_1": summarise(single)}
     finally:
         for client in clients:
             client.close()
