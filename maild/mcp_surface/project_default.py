@@ -9,7 +9,7 @@ from pydantic import Field
 from maild.mcp_surface.context import Services
 from maild.services.sessions import current_session
 
-ProjectKey = Field(None, description="Repo path or label; default: your project.")
+ProjectKey = Field(None, description="Default: your project.")
 
 
 async def project_of(services: Services, project_key: str | None) -> str:

@@ -79,8 +79,8 @@ class MarkArgs(Args):
 def register(tools: ToolRegistry) -> None:
     @tools.tool(core=True, category="messaging")
     async def send_message(services: Services, args: SendMessageArgs) -> dict[str, Any]:
-        """Send markdown mail to agents, or to all of the project (broadcast). thread_id keeps a discussion
-        together; ack_required asks for a confirmation. Unknown names: RECIPIENT_NOT_FOUND with suggestions."""
+        """Send markdown mail (to/cc/bcc, or broadcast to the project). thread_id keeps a discussion together;
+        ack_required asks for an acknowledgement. Unknown names: RECIPIENT_NOT_FOUND with suggestions."""
         key = await project_of(services, args.project_key)
         if args.attachment_paths:
             raise InvalidArgument("attachments are not supported yet; reference file paths in body_md instead")
