@@ -22,7 +22,7 @@ async def test_migrations_are_recorded_once_and_reopening_is_a_no_op(tmp_path: P
         assert store.schema_version == LATEST_VERSION
     async with open_store(path, Settings()) as store:
         rows = await store.read(lambda c: c.execute("SELECT version, name FROM schema_migrations").fetchall())
-        assert rows == [(1, "initial"), (2, "unread_counts"), (3, "agent_origins")]
+        assert rows == [(1, "initial"), (2, "unread_counts"), (3, "agent_origins"), (5, "group_work")]
         mode = await store.read(lambda c: c.execute("PRAGMA journal_mode").get)
         assert mode == "wal"
 
