@@ -25,11 +25,13 @@ from maild.mcp_surface.server import build_registries, sdk_factory
 from maild.services.agents import Agents
 from maild.services.attachments import Attachments
 from maild.services.changes import ChangeFeed
+from maild.services.contact_requests import Contacts
 from maild.services.health import Health
+from maild.services.lifecycle import Lifecycle
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
 from maild.services.projects import Projects
-from maild.services.reservations import Reservations
+from maild.services.reservations import Reservations, release_all_of_agent
 from maild.services.search import Search
 from maild.services.sessions import Sessions
 from maild.services.summaries import Summaries
@@ -80,6 +82,20 @@ async def sweep_expired_reservations(reservations: Reservations, interval: float
             log.exception("reservation sweep failed; retrying next interval")
 
 
+async def auto_retire_idle_agents(lifecycle: Lifecycle, days: float, interval: float = 3600.0) -> None:
+    """AGENT_AUTO_RETIRE_DAYS: retire agents idle that long, checked hourly (and once at start)."""
+    if days <= 0:
+        return  # off (the default)
+    while True:
+        try:
+            retired = await lifecycle.auto_retire(days)
+            if retired:
+                log.info("auto-retired %d idle agent(s): %s", len(retired), ", ".join(retired))
+        except Exception:
+            log.exception("auto-retire sweep failed; retrying next interval")
+        await anyio.sleep(interval)
+
+
 async def _wait_for_signal(stop: anyio.Event) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
@@ -103,6 +119,7 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
 
     agents = Agents(store, sessions, settings, paths.archive)
     sessions.on_hello = agents.bind_requested
+    agents.on_retire = release_all_of_agent  # agents must not import reservations (it imports agents)
     return Services(
         settings=settings,
         projects=Projects(store),
@@ -114,9 +131,11 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         store=store,
         archive_path=paths.archive,
         reservations=Reservations.from_settings(store, settings),
-        search=Search(store, settings.search_rank_window),
+        search=Search(store, settings.search_rank_window, settings.message_visibility),
         summaries=summaries,
         attachments=attachments,
+        lifecycle=Lifecycle(store),
+        contacts=Contacts(store),
     )
 
 
@@ -173,6 +192,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             if archiver is not None:
                 tg.start_soon(archiver.run)
             tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
+            tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)
             http_stop, http_done = anyio.Event(), anyio.Event()
             if settings.http_enabled:
                 from maild.transport.http.app import serve_http

@@ -57,6 +57,14 @@ class Settings:
     )
     webp_method: int = field(default=6, metadata=_env("WEBP_METHOD"))  # libwebp effort 0 (fast) .. 6 (small)
     webp_quality: int = field(default=80, metadata=_env("WEBP_QUALITY"))
+    # Who reads a project's mail: every agent of the project (`project`, upstream's model) or only
+    # its sender and recipients (`participants`). Inboxes and bcc stay personal either way.
+    message_visibility: str = field(default="project", metadata=_env("MESSAGE_VISIBILITY"))
+    broadcast_max_recipients: int = field(default=100, metadata=_env("BROADCAST_MAX_RECIPIENTS"))
+    # `@Name` in a body shows the message in Name's fetch_inbox (source "mention"), not a delivery.
+    mentions_enabled: bool = field(default=True, metadata=_env("MESSAGING_MENTIONS_ENABLED"))
+    # Retire agents idle longer than this many days (0: never), checked by a background sweep.
+    agent_auto_retire_days: float = field(default=0.0, metadata=_env("AGENT_AUTO_RETIRE_DAYS"))
     # Archive
     archive_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_ARCHIVE_ENABLED"))
     git_author_name: str = field(default="agent-mail", metadata=_env("GIT_AUTHOR_NAME"))
@@ -141,12 +149,14 @@ class Settings:
 _CHOICES = {
     "tools_mode": ("core", "extended"),
     "name_enforcement_mode": ("strict", "coerce", "always_auto"),
+    "message_visibility": ("project", "participants"),
     "synchronous": ("NORMAL", "FULL"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "http_rate_limit_backend": ("memory", "redis"),
     "llm_cache_backend": ("memory",),
 }
-_RANGES = {"reader_connections": (1, 64), "webp_method": (0, 6), "webp_quality": (1, 100)}
+_RANGES = {"reader_connections": (1, 64), "webp_method": (0, 6), "webp_quality": (1, 100),
+           "broadcast_max_recipients": (1, 10_000)}
 # Upstream treats an invalid tools mode as `core`; we keep that lenience for this one key only.
 _LENIENT = {"tools_mode": "core"}
 

@@ -53,6 +53,27 @@ class AuthenticationRequired(MailError):
     recoverable = True
 
 
+class ContactRequired(MailError):
+    """The recipient accepts mail only from approved contacts (contact policy `contacts_only`)."""
+
+    code = "CONTACT_REQUIRED"
+    recoverable = True
+
+
+class ContactBlocked(MailError):
+    """The recipient refuses this sender's mail (policy `block_all`, or it declined the contact)."""
+
+    code = "CONTACT_BLOCKED"
+    recoverable = True
+
+
+class AlreadyBound(MailError):
+    """register_agent in a session bound to another agent, without rebind=true or that agent's token."""
+
+    code = "ALREADY_BOUND"
+    recoverable = True
+
+
 class StorageError(MailError):
     """The database could not be opened or used (corrupt, foreign, future schema, unwritable)."""
 
@@ -83,6 +104,9 @@ _BY_CODE: dict[str, type[MailError]] = {
         NameTaken,
         RecipientNotFound,
         AuthenticationRequired,
+        ContactRequired,
+        ContactBlocked,
+        AlreadyBound,
         StorageError,
         DaemonUnavailable,
         ProtocolError,

@@ -63,4 +63,6 @@ def insert_message(
                 "INSERT INTO message_recipients(message_id, agent_id, kind) VALUES (?, ?, ?)",
                 (message_id, agent_id, kind),
             )
+    if bcc and not to and not cc:  # as the send path records it (visibility: blind-only mail is private)
+        conn.execute("UPDATE messages SET bcc_only = 1 WHERE id = ?", (message_id,))
     return message_id

@@ -140,7 +140,7 @@ def test_hostile_names_are_sanitised_not_used_as_paths(mailbox: Mailbox) -> None
     with agent_session(mailbox, "h") as conn:
         agent = register(conn, name="../../etc/passwd")
         assert agent["name"] == "etcpasswd"
-        unicode_name = register(conn, name="Ünïcødé", force_reclaim=True)
+        unicode_name = register(conn, name="Ünïcødé", force_reclaim=True, rebind=True)  # a second identity
         assert unicode_name["name"] == "ncd"
 
 

@@ -286,10 +286,12 @@ def test_agents_projects_and_project_resources(pair: tuple[Agent, Agent]) -> Non
     assert {x["name"] for x in a.resource("resource://project/work-app")["agents"]} == {"BlueLake", "GreenCastle"}
 
 
-def test_a_third_agent_cannot_read_a_thread_it_is_not_part_of(mailbox: Mailbox, pair: tuple[Agent, Agent]) -> None:
+def test_a_third_agent_cannot_read_a_thread_it_is_not_part_of_in_another_project(
+    mailbox: Mailbox, pair: tuple[Agent, Agent]
+) -> None:
     a, _b = pair
     sent = a.send("GreenCastle", thread_id="FEAT-1")
-    outsider = Agent(mailbox, "NosyParker")
+    outsider = Agent(mailbox, "NosyParker", project="elsewhere")
     assert outsider.resource("resource://thread/FEAT-1")["messages"] == []
     with pytest.raises(NotFound):
         outsider.resource(f"resource://message/{sent['id']}")

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from maild.services.search import Search, SearchFilters, run_search, sanitize_query
+from maild.services.visibility import Viewer
 from maild.store import Store, open_store
 from maild.store.migrations import apply_migrations
 from shared.config import Settings
@@ -60,15 +61,17 @@ def build(conn: Any) -> tuple[dict[str, int], dict[str, int]]:
         "status": insert_message(conn, alpha, blue, "Weekly status", "authentication works; authorization pending",
                                  to=(green,), importance="low", created_ts=ts(5)),
         "beta": insert_message(conn, beta, a["Stranger"], "deploy in beta", "deploy deploy", created_ts=ts(6)),
+        "blind": insert_message(conn, alpha, red, "Blind rotation drill", "only blind copies", bcc=(grey,),
+                                created_ts=ts(7)),
     }
     return a, m
 
 
 @asynccontextmanager
-async def corpus(tmp_path: Path, rank_window: int = 5000) -> AsyncIterator[Corpus]:
+async def corpus(tmp_path: Path, rank_window: int = 5000, mode: str = "project") -> AsyncIterator[Corpus]:
     async with open_store(tmp_path / "mail.db", Settings()) as store:
         agents, msgs = await store.write(build)
-        yield Corpus(store, Search(store, rank_window), agents, msgs)
+        yield Corpus(store, Search(store, rank_window, mode), agents, msgs)
 
 
 pytestmark = pytest.mark.anyio
@@ -157,17 +160,38 @@ async def test_filters_by_agent_time_importance_and_thread(tmp_path: Path) -> No
         assert err.value.data["type"] == "agent_filter_not_found"
 
 
-async def test_an_agent_finds_only_mail_it_sent_or_received_and_the_operator_finds_all(tmp_path: Path) -> None:
-    async with corpus(tmp_path) as c:
+async def test_in_participants_mode_an_agent_finds_only_mail_it_sent_or_received(tmp_path: Path) -> None:
+    async with corpus(tmp_path, mode="participants") as c:
         assert c.names(await c.ids("deploy")) == {"plan", "reply", "lunch", "secret"}
         assert c.names(await c.ids("deploy", "BlueLake")) == {"plan", "reply", "lunch"}
         assert c.names(await c.ids("deploy", "GreyOwl")) == {"secret"}
-        (seen_by_bcc,) = await c.find("rotation", "GreenHill")
-        assert seen_by_bcc["bcc"] == []  # blind copies stay blind to recipients
-        (seen_by_sender,) = await c.find("rotation", "RedFox")
+        (seen_by_bcc,) = await c.find("auth rotation", "GreenHill")
+        assert seen_by_bcc["bcc"] == ["GreenHill"]  # a blind copy sees itself, and no other blind copy
+        (seen_by_sender,) = await c.find("auth rotation", "RedFox")
         assert seen_by_sender["bcc"] == ["GreenHill"]
         # A filter cannot widen what an agent may see.
-        assert await c.ids("rotation", "BlueLake", filters=SearchFilters(agent="GreyOwl")) == []
+        assert await c.ids("auth rotation", "BlueLake", filters=SearchFilters(agent="GreyOwl")) == []
+        assert await c.ids("deploy", "Stranger") == []  # another project: nothing it took part in
+
+
+async def test_in_project_mode_every_agent_of_the_project_finds_its_mail_but_not_blind_only_mail(
+    tmp_path: Path,
+) -> None:
+    async with corpus(tmp_path) as c:
+        everything = {"plan", "reply", "lunch", "secret"}
+        for agent in ("BlueLake", "GreenHill", "RedFox", "GreyOwl"):
+            assert c.names(await c.ids("deploy", agent)) == everything
+        (seen_by_other,) = await c.find("auth rotation", "BlueLake")
+        assert seen_by_other["bcc"] == []  # blind copies stay blind to everyone else
+        (seen_by_bcc,) = await c.find("auth rotation", "GreenHill")
+        assert seen_by_bcc["bcc"] == ["GreenHill"]
+        # Mail sent only to blind copies stays with its sender and those recipients.
+        assert await c.ids("rotation drill", "BlueLake") == []
+        assert c.names(await c.ids("rotation drill", "GreyOwl")) == {"blind"}
+        assert c.names(await c.ids("rotation drill", "RedFox")) == {"blind"}
+        assert c.names(await c.ids("rotation drill")) == {"blind"}  # the operator
+        # Another project's agent reads only what it took part in here.
+        assert await c.ids("deploy", "Stranger") == []
 
 
 async def test_the_index_follows_edits_and_deletes_in_the_same_transaction(tmp_path: Path) -> None:
@@ -211,7 +235,7 @@ async def test_bad_filter_values_are_rejected_with_what_to_send(tmp_path: Path) 
 
 
 async def test_newest_order_and_the_rank_window_bound_the_work(tmp_path: Path) -> None:
-    async with corpus(tmp_path, rank_window=2) as c:
+    async with corpus(tmp_path, rank_window=2, mode="participants") as c:
         newest = await c.ids("deploy", order="newest")
         assert newest == [c.msgs["secret"], c.msgs["lunch"], c.msgs["reply"], c.msgs["plan"]]
         # Only the newest two matches (one is in another project) are ranked when the window is 2...
@@ -245,5 +269,5 @@ def test_fuzz_no_query_string_makes_fts5_raise(query: str, anyio_backend: str) -
     if expr is None:
         return
     for order in ("relevance", "newest"):
-        run_search(_FUZZ_DB, project_id=_PROJECT, expr=expr, viewer=None, filters=SearchFilters(), limit=20,
+        run_search(_FUZZ_DB, project_id=_PROJECT, expr=expr, viewer=Viewer(), filters=SearchFilters(), limit=20,
                    order=order, window=100, include_bodies=True)

@@ -19,7 +19,9 @@ def agent(mailbox: Mailbox, name: str) -> DaemonClient:
     return conn
 
 
-def test_agents_find_only_their_own_mail_and_the_operator_finds_all(mailbox: Mailbox) -> None:
+def test_in_participants_mode_agents_find_only_their_own_mail_and_the_operator_finds_all(mailbox: Mailbox) -> None:
+    mailbox.paths.state_dir.mkdir(parents=True, exist_ok=True)
+    (mailbox.paths.state_dir / "config.toml").write_text("message_visibility = 'participants'\n")
     blue, green, red = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle"), agent(mailbox, "RedFox")
     blue.call_tool("send_message", {"project_key": PROJECT, "to": "GreenCastle", "subject": "Deploy plan",
                                     "body_md": "We deploy the auth service on Friday."})

@@ -79,7 +79,11 @@ def test_search_tools_rank_snippet_filter_and_survive_hostile_queries(mailbox: M
         mailbox.call("search_mailbox", project_key=key, query="deploy", agent_filter="Nobody")
 
 
-def test_a_bound_agent_finds_only_its_mail_but_the_operator_finds_all(mailbox: Mailbox) -> None:
+def test_in_participants_mode_a_bound_agent_finds_only_its_mail_but_the_operator_finds_all(
+    mailbox: Mailbox,
+) -> None:
+    mailbox.paths.state_dir.mkdir(parents=True, exist_ok=True)
+    (mailbox.paths.state_dir / "config.toml").write_text("message_visibility = 'participants'\n")
     ids = seed(mailbox)
     key = str(mailbox.root)
     mine = call_as(mailbox, "green-session", "search_mailbox", project_key=key, query="deploy")["result"]

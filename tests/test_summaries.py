@@ -142,12 +142,18 @@ async def test_without_an_llm_the_heuristic_summary_says_llm_disabled(tmp_path: 
         assert service.llm.statistics()["calls"] == 0
 
 
-async def test_a_thread_is_found_by_key_or_seed_id_and_respects_privacy(tmp_path: Path) -> None:
-    async with summaries(tmp_path) as (service, ids):
+@pytest.mark.parametrize(("mode", "seen_by_green"), [
+    ("participants", ["BlueLake", "GreenHill"]),
+    ("project", ["BlueLake", "GreenHill", "RedFox"]),  # a project's agents read all its threads
+])
+async def test_a_thread_is_found_by_key_or_seed_id_and_respects_visibility(
+    tmp_path: Path, mode: str, seen_by_green: list[str]
+) -> None:
+    async with summaries(tmp_path, message_visibility=mode) as (service, ids):
         by_seed = await service.summarize_thread("alpha", str(ids["first"]), viewer=None)
         assert by_seed["summary"]["total_messages"] == 1
         as_green = await service.summarize_thread("alpha", "AUTH-1", viewer=ids["green"])
-        assert as_green["summary"]["participants"] == ["BlueLake", "GreenHill"]
+        assert as_green["summary"]["participants"] == seen_by_green
         unknown = await service.summarize_thread("alpha", "nope", viewer=None)
         assert unknown["summary"]["total_messages"] == 0
         with pytest.raises(NotFound):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mailctl.cli import (
+    agents,
     attachment,
     call,
     completion,
@@ -36,6 +37,7 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     daemon.register,
     mail.register,
     attachment.register,
+    agents.register,
     mcp.register,
     doctor.register,
     guard.register,

@@ -26,6 +26,7 @@ from mailctl.cli.common import (
     project_key,
 )
 from shared.client import DaemonClient
+from shared.errors import InvalidArgument, NotFound
 
 INBOX_LEGEND = "● unread   ! high/urgent   ack: ? requested, ✓ acknowledged"
 
@@ -62,9 +63,22 @@ def show(args: argparse.Namespace, result: Any, line: str, style: str = "green")
 
 def cmd_register(args: argparse.Namespace) -> int:
     with client(args) as conn:
+        if args.name and not args.force:
+            try:
+                existing = conn.call_tool("whois", {"project_key": project_key(args), "agent_name": args.name,
+                                                    "include_recent_commits": False})
+            except NotFound:
+                existing = None
+            if existing is not None:
+                raise InvalidArgument(
+                    f"{existing['name']} already exists: registering it again from the CLI retires it and revokes "
+                    f"its registration token (its agent would have to re-register). Pass --force to do that, or "
+                    "pick another --name"
+                )
         result = conn.call_tool("register_agent", {
             "project_key": project_key(args), "program": args.program, "model": args.model,
             **({"name": args.name} if args.name else {}), "task_description": args.task or "",
+            **({"force_reclaim": True} if args.force else {}),
         })
     token = result.get("registration_token")
     show(args, result, f"registered {result['name']}" + (f"\ntoken (shown once): {token}" if token else ""))
@@ -270,6 +284,7 @@ def register_identity_commands(sub: argparse._SubParsersAction[argparse.Argument
                        "mailctl register --program codex --model gpt-5 --name BlueLake")
     add_profile_flags(p)
     p.add_argument("--name", help="wanted name (default: a generated Adjective+Noun)")
+    p.add_argument("--force", action="store_true", help="take the name even if the agent exists (revokes its token)")
     p.set_defaults(handler=cmd_register)
 
     group = add_subcommand(sub, "identity", "Manage agent identities (create_agent_identity).",

@@ -6,6 +6,11 @@ ids (`0052xxx` holds ids 52,000-52,999), so a group commit rewrites a few small 
 folders with tens of thousands of entries. Upstream's paths that tools read stay where they were:
 `project.json`, `agents/<Name>/profile.json`, and `file_reservations/<sha1(pattern)>.json` (the
 pre-commit guard globs that folder; it now holds only the live reservations). See docs/archive.md.
+
+Issue 14 adds `agents/<Name>/contacts/<target id>.json` (a contact link Name -> target) and
+`deleted_agents/<agent id>.json` (the tombstone of a hard-deleted agent). Ids travel with names
+(`agent_ids` in front matter, `id` in profiles, `agent_id` in reservations) so a rebuild reattaches
+mail and leases to the right agent after a retired name is reclaimed.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ def front_matter(payload: dict[str, Any], project_key: str) -> dict[str, Any]:
         "created": payload["created_ts"],
         "attachments": payload.get("attachments", []),
         **({"agent_ids": payload["agent_ids"]} if "agent_ids" in payload else {}),
+        **({"topic": payload["topic"]} if payload.get("topic") else {}),
+        **({"mentions": payload["mentions"]} if payload.get("mentions") else {}),
     }
 
 
@@ -172,6 +179,17 @@ def receipt_files(receipt: dict[str, Any], slug: str) -> Files:
     return {f"{folder}/{shard(message_id)}/{message_id}.json": pretty_json(receipt)}
 
 
+def contact_files(contact: dict[str, Any], slug: str) -> Files:
+    """One contact link, in the requester's folder, by the target's id (names can be reclaimed)."""
+    folder = f"projects/{segment(slug)}/agents/{segment(contact['from'])}/contacts"
+    return {f"{folder}/{int(contact['to_agent_id'])}.json": pretty_json(contact)}
+
+
+def tombstone_files(deleted: dict[str, Any], slug: str) -> Files:
+    """A hard-deleted agent: rebuild leaves out the agent, the mail it sent and its receipts."""
+    return {f"projects/{segment(slug)}/deleted_agents/{int(deleted['id'])}.json": pretty_json(deleted)}
+
+
 def project_files(project: dict[str, Any]) -> Files:
     return {f"projects/{segment(project['slug'])}/project.json": pretty_json(project)}
 
@@ -209,4 +227,9 @@ def describe(kind: str, payload: dict[str, Any]) -> tuple[str, str | None]:
     if kind == "receipt":
         r = payload["receipt"]
         return f"receipt: {r['agent']} {'acked' if r['ack_ts'] else 'read'} #{r['message_id']}", r["agent"]
+    if kind == "contact":
+        c = payload["contact"]
+        return f"contact: {c['from']} -> {c['to']} {c['status']}", c["from"]
+    if kind == "agent_deleted":
+        return f"agent: delete {payload['deleted']['name']}", None
     return f"{kind}: update", None

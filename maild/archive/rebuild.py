@@ -37,7 +37,10 @@ PROFILE_HISTORY_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/profiles/\d+\.j
 RESERVATION_FILE = re.compile(
     r"^projects/(?P<slug>[^/]+)/file_reservations/(?:by-id/\d+xxx/)?(?P<by_id>id-)?[0-9a-f]+\.json$")
 RECEIPT_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/receipts/(?:\d+xxx/)?\d+\.json$")
-WANTED = (PROJECT_FILE, PROFILE_FILE, PROFILE_HISTORY_FILE, RESERVATION_FILE, RECEIPT_FILE, formats.MESSAGE_FILE)
+CONTACT_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/contacts/\d+\.json$")
+TOMBSTONE_FILE = re.compile(r"^projects/[^/]+/deleted_agents/\d+\.json$")
+WANTED = (PROJECT_FILE, PROFILE_FILE, PROFILE_HISTORY_FILE, RESERVATION_FILE, RECEIPT_FILE, CONTACT_FILE,
+          TOMBSTONE_FILE, formats.MESSAGE_FILE)
 
 Progress = Callable[[str, int, int], None]
 
@@ -53,6 +56,8 @@ def collect(repo: Path) -> dict[str, list[Any]]:
     agents: dict[int, tuple[bool, Any]] = {}
     reservations: dict[int, tuple[bool, Any]] = {}
     receipts: list[Any] = []
+    contacts: list[Any] = []
+    deleted: set[int] = set()
     for path, blob in sorted(blobs.items()):
         text = blob.decode()
         if PROJECT_FILE.match(path):
@@ -67,11 +72,26 @@ def collect(repo: Path) -> dict[str, list[Any]]:
                 reservations[reservation["id"]] = (exact, reservation)
         elif RECEIPT_FILE.match(path):
             receipts.append(json.loads(text))
+        elif CONTACT_FILE.match(path):
+            contacts.append(json.loads(text))
+        elif TOMBSTONE_FILE.match(path):
+            deleted.add(int(json.loads(text)["id"]))
         else:
             meta, body = formats.parse_message(text)
             messages.append({**meta, "body_md": body})
-    return {"projects": projects, "agents": [a for _, a in agents.values()], "messages": messages,
-            "reservations": [r for _, r in reservations.values()], "receipts": receipts}
+    # A hard-deleted agent stays deleted: its profile, the mail it sent, its receipts and links.
+    kept_agents = [a for _, a in agents.values() if a["id"] not in deleted]
+    names = {a["name"].lower(): a["id"] for a in kept_agents}
+
+    def gone(message: dict[str, Any]) -> bool:
+        ids = message.get("agent_ids") or {}
+        sender = ids.get(message["from"], names.get(message["from"].lower()))
+        return sender is None or sender in deleted
+
+    return {"projects": projects, "agents": kept_agents, "messages": [m for m in messages if not gone(m)],
+            "reservations": [r for _, r in reservations.values() if r.get("agent_id") not in deleted],
+            "receipts": [r for r in receipts if r["agent_id"] not in deleted],
+            "contacts": [c for c in contacts if not {c["from_agent_id"], c["to_agent_id"]} & deleted]}
 
 
 def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progress) -> dict[str, int]:
@@ -99,6 +119,7 @@ def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progres
         # Archives written before ids were recorded only have names: the active holder is the best guess.
         return ids[name] if ids and name in ids else names[name.lower()]
 
+    kept = {a["id"] for a in found["agents"]}
     messages = sorted(found["messages"], key=lambda m: m["id"])
     for index, m in enumerate(messages, 1):
         ids = m.get("agent_ids")
@@ -114,10 +135,19 @@ def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progres
         conn.executemany("INSERT OR IGNORE INTO attachments(message_id, sha256, project_id) VALUES (?,?,?)", links)
         for kind in ("to", "cc", "bcc"):
             for name in m[kind]:
+                recipient = (ids or {}).get(name, names.get(name.lower()))
+                if recipient not in kept:
+                    continue  # a recipient that was hard-deleted since
                 conn.execute(
                     "INSERT OR IGNORE INTO message_recipients(message_id, agent_id, kind) VALUES (?, ?, ?)",
-                    (m["id"], agent_id(name, ids), kind),
+                    (m["id"], recipient, kind),
                 )
+        conn.execute("UPDATE messages SET topic = ?, bcc_only = ? WHERE id = ?",
+                     (m.get("topic"), int(not m["to"] and not m["cc"]), m["id"]))
+        for name in m.get("mentions", []):
+            if name.lower() in names:
+                conn.execute("INSERT OR IGNORE INTO message_mentions(agent_id, message_id) VALUES (?, ?)",
+                             (names[name.lower()], m["id"]))
         if index % 1000 == 0 or index == len(messages):
             progress("messages", index, len(messages))
     for r in sorted(found["reservations"], key=lambda r: r["id"]):
@@ -130,6 +160,12 @@ def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progres
     conn.executemany(
         "UPDATE message_recipients SET read_ts = ?, ack_ts = ? WHERE message_id = ? AND agent_id = ?",
         [(r["read_ts"], r["ack_ts"], r["message_id"], r["agent_id"]) for r in found["receipts"]],
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO contacts(from_agent_id, to_agent_id, status, reason, created_ts, updated_ts,"
+        " expires_ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(c["from_agent_id"], c["to_agent_id"], c["status"], c.get("reason", ""), c["created_ts"], c["updated_ts"],
+          c.get("expires_ts")) for c in found["contacts"]],
     )
     conn.execute("DELETE FROM archive_outbox")  # the archive already holds everything just read
     return {key: len(value) for key, value in found.items()}

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from maild.services.agents import Agents
 from maild.services.attachments import Attachments
+from maild.services.contact_requests import Contacts
 from maild.services.health import Health
+from maild.services.lifecycle import Lifecycle
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
 from maild.services.projects import Projects
@@ -33,4 +35,6 @@ class Services:
     reservations: Reservations
     search: Search
     summaries: Summaries
+    lifecycle: Lifecycle
+    contacts: Contacts
     attachments: Attachments | None = None

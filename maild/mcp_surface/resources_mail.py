@@ -23,9 +23,9 @@ def register(resources: ResourceRegistry) -> None:
         return await services.views.project(slug)
 
     @resources.resource("resource://agents/{project}", "agents")
-    async def agents(services: Services, project: str) -> Any:
-        """Active agents of a project with unread counts and presence (online, last_seen_ts)."""
-        return await services.views.agents(project)
+    async def agents(services: Services, project: str, include_retired: str | None = None) -> Any:
+        """Active agents of a project with unread counts and presence; ?include_retired=true adds retired ones."""
+        return await services.views.agents(project, to_bool(include_retired, "include_retired"))
 
     def mailbox(box: str, doc: str) -> None:
         async def view(services: Services, agent: str, **params: Any) -> Any:
@@ -49,7 +49,7 @@ def register(resources: ResourceRegistry) -> None:
     async def message(
         services: Services, message_id: str, project: str | None = None, include_attachments: str | None = None
     ) -> Any:
-        """One message with body and recipients (only for its sender and recipients).
+        """One message with body and recipients (any agent of its project may read it; bcc names stay private).
         ?include_attachments=true adds its images as blob parts."""
         found = await services.views.message(current_session.get(), message_id)
         if to_bool(include_attachments, "include_attachments"):
@@ -60,7 +60,7 @@ def register(resources: ResourceRegistry) -> None:
     async def thread(
         services: Services, thread_id: str, project: str | None = None, include_bodies: str | None = None
     ) -> Any:
-        """A thread, oldest first (by thread id or the seed message id)."""
+        """A thread, oldest first (by thread id or the seed message id), as far as you may read it."""
         return await services.views.thread(current_session.get(), thread_id, to_bool(include_bodies, "include_bodies"))
 
 

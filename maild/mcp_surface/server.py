@@ -16,8 +16,10 @@ from maild.mcp_surface import (
     resources_attachments,
     resources_mail,
     tools_archive,
+    tools_contacts,
     tools_identity,
     tools_infra,
+    tools_lifecycle,
     tools_messaging,
     tools_meta,
     tools_reservations,
@@ -56,6 +58,8 @@ def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     tools, resources = ToolRegistry(), ResourceRegistry()
     tools_infra.register(tools)
     tools_identity.register(tools)
+    tools_lifecycle.register(tools)
+    tools_contacts.register(tools)
     tools_messaging.register(tools)
     tools_meta.register(tools)
     tools_archive.register(tools)

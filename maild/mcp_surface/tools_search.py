@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from maild.mcp_surface.context import Services
+from maild.mcp_surface.project_default import ProjectKey, project_of
 from maild.mcp_surface.registry import Args, ResourceRegistry, ToolRegistry
 from maild.services.agents import is_operator
 from maild.services.messaging import parse_ts
@@ -18,7 +19,6 @@ from maild.services.search import SearchFilters, normalize_importance
 from maild.services.sessions import current_session
 from shared.errors import AuthenticationRequired
 
-ProjectKey = Field(description="Repo path or project label.")
 Query = Field(description='Words, "phrase", auth*, AND/OR/NOT, subject:x. Any text is safe.')
 Limit = Field(default=20, ge=1, le=1000)
 Importance = Field(default=None, description="low|normal|high|urgent (one or a list)")
@@ -43,13 +43,13 @@ class FilterArgs(Args):
 
 
 class SearchMessagesArgs(FilterArgs):
-    project_key: str = ProjectKey
+    project_key: str | None = ProjectKey
     query: str = Query
     limit: int = Limit
 
 
 class SearchMailboxArgs(FilterArgs):
-    project_key: str = ProjectKey
+    project_key: str | None = ProjectKey
     query: str = Query
     requesting_agent: str | None = None
     limit: int = Limit
@@ -57,7 +57,7 @@ class SearchMailboxArgs(FilterArgs):
 
 
 class SummarizeThreadArgs(Args):
-    project_key: str = ProjectKey
+    project_key: str | None = ProjectKey
     thread_id: str = Field(description="Thread key, or the id of the thread's first message.")
     include_examples: bool = Field(default=False, description="Add up to 3 example messages.")
     llm_mode: bool = Field(default=True, description="Refine with the configured LLM if one is enabled.")
@@ -65,7 +65,7 @@ class SummarizeThreadArgs(Args):
 
 
 class SummarizeThreadsArgs(Args):
-    project_key: str = ProjectKey
+    project_key: str | None = ProjectKey
     thread_ids: list[str] = Field(description="Thread keys or seed message ids.")
     llm_mode: bool = True
     llm_model: str | None = None
@@ -93,8 +93,9 @@ def register(tools: ToolRegistry, resources: ResourceRegistry) -> None:
 
         Returns headers with relevance_score and a <mark> snippet; no bodies (see search_mailbox).
         """
+        key = await project_of(services, args.project_key)
         found = await services.search.search(
-            args.project_key, args.query, viewer=await viewer_for(services), filters=args.filters(),
+            key, args.query, viewer=await viewer_for(services), filters=args.filters(),
             limit=args.limit, order=args.order, include_bodies=False,
         )
         keys = ("id", "subject", "importance", "ack_required", "created_ts", "thread_id", "from", "relevance_score",
@@ -104,8 +105,9 @@ def register(tools: ToolRegistry, resources: ResourceRegistry) -> None:
     @tools.tool(core=True, category="search", read_only=True, idempotent=True)
     async def search_mailbox(services: Services, args: SearchMailboxArgs) -> list[dict[str, Any]]:
         """Search mail you sent or received, best match first, with <mark> snippets and relevance_score."""
+        key = await project_of(services, args.project_key)
         return await services.search.search(
-            args.project_key, args.query, viewer=await viewer_for(services, args.requesting_agent),
+            key, args.query, viewer=await viewer_for(services, args.requesting_agent),
             filters=args.filters(), limit=args.limit, order=args.order, include_bodies=args.include_bodies,
         )
 
@@ -115,15 +117,17 @@ def register(tools: ToolRegistry, resources: ResourceRegistry) -> None:
 
         An LLM refines it when the daemon has one configured; summary.llm_status says what happened.
         """
+        key = await project_of(services, args.project_key)
         return await services.summaries.summarize_thread(
-            args.project_key, args.thread_id, viewer=await viewer_for(services),
+            key, args.thread_id, viewer=await viewer_for(services),
             include_examples=args.include_examples, llm_mode=args.llm_mode, llm_model=args.llm_model,
         )
 
     @tools.tool(core=False, category="search", read_only=True)
     async def summarize_threads(services: Services, args: SummarizeThreadsArgs) -> dict[str, Any]:
         """Summarise several threads at once, plus an aggregate of mentions, action items and key points."""
+        key = await project_of(services, args.project_key)
         return await services.summaries.summarize_threads(
-            args.project_key, args.thread_ids, viewer=await viewer_for(services),
+            key, args.thread_ids, viewer=await viewer_for(services),
             llm_mode=args.llm_mode, llm_model=args.llm_model, per_thread_limit=args.per_thread_limit,
         )

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from maild.services.sessions import Session, Sessions
 from maild.store import Connection, IntegrityError, Store, utcnow
 from maild.store.outbox import enqueue
 from shared.config import Settings
-from shared.errors import AuthenticationRequired, InvalidArgument, NameTaken, NotFound
+from shared.errors import AlreadyBound, AuthenticationRequired, InvalidArgument, NameTaken, NotFound
 
 OPERATOR_CLIENT = "mailctl"
 # The identity the CLI speaks as for the person at the keyboard; reserved for operator sessions.
@@ -219,23 +220,17 @@ def _generate_free_name(conn: Connection) -> str:
     raise NameTaken("could not find a free agent name; retire unused agents and retry")
 
 
-def _retire(conn: Connection, row: Any, now: str) -> None:
+# Releases (and archives) every lease of a retired agent. Set by the composition root to
+# reservations.release_all_of_agent: this module must not import reservations (which imports it).
+RetireHook = Callable[[Connection, int, str], int]
+
+
+def retire_in(conn: Connection, row: Any, now: str, release_leases: RetireHook | None) -> int:
+    """Retire an agent: inactive (its name is free again), unbound, leases released. Keeps its mail."""
     conn.execute("UPDATE agents SET is_active = 0, deleted_ts = ? WHERE id = ?", (now, row[0]))
-    released = conn.execute(
-        "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL RETURNING id",
-        (now, row[0]),
-    ).fetchall()
     conn.execute("UPDATE sessions SET agent_id = NULL WHERE agent_id = ?", (row[0],))
     enqueue(conn, "agent", row[13], {"agent": agent_dict(get_by_id(conn, row[0]))})
-    if released:
-        from maild.services import reservations as rs  # here: reservations imports this module
-
-        by_slug: dict[str, list[Any]] = {}
-        for (rid,) in released:
-            fresh: Any = conn.execute(f"SELECT {rs.COLUMNS} FROM {rs.FROM} WHERE r.id = ?", (rid,)).fetchone()
-            by_slug.setdefault(fresh[10], []).append(fresh)
-        for slug, rows in by_slug.items():
-            rs._archive(conn, slug, rows)  # the one place reservation payloads are built
+    return release_leases(conn, row[0], now) if release_leases is not None else 0
 
 
 def _create(
@@ -274,6 +269,8 @@ def register_in(
     force_reclaim: bool,
     token: str | None,
     always_new: bool = False,
+    rebind: bool = False,
+    release_leases: RetireHook | None = None,
 ) -> dict[str, Any]:
     """The whole name-claim decision, inside one IMMEDIATE transaction."""
     project = ensure_in(conn, project_key) if not always_new else find_in(conn, project_key)
@@ -297,6 +294,10 @@ def register_in(
         clean and session is not None and session.requested_agent
         and names.lookup_key(session.requested_agent) == names.lookup_key(clean)
     )
+    if clean is not None and names.is_reserved(clean):
+        raise NameTaken(f"{clean!r} is reserved (it addresses every agent of a project); choose another name",
+                        data={"name": clean})
+    clean = _keep_binding(conn, session, clean, token, rebind=rebind or always_new or operator)
     now = utcnow()
     if clean is not None:
         existing = find_active(conn, clean)
@@ -332,18 +333,43 @@ def register_in(
                     "registration_token to re-register it, choose another name, or force_reclaim=true",
                     data={"conflicting_agents": [conflict]},
                 )
-            if existing[0] in online and not force_reclaim:
+            mine = always_new and session is not None and session.agent_id == existing[0]
+            if existing[0] in online and not force_reclaim and not mine:
                 raise NameTaken(
                     f"{existing[1]} is online in another session; pass its registration_token, "
                     "choose another name, or force_reclaim=true to retire it",
                     data={"conflicting_agents": [conflict]},
                 )
-            _retire(conn, existing, now)
+            retire_in(conn, existing, now, release_leases)
             clean = existing[1]  # a reclaimed name keeps its established spelling
     name = clean if clean is not None else _generate_free_name(conn)
     row, new_token = _create(conn, project, name, fields, named_by_env=by_env)
     bind(conn, session, row[0])
     return {**agent_dict(row), "created": True, "registration_token": new_token}
+
+
+def _keep_binding(conn: Connection, session: Session | None, clean: str | None, token: str | None, *,
+                  rebind: bool) -> str | None:
+    """The name to register when the session is already bound: no name means its own agent; another
+    agent's name needs rebind=true or that agent's token (a silent rebind would send later mail
+    under the new name)."""
+    if rebind or is_operator(session) or session is None or session.agent_id is None:
+        return clean
+    bound = get_by_id(conn, session.agent_id)
+    if bound is None or not bound[10]:
+        return clean
+    if clean is None:
+        return str(bound[1])
+    if names.lookup_key(clean) == names.lookup_key(bound[1]):
+        return clean
+    target = find_active(conn, clean)
+    if target is not None and token_matches(conn, target[0], token):
+        return clean
+    raise AlreadyBound(
+        f"this session is already bound to {bound[1]}; pass rebind=true to register as {clean} instead "
+        f"(later calls then act as {clean}), or {clean}'s registration_token",
+        data={"current_agent": agent_dict(bound), "requested": clean, "parameter": "rebind"},
+    )
 
 
 def _claim(
@@ -400,6 +426,25 @@ class Agents:
         self._sessions = sessions
         self._settings = settings
         self._archive = archive
+        # Set by the composition root (reservations.release_all_of_agent); see RetireHook.
+        self.on_retire: RetireHook | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    async def project_key_of(self, agent_id: int) -> str | None:
+        """The human key of an agent's project (the default project_key of its session)."""
+        key = await self._store.read(
+            lambda c: c.execute(
+                "SELECT p.human_key FROM agents a JOIN projects p ON p.id = a.project_id WHERE a.id = ?", (agent_id,)
+            ).get
+        )
+        return None if key is None else str(key)
+
+    async def name_of(self, agent_id: int) -> str | None:
+        name = await self._store.read(lambda c: c.execute("SELECT name FROM agents WHERE id = ?", (agent_id,)).get)
+        return None if name is None else str(name)
 
     def online_ids(self) -> set[int]:
         return {s.agent_id for s in self._sessions.live() if s.agent_id is not None}
@@ -417,6 +462,7 @@ class Agents:
         force_reclaim: bool,
         token: str | None,
         always_new: bool = False,
+        rebind: bool = False,
     ) -> dict[str, Any]:
         key = validate_project_key(project_key)
         fields = clean_fields(program, model, task_description, attachments_policy)
@@ -426,7 +472,8 @@ class Agents:
         def unit(conn: Connection) -> dict[str, Any]:
             return register_in(
                 conn, session, mode, online, key, requested, fields,
-                force_reclaim=force_reclaim, token=token, always_new=always_new,
+                force_reclaim=force_reclaim, token=token, always_new=always_new, rebind=rebind,
+                release_leases=self.on_retire,
             )
 
         return await self._store.write(unit)

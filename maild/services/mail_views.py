@@ -1,7 +1,8 @@
 """Read models behind the mail resources: inbox/outbox/views, a message, a thread, agent lists.
 
-Agent-scoped views obey the identity rule of `agents.acting_agent` (own session or token); the
-operator (mailctl) may read any message and thread. Nothing here writes.
+Agent-scoped views (inbox, outbox, ack views) obey the identity rule of `agents.acting_agent` (own
+session or token); messages and threads obey visibility.py (the operator, mailctl, reads all).
+Nothing here writes.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import datetime as dt
 from typing import Any
 
 from maild.services import agents as ag
+from maild.services import visibility
 from maild.services.messaging import (
     MESSAGE_COLUMNS,
+    TOPIC,
     _visible_message,
     inbox_rows,
     message_row_dict,
@@ -19,7 +22,7 @@ from maild.services.messaging import (
     recipients_of,
     unread_count,
 )
-from maild.services.projects import find_in, project_dict
+from maild.services.projects import find_in, project_dict, validate_project_key
 from maild.services.sessions import Session
 from maild.store import Connection, Store, format_ts
 from shared.errors import InvalidArgument
@@ -59,12 +62,15 @@ class MailViews:
         )
         return {"projects": [project_dict(r) for r in rows]}
 
-    async def agents(self, project_key: str) -> dict[str, Any]:
+    async def agents(self, project_key: str, include_retired: bool = False) -> dict[str, Any]:
+        active = "" if include_retired else " AND a.is_active = 1"
+
         def unit(conn: Connection) -> tuple[dict[str, Any], list[tuple[Any, Any]]]:
             project = find_in(conn, project_key)
             rows = conn.execute(
                 f"SELECT {ag.AGENT_COLUMNS}, (SELECT max(last_seen_ts) FROM sessions WHERE agent_id = a.id)"
-                f" FROM {ag.AGENT_FROM} WHERE a.project_id = ? AND a.is_active = 1 ORDER BY a.last_active_ts DESC",
+                f" FROM {ag.AGENT_FROM} WHERE a.project_id = ?{active}"
+                " ORDER BY a.is_active DESC, a.last_active_ts DESC",
                 (project["id"],),
             ).fetchall()
             return project, [(r, r[-1]) for r in rows]  # the last column: last session time
@@ -73,7 +79,8 @@ class MailViews:
         return {
             "project": {"slug": project["slug"], "human_key": project["human_key"]},
             "agents": [
-                {**ag.agent_dict(r), "unread_count": r[12], **self._agents.presence(r, seen)} for r, seen in rows
+                {**ag.agent_dict(r), "unread_count": r[12], "retired": not r[10], **self._agents.presence(r, seen)}
+                for r, seen in rows
             ],
         }
 
@@ -122,31 +129,72 @@ class MailViews:
 
         return await self._store.read(unit)
 
+    def _viewer(self, conn: Connection, session: Session | None) -> visibility.Viewer | None:
+        """Who reads: the operator (a Viewer with no agent), the session's agent, or None (nobody)."""
+        mode = self._agents.settings.message_visibility
+        if session is not None and session.agent_id is not None:
+            return visibility.viewer_of(conn, session.agent_id, mode)
+        return visibility.Viewer(mode=mode) if ag.is_operator(session) else None
+
     async def message(self, session: Session | None, message_id: str) -> dict[str, Any]:
         number = to_int(message_id, "message id", 0, 1, 2**62)
 
         def unit(conn: Connection) -> dict[str, Any]:
-            row = _visible_message(conn, session, number, None)
+            row = _visible_message(conn, session, number, None, self._agents.settings.message_visibility)
+            viewer = self._viewer(conn, session) or visibility.Viewer(agent_id=-1)
             lists = recipients_of(conn, number)
-            if not ag.is_operator(session) and (session is None or session.agent_id != row[2]):
-                lists["bcc"] = [n for n in lists["bcc"] if session is not None and _is_me(conn, session, n)]
+            lists["bcc"] = visibility.shown_bcc(viewer, row[2], lists["bcc"])
             return {**message_row_dict(row, include_body=True), **lists}
+
+        return await self._store.read(unit)
+
+    async def fetch_topic(
+        self, session: Session | None, project_key: str, topic: str, limit: int, include_bodies: bool
+    ) -> dict[str, Any]:
+        """A project's messages tagged `topic`, newest first, as the caller may read them."""
+        key = validate_project_key(project_key)
+        if not isinstance(topic, str) or not TOPIC.fullmatch(topic):
+            raise InvalidArgument(f"topic {topic!r} is not valid: 1-64 letters, digits, '_' or '-'")
+        mode = self._agents.settings.message_visibility
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            project = find_in(conn, key)
+            if session is not None and session.agent_id is not None:
+                viewer = visibility.viewer_of(conn, session.agent_id, mode)
+            elif ag.is_operator(session):
+                viewer = visibility.Viewer(mode=mode)
+            else:
+                ag.acting_agent(conn, session, None, None)  # explains how to get an identity
+                raise AssertionError("unreachable")
+            params: dict[str, Any] = {"project": project["id"], "topic": topic, "limit": limit}
+            where = visibility.clause(viewer, params, project_id=project["id"])
+            rows = conn.execute(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
+                f" WHERE m.project_id = :project AND m.topic = :topic AND {where} ORDER BY m.id DESC LIMIT :limit",
+                params,
+            ).fetchall()
+            return {"project": project["slug"], "topic": topic, "count": len(rows),
+                    "messages": [{**message_row_dict(r, include_body=include_bodies), "topic": topic} for r in rows]}
 
         return await self._store.read(unit)
 
     async def thread(self, session: Session | None, thread_id: str, include_bodies: bool) -> dict[str, Any]:
         def unit(conn: Connection) -> dict[str, Any]:
-            seed = int(thread_id) if thread_id.isdigit() else None
-            rows: list[Any] = conn.execute(
+            viewer = self._viewer(conn, session)
+            seed = int(thread_id) if thread_id.isdigit() and len(thread_id) < 19 else None
+            params: dict[str, Any] = {"thread": thread_id, "seed": seed if seed is not None else -1}
+            where = "1" if viewer is None else visibility.clause(viewer, params)
+            rows: list[Any] = [] if viewer is None else conn.execute(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id"
-                " WHERE m.thread_id = ? OR m.id = ? ORDER BY m.id",
-                (thread_id, seed if seed is not None else -1),
+                f" WHERE (m.thread_id = :thread OR m.id = :seed) AND {where} ORDER BY m.id",
+                params,
             ).fetchall()
             visible = []
             for row in rows:
-                if ag.is_operator(session) or _involves(conn, session, row[0], row[2]):
-                    visible.append({**message_row_dict(row, include_body=include_bodies),
-                                    **_public_recipients(conn, row[0])})
+                lists = recipients_of(conn, row[0])
+                assert viewer is not None
+                visible.append({**message_row_dict(row, include_body=include_bodies), "to": lists["to"],
+                                "cc": lists["cc"], "bcc": visibility.shown_bcc(viewer, row[2], lists["bcc"])})
             return {"thread_id": thread_id, "count": len(visible), "messages": visible}
 
         return await self._store.read(unit)
@@ -154,29 +202,6 @@ class MailViews:
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-def _is_me(conn: Connection, session: Session, name: str) -> bool:
-    row = ag.find_active(conn, name)
-    return row is not None and row[0] == session.agent_id
-
-
-def _involves(conn: Connection, session: Session | None, message_id: int, sender_id: int) -> bool:
-    if session is None or session.agent_id is None:
-        return False
-    if sender_id == session.agent_id:
-        return True
-    return (
-        conn.execute(
-            "SELECT 1 FROM message_recipients WHERE message_id = ? AND agent_id = ?", (message_id, session.agent_id)
-        ).fetchone()
-        is not None
-    )
-
-
-def _public_recipients(conn: Connection, message_id: int) -> dict[str, list[str]]:
-    lists = recipients_of(conn, message_id)
-    return {"to": lists["to"], "cc": lists["cc"]}
 
 
 def _outbox(

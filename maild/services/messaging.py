@@ -9,19 +9,20 @@ read and ack are explicit calls.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from maild.services import agents as ag
-from maild.services import names
+from maild.services import contacts, fanout, names, visibility
 from maild.services.projects import find_in, validate_project_key
 from maild.services.sessions import Session
 from maild.store import Connection, Store, format_ts, utcnow
 from maild.store.outbox import enqueue
 from shared.config import Settings
-from shared.errors import InvalidArgument, NotFound, RecipientNotFound
+from shared.errors import ContactRequired, InvalidArgument, NotFound, RecipientNotFound
 
 if TYPE_CHECKING:
     from maild.services.attachments import Attachments, Prepared
@@ -31,6 +32,7 @@ URGENT = ("high", "urgent")
 MAX_SUBJECT_CHARS = 512
 MAX_RECIPIENTS = 256
 THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+TOPIC = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _QUALIFIED = re.compile(r"^project:(?P<project>[^#]+)#(?P<name>.+)$")
 
 MESSAGE_COLUMNS = (
@@ -111,6 +113,10 @@ class Outgoing:
     attachment_paths: list[str] = field(default_factory=list)
     convert_images: bool | None = None
     prepared: Prepared | None = None  # set by Messaging (attachments.py) once the files are stored
+    broadcast: bool = False
+    topic: str | None = None
+    # A contact request or handshake welcome: contacts_only recipients accept it (block_all does not).
+    contact_intro: bool = False
 
 
 def validate_outgoing(out: Outgoing, max_body_bytes: int) -> None:
@@ -133,6 +139,10 @@ def validate_outgoing(out: Outgoing, max_body_bytes: int) -> None:
             f"thread_id {out.thread_id!r} is not valid: 1-128 characters of letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
+    if out.topic is not None and not TOPIC.fullmatch(out.topic):
+        raise InvalidArgument(f"topic {out.topic!r} is not valid: 1-64 letters, digits, '_' or '-'",
+                              data={"parameter": "topic"})
+    fanout.check_broadcast(out.broadcast, out.to)
 
 
 def _resolve(
@@ -152,6 +162,8 @@ def _resolve(
         name, _, project_key = address.partition("@")
     if len(name) > names.MAX_NAME_CHARS:
         raise InvalidArgument(f"recipient {address[:40]!r}… is longer than {names.MAX_NAME_CHARS} characters")
+    if names.is_reserved(name):
+        raise InvalidArgument("`all` (everyone in the project) is only valid in `to`, or use broadcast=true")
     row = ag.find_active(conn, name)
     if row is not None and project_key is not None:
         try:
@@ -163,6 +175,11 @@ def _resolve(
     if row is not None:
         return row
     clean = names.sanitize(name)
+    if clean and project_key is None and _retired_in(conn, clean, sender[7]):
+        raise RecipientNotFound(
+            f"{clean} is retired and receives no new mail; unretire_agent brings it back",
+            data={"unknown_recipients": [address], "retired": [clean]},
+        )
     if auto_register and clean and project_key is None:
         # A placeholder: nobody holds its token (it is discarded); the first register_agent of this
         # name claims the row, and with it the mail sent here before it registered.
@@ -177,6 +194,14 @@ def _resolve(
     return None
 
 
+def _retired_in(conn: Connection, name: str, project_id: int) -> bool:
+    """A retired agent of that name in the project, and no active one anywhere."""
+    return conn.execute(
+        "SELECT 1 FROM agents WHERE lower(name) = ? AND project_id = ? AND is_active = 0 AND placeholder = 0",
+        (names.lookup_key(name), project_id),
+    ).fetchone() is not None
+
+
 def send_in(
     conn: Connection,
     session: Session | None,
@@ -184,12 +209,21 @@ def send_in(
     sender_name: str | None,
     sender_token: str | None,
     auto_register: bool,
+    *,
+    broadcast_cap: int = 100,
+    mentions: bool = True,
 ) -> dict[str, Any]:
     project = find_in(conn, out.project_key)
     sender = ag.acting_agent(conn, session, sender_name, sender_token, param="sender_name")
     resolved: dict[int, tuple[str, Any]] = {}
     unknown: list[str] = []
-    for kind, addresses in (("to", out.to), ("cc", out.cc), ("bcc", out.bcc)):
+    to, everyone = fanout.split_broadcast(out.to)
+    truncated = False
+    if out.broadcast or everyone:
+        targets, truncated = fanout.broadcast_targets(conn, project["id"], sender[0], broadcast_cap)
+        for row in targets:
+            resolved[row[0]] = ("to", row)
+    for kind, addresses in (("to", to), ("cc", out.cc), ("bcc", out.bcc)):
         for address in addresses:
             row = _resolve(conn, address, sender, auto_register, unknown)
             if row is not None and row[0] not in resolved:
@@ -209,14 +243,18 @@ def send_in(
             },
         )
     if not resolved:
+        if out.broadcast or everyone:
+            raise InvalidArgument("nobody to broadcast to: the project has no other active agent")
         raise InvalidArgument("at least one recipient is required in to, cc or bcc")
+    contacts.enforce(conn, sender, [row for _kind, row in resolved.values()], intro=out.contact_intro)
     now = utcnow()
     attachments = out.prepared.metas if out.prepared is not None else []
+    bcc_only = all(kind == "bcc" for kind, _row in resolved.values())
     message_id = conn.execute(
         "INSERT INTO messages(project_id, sender_id, thread_id, subject, body_md, importance, ack_required,"
-        " created_ts, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        " created_ts, attachments, bcc_only, topic) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (project["id"], sender[0], out.thread_id, out.subject, out.body_md, out.importance,
-         int(out.ack_required), now, json.dumps(attachments)),
+         int(out.ack_required), now, json.dumps(attachments), int(bcc_only), out.topic),
     ).get
     if out.prepared is not None:
         out.prepared.link_in(conn, message_id, project["id"])
@@ -228,6 +266,8 @@ def send_in(
     lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
     for kind, row in resolved.values():
         lists[kind].append(row[1])
+    mentioned = [] if bcc_only or not mentions else fanout.record_mentions(
+        conn, message_id, project["id"], out.body_md, {sender[0], *resolved})
     payload = {
         "id": message_id,
         "project_id": project["id"],
@@ -241,15 +281,22 @@ def send_in(
         "attachments": attachments,
         "from": sender[1],
         **lists,
+        **({"topic": out.topic} if out.topic else {}),
+        **({"mentions": mentioned} if mentioned else {}),
     }
     enqueue(conn, "message", project["slug"], {"message": {**payload, "project_slug": project["slug"]}})
     result: dict[str, Any] = {"deliveries": [{"project": project["human_key"], "payload": payload}], "count": 1}
     if out.prepared is not None and out.prepared.warnings:
         result["warnings"] = out.prepared.warnings
+    if out.broadcast or everyone:
+        result.update(broadcast=True, recipient_count=len(resolved), truncated=truncated)
     return result
 
 
-def _visible_message(conn: Connection, session: Session | None, message_id: int, agent: Any | None) -> Any:
+def _visible_message(conn: Connection, session: Session | None, message_id: int, agent: Any | None,
+                     mode: str = "project") -> Any:
+    """The message row if the caller may read it (visibility.py); NOT_FOUND otherwise, as for a
+    missing message, so its existence is not revealed."""
     row = conn.execute(
         f"SELECT {MESSAGE_COLUMNS} FROM messages m JOIN agents s ON s.id = m.sender_id WHERE m.id = ?",
         (message_id,),
@@ -258,18 +305,28 @@ def _visible_message(conn: Connection, session: Session | None, message_id: int,
         raise NotFound(f"message {message_id} does not exist", data={"message_id": message_id})
     if ag.is_operator(session) and agent is None:
         return row
-    viewer = agent[0] if agent is not None else (session.agent_id if session is not None else None)
-    involved = viewer is not None and (
-        row[2] == viewer
-        or conn.execute(
-            "SELECT 1 FROM message_recipients WHERE message_id = ? AND agent_id = ?", (message_id, viewer)
-        ).fetchone()
-        is not None
-    )
-    if not involved:
-        # Same answer as a missing message: do not reveal that it exists.
+    viewer_id = agent[0] if agent is not None else (session.agent_id if session is not None else None)
+    if viewer_id is None or not visibility.can_read(conn, visibility.viewer_of(conn, viewer_id, mode), message_id):
         raise NotFound(f"message {message_id} does not exist", data={"message_id": message_id})
     return row
+
+
+def _request_contacts(
+    conn: Connection, session: Session | None, sender_name: str | None, token: str | None, targets: list[str]
+) -> list[str]:
+    """auto_contact_if_blocked: a pending contact request and an intro message to each target."""
+    sender = ag.acting_agent(conn, session, sender_name, token, param="sender_name")
+    requested = []
+    for name in targets:
+        target = contacts.target_agent(conn, name, "to")
+        link = contacts.request_in(conn, sender, target, "auto_contact_if_blocked", contacts.REQUEST_TTL_SECONDS)
+        if link["status"] == "pending":
+            out = Outgoing(project_key=target[13], subject=f"Contact request from {sender[1]}", to=[target[1]],
+                           body_md=contacts.intro_body(sender[1], target[1], ""), ack_required=True,
+                           contact_intro=True)
+            send_in(conn, session, out, sender[1], token, False)
+        requested.append(target[1])
+    return requested
 
 
 def reply_subject(subject: str, prefix: str) -> str:
@@ -297,14 +354,27 @@ class Messaging:
             out.body_md = out.prepared.body_md
 
     async def send(
-        self, session: Session | None, out: Outgoing, sender_name: str | None, sender_token: str | None
+        self, session: Session | None, out: Outgoing, sender_name: str | None, sender_token: str | None,
+        *, auto_contact_if_blocked: bool = False,
     ) -> dict[str, Any]:
         out.project_key = validate_project_key(out.project_key)
         validate_outgoing(out, self._settings.max_body_bytes)
         await self._prepare(session, out, sender_name, sender_token)
-        return await self._store.write(
-            send_in, session, out, sender_name, sender_token, self._settings.auto_register_recipients
-        )
+        try:
+            return await self._store.write(functools.partial(
+                send_in, broadcast_cap=self._settings.broadcast_max_recipients,
+                mentions=self._settings.mentions_enabled,
+            ), session, out, sender_name, sender_token, self._settings.auto_register_recipients)
+        except ContactRequired as exc:
+            if not auto_contact_if_blocked:
+                raise
+            # The send failed as a whole (its transaction rolled back); the requests are a unit of their own.
+            names_blocked = list(exc.data.get("recipients_blocked", []))
+            exc.data["contact_requested"] = await self._store.write(
+                _request_contacts, session, sender_name, sender_token, names_blocked
+            )
+            exc.message += f". Contact requested from {', '.join(names_blocked)}: send again once they accept"
+            raise ContactRequired(exc.message, data=exc.data) from None
 
     async def reply(
         self,
@@ -328,7 +398,7 @@ class Messaging:
 
         def unit(conn: Connection) -> dict[str, Any]:
             sender = ag.acting_agent(conn, session, sender_name, sender_token, param="sender_name")
-            original = _visible_message(conn, session, message_id, sender)
+            original = _visible_message(conn, session, message_id, sender, self._settings.message_visibility)
             out = Outgoing(
                 project_key=key,
                 subject=reply_subject(original[4], subject_prefix)[:MAX_SUBJECT_CHARS],
@@ -342,7 +412,8 @@ class Messaging:
             )
             validate_outgoing(out, self._settings.max_body_bytes)
             out.body_md, out.prepared = files.body_md, files.prepared
-            result = send_in(conn, session, out, sender[1], sender_token, False)
+            result = send_in(conn, session, out, sender[1], sender_token, False,
+                             mentions=self._settings.mentions_enabled)
             payload = result["deliveries"][0]["payload"]
             return {**payload, "thread_id": out.thread_id, "reply_to": message_id, **result}
 
@@ -359,16 +430,29 @@ class Messaging:
         urgent_only: bool,
         include_bodies: bool,
         since_ts: str | None,
+        unread_only: bool = False,
+        topic: str | None = None,
     ) -> dict[str, Any]:
         key = validate_project_key(project_key)
         since = parse_ts(since_ts)
+        mentions = self._settings.mentions_enabled
 
         def unit(conn: Connection) -> dict[str, Any]:
             find_in(conn, key)
             agent = ag.acting_agent(conn, session, agent_name, token)
             # An agent's inbox is all mail addressed to it: names are unique across the mailbox root,
             # so mail sent from another project (Name@project) arrives here too.
-            items = inbox_rows(conn, agent[0], None, limit, urgent_only, include_bodies, since)
+            extra = []
+            params: list[Any] = []
+            if unread_only:
+                extra.append("r.read_ts IS NULL")
+            if topic:
+                extra.append("m.topic = ?")
+                params.append(topic)
+            items = inbox_rows(conn, agent[0], None, limit, urgent_only, include_bodies, since,
+                               extra_where=" AND ".join(extra), extra_params=params)
+            if mentions and not unread_only:  # a mention has no read state: unread_only lists deliveries
+                items = _with_mentions(conn, agent[0], items, limit, urgent_only, include_bodies, since, topic)
             return {"result": items, "agent": agent[1], "unread_count": unread_count(conn, agent[0])}
 
         return await self._store.read(unit)
@@ -430,6 +514,7 @@ def inbox_rows(
     since: str | None,
     *,
     extra_where: str = "",
+    extra_params: list[Any] | None = None,
 ) -> list[dict[str, Any]]:
     where = ["r.agent_id = ?"]
     params: list[Any] = [agent_id]
@@ -443,6 +528,7 @@ def inbox_rows(
         params.append(since)
     if extra_where:
         where.append(extra_where)
+        params.extend(extra_params or [])
     rows = conn.execute(
         f"SELECT {MESSAGE_COLUMNS}, r.kind, r.read_ts, r.ack_ts FROM message_recipients r"
         " JOIN messages m ON m.id = r.message_id JOIN agents s ON s.id = m.sender_id"
@@ -453,3 +539,31 @@ def inbox_rows(
         {**message_row_dict(row, include_body=include_bodies), "kind": row[11], "read_ts": row[12], "ack_ts": row[13]}
         for row in rows
     ]
+
+
+def _with_mentions(
+    conn: Connection, agent_id: int, items: list[dict[str, Any]], limit: int, urgent_only: bool,
+    include_bodies: bool, since: str | None, topic: str | None,
+) -> list[dict[str, Any]]:
+    """The inbox items merged with mail that mentions the agent (`source: "mention"`), newest first."""
+    where: list[str] = ["mm.agent_id = ?"]
+    params: list[Any] = [agent_id]
+    if urgent_only:
+        where.append("m.importance IN ('high', 'urgent')")
+    if since is not None:
+        where.append("m.created_ts > ?")
+        params.append(since)
+    if topic:
+        where.append("m.topic = ?")
+        params.append(topic)
+    rows = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM message_mentions mm JOIN messages m ON m.id = mm.message_id"
+        f" JOIN agents s ON s.id = m.sender_id WHERE {' AND '.join(where)} ORDER BY mm.message_id DESC LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    if not rows:
+        return items
+    seen = {item["id"] for item in items}
+    mentioned = [{**message_row_dict(r, include_body=include_bodies), "kind": "mention", "source": "mention",
+                  "read_ts": None, "ack_ts": None} for r in rows if r[0] not in seen]
+    return sorted([*items, *mentioned], key=lambda item: -item["id"])[:limit]

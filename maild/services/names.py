@@ -44,6 +44,14 @@ def lookup_key(name: str) -> str:
     return sanitize(name).lower()
 
 
+# `all` addresses every agent of a project (broadcast): no agent may be called that.
+RESERVED = frozenset({"all"})
+
+
+def is_reserved(name: str) -> bool:
+    return lookup_key(name) in RESERVED
+
+
 def generate(rng: random.Random | None = None) -> str:
     chooser = rng or random
     return chooser.choice(ADJECTIVES) + chooser.choice(NOUNS)

@@ -13,6 +13,7 @@ import datetime as dt
 from typing import Any
 
 from maild.services import agents as ag
+from maild.services import visibility
 from maild.services.messaging import (
     MESSAGE_COLUMNS,
     Messaging,
@@ -22,7 +23,6 @@ from maild.services.messaging import (
     unread_count,
 )
 from maild.services.projects import find_in, validate_project_key
-from maild.services.search import visible_clause
 from maild.services.sessions import Session
 from maild.store import Connection, Store, format_ts, utcnow
 from maild.store.outbox import enqueue
@@ -59,8 +59,9 @@ def _listing(conn: Connection, rows: list[Any]) -> list[dict[str, Any]]:
 
 
 class Overview:
-    def __init__(self, store: Store, agents: ag.Agents, messaging: Messaging) -> None:
+    def __init__(self, store: Store, agents: ag.Agents, messaging: Messaging, mode: str = "project") -> None:
         self._store = store
+        self._mode = mode  # MESSAGE_VISIBILITY: what an agent-bound viewer may read (services/visibility.py)
         self._agents = agents
         self._messaging = messaging
 
@@ -69,7 +70,7 @@ class Overview:
 
         def unit(conn: Connection) -> list[dict[str, Any]]:
             params: dict[str, Any] = {"limit": limit}
-            where = visible_clause(viewer, params)
+            where = visibility.clause(visibility.viewer_of(conn, viewer, self._mode), params)
             if project_key is not None:
                 params["project"] = find_in(conn, validate_project_key(project_key))["id"]
                 where += " AND m.project_id = :project"
@@ -118,7 +119,7 @@ class Overview:
         def unit(conn: Connection) -> list[dict[str, Any]]:
             params: dict[str, Any] = {"cutoff": cutoff, "limit": limit}
             params["project"] = find_in(conn, validate_project_key(project_key))["id"]
-            where = visible_clause(viewer, params)
+            where = visibility.clause(visibility.viewer_of(conn, viewer, self._mode), params)
             rows = conn.execute(
                 f"SELECT {MESSAGE_COLUMNS}, a.name FROM messages m JOIN agents s ON s.id = m.sender_id"
                 " JOIN message_recipients r ON r.message_id = m.id JOIN agents a ON a.id = r.agent_id"

@@ -23,6 +23,7 @@ from typing import Any
 import anyio.to_thread
 
 from maild.services import agents as ag
+from maild.services.messaging import Outgoing, send_in
 from maild.services.projects import find_in, slugify, validate_project_key
 from maild.services.sessions import Session
 from maild.store import Connection, Store, format_ts, utcnow
@@ -33,6 +34,9 @@ from shared.globs import BROAD, PatternIndex, anchor, is_virtual, matches
 
 MIN_TTL_SECONDS = 60
 MAX_PATTERNS = 500
+MAX_STALENESS_PROBES = 50
+STALE_REASONS = ["agent_inactive", "no_recent_mail_activity", "no_recent_filesystem_activity",
+                 "no_recent_git_activity"]
 # Bounds on the force-release probes, so a huge tree or repository cannot stall the request.
 MAX_PROBED_FILES = 20_000
 GIT_PROBE_TIMEOUT_SECONDS = 5.0
@@ -114,6 +118,21 @@ def _archive(conn: Connection, slug: str, rows: list[Any]) -> None:
     if rows:
         enqueue(conn, "file_reservation", slug,
                 {"reservations": [{**reservation_dict(r), "agent_id": r[2]} for r in rows]})
+
+
+def release_all_of_agent(conn: Connection, agent_id: int, now: str) -> int:
+    """Release and archive every live lease of one agent (it was retired); returns how many."""
+    released = conn.execute(
+        "UPDATE file_reservations SET released_ts = ? WHERE agent_id = ? AND released_ts IS NULL RETURNING id",
+        (now, agent_id),
+    ).fetchall()
+    by_slug: dict[str, list[Any]] = {}
+    for (rid,) in released:
+        fresh: Any = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.id = ?", (rid,)).fetchone()
+        by_slug.setdefault(fresh[10], []).append(fresh)
+    for slug, rows in by_slug.items():
+        _archive(conn, slug, rows)
+    return len(released)
 
 
 def release_expired(conn: Connection, now: str) -> int:
@@ -400,8 +419,6 @@ class Reservations:
     async def force_release(self, session: Session | None, project_key: str, agent_name: str | None,
                             token: str | None, reservation_id: int, notify_previous: bool,
                             note: str) -> dict[str, Any]:
-        from maild.services.messaging import Outgoing, send_in
-
         key = validate_project_key(project_key)
         root = Path(key) if key.startswith("/") else None
 
@@ -454,19 +471,39 @@ class Reservations:
         return await self._store.write(unit)
 
     async def listing(self, project_key: str, active_only: bool) -> list[dict[str, Any]]:
+        """A project's reservations; live ones carry upstream's staleness fields (stale, stale_reasons,
+        last_*_activity_ts), probed like force-release does, for at most MAX_STALENESS_PROBES of them."""
         key = validate_project_key(project_key)
+        root = Path(key) if key.startswith("/") else None
+
+        def rows_of(conn: Connection) -> list[Any]:
+            project = find_in(conn, key)
+            found: list[Any] = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.project_id = ? ORDER BY r.id",
+                                            (project["id"],)).fetchall()
+            return found
+
+        rows = await self._store.read(rows_of)
+        now = utcnow()
+        live = [r for r in rows if r[9] is None and r[8] > now][:MAX_STALENESS_PROBES]
+        activity: dict[int, Activity] = {}
+        for r in live:
+            activity[r[0]] = await anyio.to_thread.run_sync(probe_activity, root, r[4], self._grace)
 
         def unit(conn: Connection) -> list[dict[str, Any]]:
-            project = find_in(conn, key)
-            now = utcnow()
-            rows: list[Any] = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.project_id = ? ORDER BY r.id",
-                                           (project["id"],)).fetchall()
+            now_dt = dt.datetime.now(dt.UTC)
             out = []
             for r in rows:
                 expired = r[9] is None and r[8] <= now
                 if active_only and (r[9] is not None or expired):
                     continue
-                out.append({**reservation_dict(r), "expired": expired})
+                item = {**reservation_dict(r), "expired": expired}
+                if r[0] in activity:
+                    signals = self._staleness(conn, r, activity[r[0]], now_dt)
+                    # Stale means every signal is quiet; otherwise active_reasons says which one is not.
+                    item.update(stale=signals["stale"], stale_reasons=STALE_REASONS if signals["stale"] else [],
+                                active_reasons=signals["active_reasons"],
+                                **{k: v for k, v in signals.items() if k.startswith("last_")})
+                out.append(item)
             return out
 
         return await self._store.read(unit)

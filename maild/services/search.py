@@ -1,187 +1,39 @@
-"""Full-text search over a project's mail: a query sanitiser that never fails, and ranked queries.
+"""Full-text search over a project's mail: ranked queries, filters, snippets.
 
-Owns: turning any user string into a valid FTS5 expression (phrases, prefix `auth*`, AND/OR/NOT,
-parentheses and `subject:`/`body:` filters work as in FTS5; everything else is quoted or dropped),
-bm25 ranking with `<mark>` snippets, filters, and the privacy rule (an agent finds only mail it
-sent or received; an operator session with no bound agent finds everything). It does not keep the
-index in sync: triggers in the store do that inside each writing transaction.
+Owns: bm25 ranking with `<mark>` snippets, the filters (agent, time, importance, thread), and
+applying the visibility rule of visibility.py inside the query. The query language itself (any
+string to a valid FTS5 expression) lives in search_query.py. It does not keep the index in sync:
+triggers in the store do that inside each writing transaction.
 
 Cost: bm25 grows with the number of matches (implementation-notes §3.3), so only the newest
 `search_rank_window` matches are ranked, topped up newest-first when filters leave too few;
-thread and small time-range filters seek instead of walking. Figures: docs/search.md.
+thread and small time-range filters seek instead of walking; a reader limited to its own mail is
+tested against its message set, built once per query (a reader with no mail costs nothing).
+Figures: docs/search.md.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from maild.services import visibility
 from maild.services.projects import find_in, validate_project_key
+from maild.services.search_query import _EXPR_TERM, _highlighter, python_snippet, sanitize_query
+from maild.services.visibility import Viewer
 from maild.store import Connection, Store
 from shared.errors import InvalidArgument, NotFound
 
-MAX_QUERY_CHARS = 1000
-MAX_QUERY_TERMS = 64
-MAX_PAREN_DEPTH = 8
+__all__ = ["Search", "SearchFilters", "normalize_importance", "run_search", "sanitize_query"]
+
 MAX_LIMIT = 1000
 IMPORTANCE = ("low", "normal", "high", "urgent")
-OPERATORS = ("AND", "OR", "NOT")
 # Subject hits weigh twice body hits.
 BM25 = "bm25(messages_fts, 2.0, 1.0)"
-_COLUMNS = {"subject": "subject", "body": "body_md", "body_md": "body_md"}
-
-_LEX = re.compile(
-    r'(?:(?P<pcol>[A-Za-z_]+):)?"(?P<phrase>[^"]*)"?(?P<pstar>\*)?'  # a phrase (maybe body:"…"); an
-    # unbalanced quote runs to the end
-    r"|(?P<open>\()|(?P<close>\))"
-    r'|(?P<word>[^\s"()]+)'
-)
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"'
-
-
-def _searchable(text: str) -> bool:
-    # unicode61 indexes letters and digits only; a string without any yields an empty phrase.
-    return any(ch.isalnum() for ch in text)
-
-
-def _lex(query: str) -> list[tuple[str, str]]:
-    """Tokens: ("term", fts text) | ("op", AND/OR/NOT) | ("(", "") | (")", "")."""
-    tokens: list[tuple[str, str]] = []
-    terms = 0
-    for found in _LEX.finditer(query[:MAX_QUERY_CHARS]):
-        if found["open"]:
-            tokens.append(("(", ""))
-            continue
-        if found["close"]:
-            tokens.append((")", ""))
-            continue
-        if terms >= MAX_QUERY_TERMS:
-            continue
-        word = found["word"]
-        if word is None:
-            phrase = found["phrase"] or ""
-            prefix = (found["pcol"] or "").lower()
-            if prefix and prefix not in _COLUMNS and _searchable(prefix):  # `foo:"x"`: two plain terms
-                tokens.append(("term", _quote(prefix)))
-                terms += 1
-            if _searchable(phrase):
-                text = _quote(phrase) + ("*" if found["pstar"] else "")
-                tokens.append(("term", f"{{{_COLUMNS[prefix]}}} : {text}" if prefix in _COLUMNS else text))
-                terms += 1
-            continue
-        if word in OPERATORS:  # FTS5 operators are case-sensitive; `and` is just a word
-            tokens.append(("op", word))
-            continue
-        column = None
-        prefix, sep, rest = word.partition(":")
-        if sep and prefix.lower() in _COLUMNS and _searchable(rest):
-            column, word = _COLUMNS[prefix.lower()], rest
-        star = word.endswith("*")
-        core = word.rstrip("*")
-        if not _searchable(core):
-            continue  # bare `*`, `.`, `?`, `--`: nothing a tokenizer would index
-        # Quoting makes FTS5 tokenize the chunk itself: `POL-358` becomes the phrase "POL 358".
-        text = _quote(core) + ("*" if star else "")
-        tokens.append(("term", f"{{{column}}} : {text}" if column else text))
-        terms += 1
-    return tokens
-
-
-class _Parser:
-    """Tolerant recursive descent (NOT > AND > OR, as FTS5); emits a fully parenthesised string."""
-
-    def __init__(self, tokens: list[tuple[str, str]]) -> None:
-        self.tokens = tokens
-        self.pos = 0
-        self.depth = 0
-
-    def peek(self) -> tuple[str, str] | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def parse(self) -> str:
-        parts = []
-        while self.peek() is not None:
-            expr = self.parse_or()
-            if expr:
-                parts.append(expr)
-            if self.peek() is not None:  # a stray `)` or a dangling operator: skip it
-                self.pos += 1
-        return _join(parts, "AND")
-
-    def parse_or(self) -> str:
-        parts = [self.parse_and()]
-        while self.peek() == ("op", "OR"):
-            self.pos += 1
-            parts.append(self.parse_and())
-        return _join([p for p in parts if p], "OR")
-
-    def parse_and(self) -> str:
-        parts: list[str] = []
-        while (tok := self.peek()) is not None and tok[0] != ")" and tok != ("op", "OR"):
-            if tok == ("op", "AND"):
-                self.pos += 1
-            elif tok == ("op", "NOT"):
-                self.pos += 1
-                operand = self.parse_primary()
-                # FTS5 has no unary NOT: `NOT x` with nothing on the left is dropped.
-                if operand and parts:
-                    parts[-1] = f"({parts[-1]} NOT {operand})"
-            else:
-                operand = self.parse_primary()
-                if operand:
-                    parts.append(operand)
-        return _join(parts, "AND")
-
-    def parse_primary(self) -> str:
-        tok = self.peek()
-        if tok is None or tok[0] in (")", "op"):
-            return ""
-        self.pos += 1
-        if tok[0] == "term":
-            return tok[1]
-        self.depth += 1
-        inner = self.parse_or()
-        self.depth -= 1
-        if self.peek() == (")", ""):
-            self.pos += 1
-        return f"({inner})" if inner else ""
-
-
-def _join(parts: list[str], op: str) -> str:
-    if len(parts) <= 1:
-        return parts[0] if parts else ""
-    return "(" + f" {op} ".join(parts) + ")"
-
-
-def sanitize_query(query: str) -> str | None:
-    """A valid FTS5 MATCH expression for any input, or None when nothing searchable is left."""
-    # FTS5 reads its query as a C string: a NUL would end it inside a quoted term.
-    tokens = _lex(query.replace("\x00", " "))
-    # Past a sane depth, parentheses are ignored rather than trusted (FTS5 caps depth too).
-    depth = 0
-    kept = []
-    for kind, text in tokens:
-        if kind == "(":
-            depth += 1
-            if depth > MAX_PAREN_DEPTH:
-                continue
-        elif kind == ")":
-            depth -= 1
-            if depth >= MAX_PAREN_DEPTH:
-                continue
-        kept.append((kind, text))
-    expr = _Parser(kept).parse()
-    return expr or None
-
-
-# ---------------------------------------------------------------------------------------------
-# Queries
+# Up to this many messages of its own, a reader limited to its own mail is tested against its
+# message set (built once per query); beyond, each candidate row's recipients are probed.
+SMALL_MAILBOX = 5000
 
 
 @dataclass(frozen=True)
@@ -206,17 +58,6 @@ def normalize_importance(value: str | list[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def visible_clause(viewer: int | None, params: dict[str, Any], alias: str = "m") -> str:
-    """SQL limiting rows of `messages {alias}` to what `viewer` may read (None: the operator)."""
-    if viewer is None:
-        return "1"
-    params["viewer"] = viewer
-    return (
-        f"({alias}.sender_id = :viewer OR EXISTS (SELECT 1 FROM message_recipients vr"
-        f" WHERE vr.message_id = {alias}.id AND vr.agent_id = :viewer))"
-    )
-
-
 def find_agent_id(conn: Connection, name: str) -> int:
     row = conn.execute(
         "SELECT id FROM agents WHERE lower(name) = lower(?) ORDER BY is_active DESC, id DESC LIMIT 1", (name,)
@@ -231,10 +72,10 @@ def find_agent_id(conn: Connection, name: str) -> int:
 
 
 def _filter_sql(
-    conn: Connection, project_id: int, viewer: int | None, filters: SearchFilters
+    conn: Connection, project_id: int, viewer: Viewer, filters: SearchFilters, *, bulk: bool = False
 ) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {"project": project_id}
-    where = ["m.project_id = :project", visible_clause(viewer, params)]
+    where = ["m.project_id = :project", visibility.clause(viewer, params, project_id=project_id, bulk=bulk)]
     if filters.agent:
         params["agent"] = find_agent_id(conn, filters.agent)
         where.append(
@@ -264,9 +105,9 @@ def _filter_sql(
 
 
 def load_messages(
-    conn: Connection, ids: list[int], viewer: int | None, *, include_bodies: bool
+    conn: Connection, ids: list[int], viewer: Viewer, *, include_bodies: bool
 ) -> dict[int, dict[str, Any]]:
-    """Full message dicts (with from/to/cc/bcc names) for `ids`; bcc only for its sender or the operator."""
+    """Full message dicts (with from/to/cc/bcc names) for `ids`; bcc names as visibility.shown_bcc."""
     if not ids:
         return {}
     marks = ", ".join("?" * len(ids))
@@ -307,9 +148,9 @@ def load_messages(
         owner = out.get(message_id)
         if owner is None:
             continue
-        if kind == "bcc" and viewer is not None and viewer != owner["sender_id"]:
-            continue  # a recipient must not learn who else was blind-copied
         owner[kind].append(name)
+    for message in out.values():  # a recipient must not learn who else was blind-copied
+        message["bcc"] = visibility.shown_bcc(viewer, message["sender_id"], message["bcc"])
     return out
 
 
@@ -369,51 +210,6 @@ def _id_range(conn: Connection, project_id: int, filters: SearchFilters) -> tupl
     return (int(row[0]), int(row[1]))
 
 
-_EXPR_TERM = re.compile(r'"((?:[^"]|"")*)"(\*?)')
-_WORD = re.compile(r"[^\W_]+")
-
-
-def _fold(text: str) -> str:
-    return "".join(ch for ch in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(ch))
-
-
-def _highlighter(expr: str) -> re.Pattern[str] | None:
-    """A regex marking the words of `expr`'s terms (prefix terms as prefixes), over folded text."""
-    words = []
-    for text, star in _EXPR_TERM.findall(expr):
-        pieces = _WORD.findall(_fold(text.replace('""', '"')))
-        for i, piece in enumerate(pieces):
-            prefix = star and i == len(pieces) - 1
-            words.append(re.escape(piece) + (r"[^\W_]*" if prefix else r"(?![^\W_])"))
-    if not words:
-        return None
-    return re.compile(r"(?<![^\W_])(?:" + "|".join(sorted(set(words), key=len, reverse=True)) + ")")
-
-
-def python_snippet(text: str, pattern: re.Pattern[str] | None, max_words: int) -> str:
-    """FTS5-style snippet without asking FTS5 again: used for prefix queries, whose expansion
-    costs a full term scan on every `MATCH ... AND rowid = ?` probe."""
-    words = text.split()
-    if not words:
-        return ""
-    hits = [i for i, w in enumerate(words) if pattern is not None and pattern.search(_fold(w))]
-    start = max(0, min(hits[0] - max_words // 4, len(words) - max_words)) if hits else 0
-    window = words[start : start + max_words]
-    marked = []
-    for word in window:
-        folded = _fold(word)
-        found = pattern.search(folded) if pattern is not None else None
-        # Fold-safe: only mark when folding kept the length (true for ASCII and most Latin text).
-        if found and len(folded) == len(word):
-            a, b = found.start(), found.end()
-            marked.append(f"{word[:a]}<mark>{word[a:b]}</mark>{word[b:]}")
-        else:
-            marked.append(word)
-    prefix = "..." if start > 0 else ""
-    suffix = "..." if start + max_words < len(words) else ""
-    return prefix + " ".join(marked) + suffix
-
-
 def _as_hits(rows: Any) -> list[tuple[int, float]]:
     return [(int(message_id), float(score)) for message_id, score in rows]
 
@@ -423,14 +219,21 @@ def run_search(
     *,
     project_id: int,
     expr: str,
-    viewer: int | None,
+    viewer: Viewer,
     filters: SearchFilters,
     limit: int,
     order: str,
     window: int,
     include_bodies: bool,
 ) -> list[dict[str, Any]]:
-    where, params = _filter_sql(conn, project_id, viewer, filters)
+    own = SMALL_MAILBOX + 1
+    if visibility.participants_only(viewer, project_id):
+        own = visibility.mail_count(conn, viewer.agent_id or 0, SMALL_MAILBOX + 1)
+        if own == 0:
+            return []  # a reader who took part in nothing finds nothing, without touching the index
+    # A small message set is cheap to build once and test each match against; a large one matches
+    # often enough that probing the recipients of the few rows looked at is cheaper.
+    where, params = _filter_sql(conn, project_id, viewer, filters, bulk=own <= SMALL_MAILBOX)
     params["q"] = expr
     params["limit"] = limit
     if filters.thread_id:
@@ -462,7 +265,13 @@ def run_search(
     ids = [message_id for message_id, _ in hits]
     if not ids:
         return []
-    messages = load_messages(conn, ids, viewer, include_bodies=include_bodies)
+    return _with_snippets(conn, expr, hits, load_messages(conn, ids, viewer, include_bodies=include_bodies))
+
+
+def _with_snippets(
+    conn: Connection, expr: str, hits: list[tuple[int, float]], messages: dict[int, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The hits in order, each with its relevance score and subject/body snippets."""
     snippet_sql = (
         "SELECT snippet(messages_fts, 0, '<mark>', '</mark>', '...', 32),"
         " snippet(messages_fts, 1, '<mark>', '</mark>', '...', 64)"
@@ -493,9 +302,10 @@ def run_search(
 
 
 class Search:
-    def __init__(self, store: Store, rank_window: int = 2000) -> None:
+    def __init__(self, store: Store, rank_window: int = 2000, visibility_mode: str = "project") -> None:
         self._store = store
         self._rank_window = max(1, rank_window)
+        self._mode = visibility_mode
 
     async def agent_id(self, name: str) -> int:
         """The id of the agent called `name` (any case); NOT_FOUND otherwise."""
@@ -528,7 +338,7 @@ class Search:
                 conn,
                 project_id=project["id"],
                 expr=expr,
-                viewer=viewer,
+                viewer=visibility.viewer_of(conn, viewer, self._mode),
                 filters=filters,
                 limit=limit,
                 order=order,

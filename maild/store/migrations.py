@@ -150,6 +150,39 @@ ALTER TABLE agents ADD COLUMN placeholder INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE agents ADD COLUMN named_by_env INTEGER NOT NULL DEFAULT 0;
 """
 
+# Issue 14, agents working as a group:
+# - messages.bcc_only: no to/cc recipient, so the message stays private to its sender and its bcc
+#   recipients even where the project can read everything else (MESSAGE_VISIBILITY=project);
+# - messages.topic: upstream HEAD's topic tag (fetch_topic);
+# - message_mentions: `@Name` of a project agent who is not a recipient (fetch_inbox shows them,
+#   they are never deliveries: no unread count, no read/ack state);
+# - contacts: one row per (from, to) agent pair: pending, approved or blocked, with an expiry.
+M005_GROUP_WORK = """
+ALTER TABLE messages ADD COLUMN bcc_only INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN topic TEXT;
+UPDATE messages SET bcc_only = 1 WHERE NOT EXISTS (
+    SELECT 1 FROM message_recipients r WHERE r.message_id = messages.id AND r.kind IN ('to', 'cc'));
+CREATE INDEX messages_topic ON messages(project_id, topic, id) WHERE topic IS NOT NULL;
+
+CREATE TABLE message_mentions (
+    agent_id    INTEGER NOT NULL REFERENCES agents(id),
+    message_id  INTEGER NOT NULL REFERENCES messages(id),
+    PRIMARY KEY (agent_id, message_id)
+) WITHOUT ROWID;
+
+CREATE TABLE contacts (
+    from_agent_id  INTEGER NOT NULL REFERENCES agents(id),
+    to_agent_id    INTEGER NOT NULL REFERENCES agents(id),
+    status         TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'blocked')),
+    reason         TEXT NOT NULL DEFAULT '',
+    created_ts     TEXT NOT NULL,
+    updated_ts     TEXT NOT NULL,
+    expires_ts     TEXT,
+    PRIMARY KEY (from_agent_id, to_agent_id)
+) WITHOUT ROWID;
+CREATE INDEX contacts_to ON contacts(to_agent_id, from_agent_id);
+"""
+
 # Attachments (issue 16): one row per stored blob (content-addressed by the sha256 of its bytes;
 # the bytes live in .mcp_mail/blobs and the archive), and links from messages to the blobs they carry
 # (a converted image and, with KEEP_ORIGINAL_IMAGES, its original). project_id is copied into the link
@@ -177,7 +210,8 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial", M001_INITIAL),
     (2, "unread_counts", M002_UNREAD_COUNTS),
     (3, "agent_origins", M003_AGENT_ORIGINS),
-    (7, "attachments", M007_ATTACHMENTS),  # 4-6 belong to parallel branches (see their briefs)
+    (5, "group_work", M005_GROUP_WORK),
+    (7, "attachments", M007_ATTACHMENTS),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
@@ -199,14 +233,17 @@ def apply_migrations(conn: Any, path: str, now: str) -> int:
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ts TEXT NOT NULL)"
     )
-    current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").get
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    current = max(applied, default=0)
     if current > LATEST_VERSION:
         raise StorageError(
             f"{path} has schema version {current}, newer than this maild understands "
             f"({LATEST_VERSION}); upgrade agent-mail (pip install -U agent-mail)"
         )
+    # Numbers were handed out to branches developed side by side, so a database may hold a later
+    # one without an earlier one: apply every migration it lacks, in order, not only those past the max.
     for version, name, sql in MIGRATIONS:
-        if version <= current:
+        if version in applied:
             continue
         with conn:
             conn.execute(sql)

@@ -83,7 +83,8 @@ class WebApp:
         from maild.web import live, routes  # routes need WebApp's helpers; import here to avoid a cycle
 
         self.services = services
-        self.overview = Overview(services.store, services.agents, services.messaging)
+        self.overview = Overview(services.store, services.agents, services.messaging,
+                                 services.settings.message_visibility)
         self.changes = changes
         self.settings = settings
         self.auth = WebAuth(authenticator, state_dir, settings.web_login_ttl_seconds, settings.web_session_seconds)
