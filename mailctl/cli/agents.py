@@ -6,24 +6,9 @@ from __future__ import annotations
 
 import argparse
 import urllib.parse
-from typing import Any
 
+from mailctl.cli import output
 from mailctl.cli.common import add_subcommand, client, print_json, project_key
-
-
-def _rows(agents: list[dict[str, Any]]) -> list[list[str]]:
-    rows = [["NAME", "PROGRAM", "MODEL", "PRESENCE", "UNREAD", "STATE"]]
-    for a in agents:
-        presence = "online" if a.get("online") else f"last seen {a.get('last_seen_ts') or '-'}"
-        rows.append([a["name"], a["program"] or "-", a["model"] or "-", presence, str(a.get("unread_count", 0)),
-                     "retired" if a.get("retired") else "active"])
-    return rows
-
-
-def table(agents: list[dict[str, Any]]) -> str:
-    rows = _rows(agents)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -33,10 +18,20 @@ def cmd_list(args: argparse.Namespace) -> int:
         result = conn.read_resource(f"resource://agents/{key}{query}")
     if args.json:
         print_json(result)
-    elif not result["agents"]:
-        print("no agents yet (register one: mailctl register --program P --model M)")
-    else:
-        print(table(result["agents"]))
+        return 0
+    view = output.View(
+        title=f"project {result['project']['slug']}",
+        columns=[output.Column("agent", style="cyan", width=20), output.Column("program", width=12),
+                 output.Column("model", width=14), output.Column("presence", width=24),
+                 output.Column("unread", justify="right"), output.Column("state")],
+        empty="no agents yet; `mailctl register --program P --model M` adds one",
+    )
+    for agent in result["agents"]:
+        presence = "online" if agent.get("online") else f"last seen {output.when(agent.get('last_seen_ts'))}"
+        view.rows.append([agent["name"], agent.get("program") or "-", agent.get("model") or "-", presence,
+                          str(agent.get("unread_count", 0)), "retired" if agent.get("retired") else "active"])
+        view.row_styles.append("dim" if agent.get("retired") else "green" if agent.get("online") else "")
+    output.show(view)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Mail commands for people and scripts: register, identity new, whois, agents, send, reply, inbox, show,
+"""Mail commands for people and scripts: register, identity new, whois, send, reply, inbox, show,
 read, ack.
 
 The CLI speaks as the operator identity `HumanOperator` (program `mailctl`), created on first use in
@@ -96,30 +96,6 @@ def cmd_whois(args: argparse.Namespace) -> int:
     if result.get("task_description"):
         facts.append(("task", result["task_description"]))
     output.print_block(f"{result['name']} ({result['program']}, {result['model']})", facts)
-    return 0
-
-
-def cmd_agents(args: argparse.Namespace) -> int:
-    import urllib.parse
-
-    with client(args) as conn:
-        result = conn.read_resource(f"resource://agents/{urllib.parse.quote(project_key(args), safe='')}")
-    if args.json:
-        print_json(result)
-        return 0
-    view = output.View(
-        title=f"project {result['project']['slug']}",
-        columns=[output.Column("agent", style="cyan", width=20), output.Column("program", width=12),
-                 output.Column("model", width=14), output.Column("presence", width=24),
-                 output.Column("unread", justify="right")],
-        empty="no agents yet; `mailctl register --program P --model M` adds one",
-    )
-    for agent in result["agents"]:
-        presence = "online" if agent.get("online") else f"last seen {output.when(agent.get('last_seen_ts'))}"
-        view.rows.append([agent["name"], agent.get("program") or "-", agent.get("model") or "-", presence,
-                          str(agent.get("unread_count", 0))])
-        view.row_styles.append("green" if agent.get("online") else "")
-    output.show(view)
     return 0
 
 
@@ -302,11 +278,6 @@ def register_identity_commands(sub: argparse._SubParsersAction[argparse.Argument
     add_json_flag(p)
     p.set_defaults(handler=cmd_whois)
 
-    p = add_subcommand(sub, "agents", "List the project's agents: program, model, presence, unread mail.",
-                       "mailctl agents --project /home/me/app")
-    p.add_argument("--project", help="project key (default: the mailbox root path)")
-    add_json_flag(p)
-    p.set_defaults(handler=cmd_agents)
 
 
 def register_mail_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
