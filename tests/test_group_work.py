@@ -8,6 +8,7 @@ with BROADCAST_MAX_RECIPIENTS=3 so the cap is reachable.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -360,7 +361,7 @@ def test_doctor_rebuild_restores_retired_agents_contacts_policies_topics_and_men
     for agent in (a, b, c, d, e):
         agent.conn.close()
     mailbox.stop()
-    mailbox.mailctl("doctor", "--rebuild")
+    mailbox.mailctl("doctor", "--rebuild", "--yes")
     agents = mailbox.call("fetch_topic", project_key=project, topic="rb-topic")["messages"]
     assert [m["id"] for m in agents] == [tagged["id"]]
     listing = {x["name"]: x for x in json.loads(mailbox.mailctl("agents", "--all", "--json", "--project",
@@ -394,8 +395,8 @@ def test_mailctl_agents_lists_retires_unretires_and_register_warns_before_revoki
     assert "revokes its registration token" in refused.stderr
     assert "--force" in refused.stderr
     table = cli("agents").stdout
-    assert table.splitlines()[0].split() == ["NAME", "PROGRAM", "MODEL", "PRESENCE", "UNREAD", "STATE"]
-    assert "CliFox" in table
+    assert table.splitlines()[0].startswith("project ")
+    assert re.search(r"^CliFox\s+codex\s+gpt\s.*\bactive$", table, flags=re.MULTILINE)
     assert cli("agents", "retire", "CliFox").stdout.strip() == "retired CliFox"
     assert "CliFox" not in cli("agents").stdout
     assert "retired" in cli("agents", "--all").stdout
