@@ -168,7 +168,8 @@ def context(daemon: MailboxPaths) -> dict[str, Any]:
     try:
         for name in ("GoldenBob", "GoldenAlice"):  # the session binds the last one
             registered = conn.request("tools/call", {"name": "register_agent", "arguments": {
-                "project_key": "/golden", "program": "test", "model": "m", "name": name}})
+                "project_key": "/golden", "program": "test", "model": "m", "name": name,
+                "rebind": True}})  # a bound session names its second identity on purpose
         sent = conn.request("tools/call", {"name": "send_message", "arguments": {
             "project_key": "/golden", "sender_name": "GoldenAlice", "to": ["GoldenBob"],
             "subject": "Golden thread", "body_md": "héllo ✓ body", "thread_id": "golden-thread"}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.project_default import ProjectKey, project_of
@@ -18,15 +19,17 @@ class RegisterAgentArgs(Args):
     model: str = Field(description="Your model, e.g. opus-4.")
     name: str | None = Field(None, description="Wanted name (e.g. BlueLake); omit for a generated one.")
     task_description: str = ""
-    attachments_policy: str = "auto"
     force_reclaim: bool = Field(False, description="Take the name even from an online holder.")
     registration_token: str | None = None
     rebind: bool = False
     auto_fetch_inbox: bool = False
     inbox_limit: int = Field(10, ge=1, le=1000)
-    inbox_urgent_only: bool = False
-    inbox_since_ts: str | None = None
-    inbox_include_bodies: bool = False
+    # Upstream's parameters, accepted but not advertised (every listed parameter costs tokens in the
+    # core tools/list, which must stay under 2,000).
+    attachments_policy: SkipJsonSchema[str] = "auto"
+    inbox_urgent_only: SkipJsonSchema[bool] = False
+    inbox_since_ts: SkipJsonSchema[str | None] = None
+    inbox_include_bodies: SkipJsonSchema[bool] = False
 
 
 class CreateAgentIdentityArgs(Args):

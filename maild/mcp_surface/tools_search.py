@@ -104,7 +104,7 @@ def register(tools: ToolRegistry, resources: ResourceRegistry) -> None:
 
     @tools.tool(core=True, category="search", read_only=True, idempotent=True)
     async def search_mailbox(services: Services, args: SearchMailboxArgs) -> list[dict[str, Any]]:
-        """Search mail you sent or received, best match first, with <mark> snippets and relevance_score."""
+        """Search your project's mail, best match first, with <mark> snippets and relevance_score."""
         key = await project_of(services, args.project_key)
         return await services.search.search(
             key, args.query, viewer=await viewer_for(services, args.requesting_agent),
