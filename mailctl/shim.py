@@ -194,7 +194,9 @@ class Shim:
         sock.close()
         for request_id in pending:
             error = {"code": RETRYABLE_DISCONNECT, "message": "maild restarted while this request was in flight; "
-                     "retry it", "data": {"retryable": True}}
+                     "retry it. It may have been done: retry send_message/reply_message with the same "
+                     "idempotency_key so a committed send is not duplicated",
+                     "data": {"retryable": True, "idempotency_key": "reuse it on send_message/reply_message"}}
             self.write_out(json.dumps({"jsonrpc": "2.0", "id": _unkey(request_id), "error": error}).encode())
         delay = 0.05
         while not self.done.is_set():

@@ -15,6 +15,12 @@ from shared.errors import InvalidArgument
 
 ProjectKey = Field(description="Repo path or project label.")
 Names = str | list[str]
+IdempotencyKey = Field(None, description="Reuse on retries: a resend with the same key is not duplicated.")
+
+
+def send_key(args: SendMessageArgs | ReplyMessageArgs) -> str | None:
+    """`idempotency_key`, or upstream-style `client_msg_id` (an unadvertised alias)."""
+    return args.idempotency_key or args.client_msg_id
 
 
 class SendMessageArgs(Args):
@@ -33,6 +39,8 @@ class SendMessageArgs(Args):
     convert_images: SkipJsonSchema[bool | None] = None
     auto_contact_if_blocked: SkipJsonSchema[bool] = False
     sender_token: str | None = Field(None, description="Only to act as an agent other than your own.")
+    idempotency_key: str | None = IdempotencyKey
+    client_msg_id: SkipJsonSchema[str | None] = None
 
 
 class ReplyMessageArgs(Args):
@@ -45,6 +53,8 @@ class ReplyMessageArgs(Args):
     bcc: Names | None = None
     subject_prefix: str = "Re:"
     sender_token: str | None = None
+    idempotency_key: str | None = IdempotencyKey
+    client_msg_id: SkipJsonSchema[str | None] = None
 
 
 class FetchInboxArgs(Args):
@@ -82,7 +92,9 @@ def register(tools: ToolRegistry) -> None:
             ack_required=args.ack_required,
             thread_id=args.thread_id,
         )
-        return await services.messaging.send(current_session.get(), out, args.sender_name, args.sender_token)
+        return await services.messaging.send(
+            current_session.get(), out, args.sender_name, args.sender_token, send_key(args)
+        )
 
     @tools.tool(core=True, category="messaging")
     async def reply_message(services: Services, args: ReplyMessageArgs) -> dict[str, Any]:
@@ -90,7 +102,7 @@ def register(tools: ToolRegistry) -> None:
         return await services.messaging.reply(
             current_session.get(), args.project_key, args.message_id, args.sender_name, args.sender_token,
             args.body_md, as_name_list(args.to, "to") or None, as_name_list(args.cc, "cc"),
-            as_name_list(args.bcc, "bcc"), args.subject_prefix,
+            as_name_list(args.bcc, "bcc"), args.subject_prefix, send_key(args),
         )
 
     @tools.tool(core=True, category="messaging", read_only=True)

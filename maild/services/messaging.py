@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maild.services import agents as ag
-from maild.services import names
+from maild.services import idempotency, names
 from maild.services.projects import find_in, validate_project_key
 from maild.services.sessions import Session
 from maild.store import Connection, Store, format_ts, utcnow
@@ -270,13 +270,23 @@ class Messaging:
         self._settings = settings
 
     async def send(
-        self, session: Session | None, out: Outgoing, sender_name: str | None, sender_token: str | None
+        self, session: Session | None, out: Outgoing, sender_name: str | None, sender_token: str | None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         out.project_key = validate_project_key(out.project_key)
         validate_outgoing(out, self._settings.max_body_bytes)
-        return await self._store.write(
-            send_in, session, out, sender_name, sender_token, self._settings.auto_register_recipients
-        )
+        key = idempotency.validate_key(idempotency_key)
+        auto = self._settings.auto_register_recipients
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            if key is None:
+                return send_in(conn, session, out, sender_name, sender_token, auto)
+            project = find_in(conn, out.project_key)
+            sender = ag.acting_agent(conn, session, sender_name, sender_token, param="sender_name")
+            return idempotency.once(conn, project["id"], sender[0], key, {"send": vars(out)},
+                                    lambda: send_in(conn, session, out, sender_name, sender_token, auto))
+
+        return await self._store.write(unit)
 
     async def reply(
         self,
@@ -290,11 +300,20 @@ class Messaging:
         cc: list[str],
         bcc: list[str],
         subject_prefix: str,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         key = validate_project_key(project_key)
+        send_key = idempotency.validate_key(idempotency_key)
 
         def unit(conn: Connection) -> dict[str, Any]:
             sender = ag.acting_agent(conn, session, sender_name, sender_token, param="sender_name")
+            if send_key is None:
+                return reply_in(conn, sender)
+            fields = {"reply": [message_id, body_md, to, cc, bcc, subject_prefix]}
+            project = find_in(conn, key)
+            return idempotency.once(conn, project["id"], sender[0], send_key, fields, lambda: reply_in(conn, sender))
+
+        def reply_in(conn: Connection, sender: Any) -> dict[str, Any]:
             original = _visible_message(conn, session, message_id, sender)
             out = Outgoing(
                 project_key=key,
