@@ -20,16 +20,44 @@ from pathlib import Path
 from typing import Any
 
 from shared import __version__
-from shared.errors import DaemonUnavailable, MailError, ProtocolError, from_dict
-from shared.paths import MailboxPaths, pid_alive, read_status
+from shared.errors import (
+    DaemonUnavailable,
+    InvalidArgument,
+    MailError,
+    ProtocolError,
+    UnsafeStateDir,
+    from_dict,
+)
+from shared.paths import MailboxPaths, pid_alive, read_status, verify_private
 from shared.protocol import (
     CLIENT_CAPABILITIES_META_KEY,
     HELLO_METHOD,
+    MAX_FRAME_BYTES,
     MODERN_PROTOCOL_VERSION,
     PROTOCOL_VERSION_META_KEY,
 )
 
 DEFAULT_START_TIMEOUT = 15.0
+# How long a request may wait for its answer (`AGENT_MAIL_CLIENT_TIMEOUT` overrides): never forever.
+DEFAULT_REQUEST_TIMEOUT = 300.0
+REQUEST_TIMEOUT_ENV = "AGENT_MAIL_CLIENT_TIMEOUT"
+
+
+def request_timeout() -> float:
+    try:
+        return float(os.environ.get(REQUEST_TIMEOUT_ENV) or DEFAULT_REQUEST_TIMEOUT)
+    except ValueError:
+        return DEFAULT_REQUEST_TIMEOUT
+
+
+def check_frame_size(frame: bytes) -> None:
+    """Refuse a request maild would refuse (it answers those with `id: null`) before sending it."""
+    if len(frame) > MAX_FRAME_BYTES:
+        raise InvalidArgument(
+            f"this request is {len(frame):,} bytes; maild accepts at most {MAX_FRAME_BYTES:,} bytes per request. "
+            "Send less at once: put large content in a file and reference its path",
+            data={"request_bytes": len(frame), "limit_bytes": MAX_FRAME_BYTES},
+        )
 
 # Daemons this process spawned. maild outlives us by design; keeping the handles avoids
 # Popen's "still running" warning when they would otherwise be garbage-collected.
@@ -37,7 +65,13 @@ _SPAWNED: list[subprocess.Popen[bytes]] = []
 
 
 def try_connect(path: Path) -> socket.socket | None:
-    """Connect to the daemon's socket, or None if nobody listens (missing or stale socket)."""
+    """Connect to the daemon's socket, or None if nobody listens (missing or stale socket).
+
+    Only to a socket that is ours: its directory and the socket file must belong to this user and be
+    writable by nobody else (checked before connecting), and the listening process must run as this
+    user (`SO_PEERCRED`, checked after) — the hello that follows carries the agent's token."""
+    verify_private(path.parent, "the state directory", fix_mode=True)
+    verify_private(path, "the socket")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(os.fspath(path))
@@ -49,7 +83,29 @@ def try_connect(path: Path) -> socket.socket | None:
         raise DaemonUnavailable(
             f"cannot reach {path}: {exc.strerror}; make sure {path.parent} is a directory you own"
         ) from None
+    try:
+        verify_peer(sock, path)
+    except UnsafeStateDir:
+        sock.close()
+        raise
     return sock
+
+
+def verify_peer(sock: socket.socket, path: Path) -> None:
+    """The process on the other end must run as this user (Linux `SO_PEERCRED`; elsewhere the file
+    checks above are what we have)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return
+    import struct
+
+    pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
+    if uid != os.geteuid():
+        raise UnsafeStateDir(
+            f"the process listening on {path} (pid {pid}) runs as uid {uid}, not as you: nothing was sent "
+            f"to it. Remove {path.parent} (or ask its owner to), or use another mailbox root (--root)",
+            data={"path": str(path), "peer_pid": pid, "peer_uid": uid},
+        )
 
 
 def _log_tail(paths: MailboxPaths, lines: int = 1) -> str:
@@ -144,6 +200,7 @@ def ensure_started(paths: MailboxPaths, timeout: float = DEFAULT_START_TIMEOUT) 
 
 def stop_daemon(paths: MailboxPaths, timeout: float = 10.0, *, force: bool = False) -> bool:
     """SIGTERM the daemon and wait for it to exit. Returns False if it was not running."""
+    verify_private(paths.state_dir, "the state directory")  # its status file names the pid we signal
     status = read_status(paths)
     pid = status.get("pid") if status else None
     if not isinstance(pid, int) or not pid_alive(pid):
@@ -194,22 +251,45 @@ class DaemonClient:
         self._sock.close()
 
     def _send(self, frame: dict[str, Any]) -> None:
-        self._sock.sendall(json.dumps(frame, separators=(",", ":")).encode() + b"\n")
+        data = json.dumps(frame, separators=(",", ":")).encode() + b"\n"
+        check_frame_size(data)
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise DaemonUnavailable(f"maild dropped the connection ({exc.strerror or exc}); retry") from None
 
-    def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def request(self, method: str, params: dict[str, Any] | None = None, *,
+                timeout: float | None = None) -> dict[str, Any]:
+        """Send one request and wait (at most `timeout`, default `request_timeout()`) for its answer.
+
+        An error with `id: null` is maild refusing a frame it could not tie to a request (too large,
+        unparsable, a failed hello): it is the answer, since nothing else will come."""
         request_id = next(self._ids)
         body = dict(params or {})
         body["_meta"] = {**body.get("_meta", {}), **envelope_meta()}
         self._send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": body})
+        limit = request_timeout() if timeout is None else timeout
+        deadline = time.monotonic() + limit
         while True:
-            line = self._reader.readline()
+            self._sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                line = self._reader.readline()
+            except TimeoutError:
+                raise DaemonUnavailable(
+                    f"maild did not answer {method} within {limit:g} s; see `mailctl daemon status` and "
+                    f"`mailctl daemon logs` (${REQUEST_TIMEOUT_ENV} sets the limit)"
+                ) from None
+            except OSError as exc:
+                raise DaemonUnavailable(f"maild dropped the connection ({exc.strerror or exc}); retry") from None
             if not line:
                 raise DaemonUnavailable("maild closed the connection; retry (it restarts on demand)")
             reply = json.loads(line)
-            if reply.get("id") != request_id:
+            if not isinstance(reply, dict):
+                continue
+            if reply.get("id") != request_id and not ("error" in reply and reply.get("id") is None):
                 continue  # a notification, or a reply to an abandoned request
             if "error" in reply:
-                err = reply["error"]
+                err = reply["error"] if isinstance(reply["error"], dict) else {"message": str(reply["error"])}
                 detail = err.get("data")
                 if isinstance(detail, dict) and isinstance(detail.get("code"), str):
                     raise from_dict(detail)  # a domain error carried by a protocol error (resources)

@@ -66,6 +66,14 @@ class DaemonUnavailable(MailError):
     recoverable = True
 
 
+class UnsafeStateDir(DaemonUnavailable):
+    """The socket or its directory belongs to another user (or others can write it): never talk to it,
+    since whoever listens there would receive the agent's token and its mail."""
+
+    code = "UNSAFE_STATE_DIR"
+    recoverable = False
+
+
 class ProtocolError(MailError):
     code = "PROTOCOL_ERROR"
 
@@ -85,6 +93,7 @@ _BY_CODE: dict[str, type[MailError]] = {
         AuthenticationRequired,
         StorageError,
         DaemonUnavailable,
+        UnsafeStateDir,
         ProtocolError,
         InternalError,
     )
