@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from maild.logs import configure_logging
 
-        configure_logging(paths.log_file, settings.log_level, settings.log_json)
+        configure_logging(paths.log_file, settings.log_level, settings.log_json, settings.log_max_bytes,
+                          settings.log_backups)
         exclude_from_user_repo(paths.root)
         import os
 

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -76,6 +77,26 @@ async def sweep_expired_reservations(reservations: Reservations, interval: float
             await reservations.sweep()
         except Exception:
             log.exception("reservation sweep failed; retrying next interval")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+async def watch_state_dir(paths: MailboxPaths, interval: float, stop: anyio.Event) -> None:
+    """Exit when our state dir is deleted or replaced (`rm -rf` of the root): a daemon serving files
+    nobody can reach any more would otherwise live on, holding the mail of a dead mailbox."""
+    original = _identity(paths.state_dir)
+    while True:
+        await anyio.sleep(interval)
+        if _identity(paths.state_dir) != original:
+            log.warning("%s was deleted or replaced: shutting down", paths.state_dir)
+            stop.set()
+            return
 
 
 async def _wait_for_signal(stop: anyio.Event) -> None:
@@ -150,6 +171,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             )
             log.info("maild %s ready (pid %d, root %s)", __version__, os.getpid(), paths.root)
             tg.start_soon(_wait_for_signal, stop)
+            tg.start_soon(watch_state_dir, paths, settings.root_check_seconds, stop)
             if archiver is not None:
                 tg.start_soon(archiver.run)
             tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)

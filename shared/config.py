@@ -30,6 +30,11 @@ class Settings:
     idle_timeout_seconds: float = field(default=900.0, metadata=_env("AGENT_MAIL_IDLE_TIMEOUT"))
     log_level: str = field(default="INFO", metadata=_env("AGENT_MAIL_LOG_LEVEL", "LOG_LEVEL"))
     log_json: bool = field(default=False, metadata=_env("AGENT_MAIL_LOG_JSON", "LOG_JSON_ENABLED"))
+    # maild.log rotates at this size, keeping `log_backups` old files (maild.log.1, .2, ...).
+    log_max_bytes: int = field(default=10 * 1024 * 1024, metadata=_env("AGENT_MAIL_LOG_MAX_BYTES"))
+    log_backups: int = field(default=3, metadata=_env("AGENT_MAIL_LOG_BACKUPS"))
+    # How often the daemon checks that its mailbox root still exists (it exits once it is deleted).
+    root_check_seconds: float = field(default=5.0, metadata=_env("AGENT_MAIL_ROOT_CHECK_SECONDS"))
     # Store. NORMAL survives any process crash (kill -9); FULL also survives power loss.
     synchronous: str = field(default="NORMAL", metadata=_env("AGENT_MAIL_SYNCHRONOUS"))
     busy_timeout_ms: int = field(default=5000, metadata=_env("AGENT_MAIL_BUSY_TIMEOUT_MS"))
@@ -124,7 +129,7 @@ _CHOICES = {
     "http_rate_limit_backend": ("memory", "redis"),
     "llm_cache_backend": ("memory",),
 }
-_RANGES = {"reader_connections": (1, 64)}
+_RANGES = {"reader_connections": (1, 64), "log_max_bytes": (4096, 2**40), "log_backups": (1, 100)}
 # Upstream treats an invalid tools mode as `core`; we keep that lenience for this one key only.
 _LENIENT = {"tools_mode": "core"}
 
