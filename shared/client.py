@@ -116,8 +116,11 @@ def _log_tail(paths: MailboxPaths, lines: int = 1) -> str:
     return " | ".join(text[-lines:])
 
 
-def spawn_daemon(paths: MailboxPaths, extra_args: list[str] | None = None) -> subprocess.Popen[bytes]:
-    """Start maild detached (own session), its stderr appended to the log file."""
+def spawn_daemon(paths: MailboxPaths, extra_args: list[str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """Start maild detached (own session), its stderr appended to the log file.
+
+    Returns the process and the read end of its report pipe: a daemon that cannot start writes its
+    reason there in full (the log may be unwritable — a full disk — or hold a traceback's last line)."""
     try:
         paths.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = paths.log_file.open("ab")
@@ -125,26 +128,37 @@ def spawn_daemon(paths: MailboxPaths, extra_args: list[str] | None = None) -> su
         raise DaemonUnavailable(
             f"cannot prepare {paths.state_dir}: {exc.strerror}; check that the directory is writable"
         ) from None
+    report_read, report_write = os.pipe()
     with log:
-        proc = subprocess.Popen(
-            # -P: the daemon runs in the user's repository; a `shared/` or `maild/` folder there must
-            # not shadow our packages (python -m would otherwise put the cwd first on sys.path).
-            [sys.executable, "-P", "-m", "maild", "--root", os.fspath(paths.root), *(extra_args or [])],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            cwd=paths.root,
-            start_new_session=True,
-            close_fds=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                # -P: the daemon runs in the user's repository; a `shared/` or `maild/` folder there must
+                # not shadow our packages (python -m would otherwise put the cwd first on sys.path).
+                [sys.executable, "-P", "-m", "maild", "--root", os.fspath(paths.root),
+                 "--report-fd", str(report_write), *(extra_args or [])],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd=paths.root,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(report_write,),
+            )
+        except OSError:
+            os.close(report_read)
+            raise
+        finally:
+            os.close(report_write)
     _SPAWNED.append(proc)
-    return proc
+    return proc, report_read
 
 
 def connect(
-    paths: MailboxPaths, *, autostart: bool = True, timeout: float = DEFAULT_START_TIMEOUT
+    paths: MailboxPaths, *, autostart: bool = True, timeout: float = DEFAULT_START_TIMEOUT,
+    extra_args: list[str] | None = None,
 ) -> socket.socket:
-    """Connect to maild for `paths`, auto-starting it (once, even under races) when absent."""
+    """Connect to maild for `paths`, auto-starting it (once, even under races) when absent.
+    `extra_args` are maild flags for a daemon this call starts (e.g. the HTTP bridge's)."""
     sock = try_connect(paths.socket)
     if sock is not None:
         return sock
@@ -170,13 +184,28 @@ def connect(
         sock = try_connect(paths.socket)
         if sock is not None:
             return sock
-        proc = spawn_daemon(paths)
-        return _wait_ready(paths, proc, deadline)
+        proc, report = spawn_daemon(paths, extra_args)
+        try:
+            return _wait_ready(paths, proc, report, deadline)
+        finally:
+            os.close(report)
     finally:
         spawn_lock.release()
 
 
-def _wait_ready(paths: MailboxPaths, proc: subprocess.Popen[bytes], deadline: float) -> socket.socket:
+def _read_report(fd: int) -> str:
+    """What a daemon that exited wrote to its report pipe (its writer is closed: no blocking)."""
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    return b"".join(chunks).decode("utf-8", "replace").strip().replace("\n", " | ")
+
+
+def _wait_ready(paths: MailboxPaths, proc: subprocess.Popen[bytes], report: int, deadline: float) -> socket.socket:
     delay = 0.005
     while True:
         sock = try_connect(paths.socket)
@@ -184,7 +213,7 @@ def _wait_ready(paths: MailboxPaths, proc: subprocess.Popen[bytes], deadline: fl
             return sock
         code = proc.poll()
         if code not in (None, 0):
-            reason = _log_tail(paths) or f"exit status {code}"
+            reason = _read_report(report) or _log_tail(paths) or f"exit status {code}"
             raise DaemonUnavailable(f"maild failed to start: {reason} (log: {paths.log_file})")
         if time.monotonic() >= deadline:
             raise DaemonUnavailable(
@@ -194,8 +223,10 @@ def _wait_ready(paths: MailboxPaths, proc: subprocess.Popen[bytes], deadline: fl
         delay = min(delay * 2, 0.1)
 
 
-def ensure_started(paths: MailboxPaths, timeout: float = DEFAULT_START_TIMEOUT) -> None:
-    connect(paths, timeout=timeout).close()
+def ensure_started(
+    paths: MailboxPaths, timeout: float = DEFAULT_START_TIMEOUT, extra_args: list[str] | None = None
+) -> None:
+    connect(paths, timeout=timeout, extra_args=extra_args).close()
 
 
 def stop_daemon(paths: MailboxPaths, timeout: float = 10.0, *, force: bool = False) -> bool:

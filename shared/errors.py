@@ -105,6 +105,8 @@ def from_dict(payload: dict[str, Any]) -> MailError:
     cls = _BY_CODE.get(str(payload.get("code")), MailError)
     err = cls(str(payload.get("message", "unknown error")), data=payload.get("data") or {})
     err.code = str(payload.get("code", cls.code))
+    if isinstance(payload.get("recoverable"), bool):
+        err.recoverable = payload["recoverable"]  # e.g. STORAGE_ERROR for a full disk: retry once there is room
     return err
 
 

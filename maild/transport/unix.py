@@ -26,7 +26,8 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from maild.services.sessions import Session, Sessions, current_session
-from shared.protocol import HELLO_METHOD, INVALID_REQUEST, MAX_FRAME_BYTES, PARSE_ERROR
+from shared.errors import MailError
+from shared.protocol import HELLO_METHOD, INTERNAL_ERROR, INVALID_REQUEST, MAX_FRAME_BYTES, PARSE_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,11 @@ class LineReader:
             self._buffer += chunk
 
 
-def _error_frame(request_id: Any, code: int, message: str) -> bytes:
-    frame = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+def _error_frame(request_id: Any, code: int, message: str, data: dict[str, Any] | None = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    frame = {"jsonrpc": "2.0", "id": request_id, "error": error}
     return json.dumps(frame).encode() + b"\n"
 
 
@@ -211,7 +215,11 @@ class UnixTransport:
             if first and isinstance(obj, dict) and obj.get("method") == HELLO_METHOD and "id" not in obj:
                 first = False
                 params = obj.get("params")
-                await self._sessions.hello(session, params if isinstance(params, dict) else {})
+                try:
+                    await self._sessions.hello(session, params if isinstance(params, dict) else {})
+                except MailError as exc:  # e.g. disk full: tell the client (a notification has no id)
+                    await send_raw(_error_frame(None, INTERNAL_ERROR, f"hello failed: {exc.message}",
+                                                exc.to_dict()))
                 continue
             first = False
             try:
