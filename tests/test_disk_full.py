@@ -8,8 +8,6 @@ on a full disk tells the client why, in full.
 
 from __future__ import annotations
 
-import errno
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,39 +18,9 @@ from shared.client import DaemonClient
 from shared.errors import StorageError
 from shared.paths import pid_alive
 from tests.conftest import Mailbox, git_init
+from tests.diskfull import fill, free, mount_tmpfs, unmount
 
 pytestmark = pytest.mark.slow
-FS_SIZE = "12m"
-
-
-def mount_tmpfs(where: Path) -> bool:
-    where.mkdir()
-    run = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_SIZE},mode=0700", "tmpfs", str(where)],
-                         capture_output=True, check=False)
-    return run.returncode == 0
-
-
-def fill(directory: Path) -> None:
-    """Take every free byte of the filesystem (new filler files, until ENOSPC)."""
-    chunk = b"\0" * 65536
-    index = 0
-    while True:
-        index += 1
-        try:
-            with (directory / f"filler-{index}").open("wb", buffering=0) as handle:
-                while True:
-                    handle.write(chunk)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-            if len(chunk) == 1:
-                return
-            chunk = chunk[: len(chunk) // 16] or b"\0"
-
-
-def free(directory: Path) -> None:
-    for filler in directory.glob("filler-*"):
-        filler.unlink()
 
 
 @pytest.fixture
@@ -69,7 +37,7 @@ def small_disk(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) ->
     finally:
         free(filler_dir)
         box.stop()
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+        unmount(mountpoint)
 
 
 def send(conn: DaemonClient, i: int) -> None:
