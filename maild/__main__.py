@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--http", action="store_true", default=None, help="also serve the HTTP bridge")
     parser.add_argument("--http-host", help="HTTP bridge address (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, help="HTTP bridge port (default 8765)")
+    parser.add_argument("--http-required", action="store_true",
+                        help="exit (status 2) if the HTTP bridge cannot start, instead of serving the socket only")
     parser.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)  # set by an auto-starting client
     parser.add_argument("--version", action="version", version=f"maild {__version__}")
     return parser.parse_args(argv)
@@ -95,10 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         from maild.app import run_daemon
 
         backend = args.backend or os.environ.get("AGENT_MAIL_BACKEND") or "asyncio"
-        anyio.run(run_daemon, paths, settings, backend=backend)
+        anyio.run(run_daemon, paths, settings, args.http_required, backend=backend)
     except MailError as exc:
         logging.getLogger("maild").error("cannot start: %s", exc.message)  # noqa: TRY400 - one line, by design
         report(exc.message)
+        return EXIT_STARTUP_FAILED
+    except StartupError as exc:
+        report(str(exc))
         return EXIT_STARTUP_FAILED
     except KeyboardInterrupt:
         return 0

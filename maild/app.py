@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ import anyio.abc
 from mcp.server.lowlevel.server import NotificationOptions
 
 from maild.archive.archiver import Archiver
-from maild.lifecycle import remove_status, write_status
+from maild.bridge import BridgeState, run_bridge
+from maild.lifecycle import StartupError, remove_status, write_status
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.server import build_registries, build_server
 from maild.services.agents import Agents
@@ -107,48 +110,22 @@ async def _wait_for_signal(stop: anyio.Event) -> None:
             return
 
 
-async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
+async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: bool = False) -> None:
+    """Serve until stopped. `http_required`: exit (StartupError) rather than run without the bridge."""
     socket_path = paths.socket
+    instance = secrets.token_hex(8)
+    bridge = BridgeState.from_settings(settings) if settings.http_enabled else None
+    fatal: str | None = None
     async with open_store(paths.db, settings) as store:
         sessions = Sessions(store)
         await sessions.mark_all_disconnected()
-        archiver = (
-            Archiver(store, paths.archive, settings.git_author_name, settings.git_author_email)
-            if settings.archive_enabled
-            else None
-        )
-        summaries = Summaries(store, settings)
-
-        def subsystem_health() -> dict[str, Any]:
-            report: dict[str, Any] = {"llm": summaries.llm.statistics()}
-            if archiver is not None:
-                report.update(archiver.statistics())
-            return report
-
-        health = Health(store, sessions, paths.root, subsystem_health)
-        agents = Agents(store, sessions, settings, paths.archive)
-        sessions.on_hello = agents.bind_requested
-        services = Services(
-            settings=settings,
-            projects=Projects(store),
-            sessions=sessions,
-            health=health,
-            agents=agents,
-            messaging=Messaging(store, settings),
-            views=MailViews(store, agents),
-            store=store,
-            archive_path=paths.archive,
-            reservations=Reservations.from_settings(store, settings),
-            search=Search(store, settings.search_rank_window),
-            summaries=summaries,
-        )
+        services, archiver = _compose(paths, settings, store, sessions, instance, bridge)
         tools, resources = build_registries()
         server = build_server(services, tools, resources)
-        init_options = server.create_initialization_options(
-            NotificationOptions(tools_changed=True, resources_changed=True)
-        )
         idle = IdleTimer(settings.idle_timeout_seconds)
-        transport = UnixTransport(server, init_options, sessions, ConnectionCounter(idle.on_change))
+        init_options = NotificationOptions(tools_changed=True, resources_changed=True)
+        transport = UnixTransport(server, server.create_initialization_options(init_options), sessions,
+                                  ConnectionCounter(idle.on_change))
         stop = anyio.Event()
 
         async def stop_when_idle() -> None:
@@ -156,19 +133,20 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             log.info("idle for %.0f s with no connections: shutting down", settings.idle_timeout_seconds)
             stop.set()
 
+        publish_status = _status_publisher(paths, {
+            "pid": os.getpid(),
+            # Tells this daemon apart from any other (another maild answering on "our" HTTP port).
+            "instance": instance,
+            "socket": str(socket_path),
+            "version": __version__,
+            "started_at": services.health.started_at,
+            "root": str(paths.root),
+            "backend": _backend_name(),
+        }, bridge)
+
         async with anyio.create_task_group() as tg:
             await tg.start(transport.serve, socket_path)
-            write_status(
-                paths,
-                {
-                    "pid": os.getpid(),
-                    "socket": str(socket_path),
-                    "version": __version__,
-                    "started_at": health.started_at,
-                    "root": str(paths.root),
-                    "backend": _backend_name(),
-                },
-            )
+            publish_status()
             log.info("maild %s ready (pid %d, root %s)", __version__, os.getpid(), paths.root)
             tg.start_soon(_wait_for_signal, stop)
             tg.start_soon(watch_state_dir, paths, settings.root_check_seconds, stop)
@@ -176,22 +154,98 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
                 tg.start_soon(archiver.run)
             tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
             http_stop, http_done = anyio.Event(), anyio.Event()
-            if settings.http_enabled:
-                readonly = {s.name for s in tools.all() if s.read_only} | set(csv(settings.http_rbac_readonly_tools))
-                app = build_app(server, settings, lambda: readonly, readiness=health.check)
-                await tg.start(serve_http, app, settings, http_stop, http_done)
-            if not settings.http_enabled:  # an HTTP server stays up; only socket-only daemons idle out
+            if bridge is not None:
+                app = build_app(server, settings, _read_only(tools, settings), readiness=services.health.check,
+                                instance=instance)
+                await tg.start(run_bridge, _http_server(app, settings), settings, bridge, http_stop, http_done)
+                bridge.on_change = publish_status
+                publish_status()
+                if bridge.state == "failed" and http_required:
+                    fatal = f"the HTTP bridge could not start: {bridge.error}"
+                    stop.set()
+            if bridge is None or bridge.state == "failed":  # a serving bridge stays up; others idle out
                 tg.start_soon(stop_when_idle)
             await stop.wait()
             # Lame duck: unlink first so new clients start a successor instead of talking to us.
             socket_path.unlink(missing_ok=True)
-            if settings.http_enabled:
-                http_stop.set()
-                with anyio.move_on_after(5):
-                    await http_done.wait()
+            if bridge is not None:
+                await _stop_bridge(http_stop, http_done)
             tg.cancel_scope.cancel()
         remove_status(paths)
     log.info("maild stopped")
+    if fatal is not None:
+        raise StartupError(fatal)
+
+
+def _compose(paths: MailboxPaths, settings: Settings, store: Any, sessions: Sessions, instance: str,
+             bridge: BridgeState | None) -> tuple[Services, Archiver | None]:
+    """Build every service over the open store (and the archiver, if the archive is on)."""
+    archiver = (
+        Archiver(store, paths.archive, settings.git_author_name, settings.git_author_email)
+        if settings.archive_enabled
+        else None
+    )
+    summaries = Summaries(store, settings)
+
+    def subsystem_health() -> dict[str, Any]:
+        report: dict[str, Any] = {"llm": summaries.llm.statistics(), "instance": instance}
+        if bridge is not None:
+            report["http"] = bridge.describe()
+        if archiver is not None:
+            report.update(archiver.statistics())
+        return report
+
+    health = Health(store, sessions, paths.root, subsystem_health)
+    agents = Agents(store, sessions, settings, paths.archive)
+    sessions.on_hello = agents.bind_requested
+    services = Services(
+        settings=settings,
+        projects=Projects(store),
+        sessions=sessions,
+        health=health,
+        agents=agents,
+        messaging=Messaging(store, settings),
+        views=MailViews(store, agents),
+        store=store,
+        archive_path=paths.archive,
+        reservations=Reservations.from_settings(store, settings),
+        search=Search(store, settings.search_rank_window),
+        summaries=summaries,
+    )
+    return services, archiver
+
+
+async def _stop_bridge(stop: anyio.Event, done: anyio.Event) -> None:
+    """hypercorn stops through its shutdown trigger (not cancellation); give it a few seconds."""
+    stop.set()
+    with anyio.move_on_after(5):
+        await done.wait()
+
+
+def _read_only(tools: Any, settings: Settings) -> Callable[[], set[str]]:
+    readonly = {spec.name for spec in tools.all() if spec.read_only} | set(csv(settings.http_rbac_readonly_tools))
+    return lambda: readonly
+
+
+def _http_server(app: Any, settings: Settings) -> Callable[[anyio.Event, anyio.Event], Awaitable[None]]:
+    async def serve(stop: anyio.Event, done: anyio.Event) -> None:
+        await serve_http(app, settings, stop, done)
+
+    return serve
+
+
+def _status_publisher(paths: MailboxPaths, status: dict[str, Any], bridge: BridgeState | None) -> Callable[[], None]:
+    """(Re)write the status file with the bridge's current state."""
+
+    def publish() -> None:
+        if bridge is not None:
+            status["http"] = bridge.describe()
+        try:
+            write_status(paths, status)
+        except OSError as exc:  # a full disk must not stop the daemon; clients find it by its socket
+            log.warning("could not write %s: %s", paths.status_file, exc)
+
+    return publish
 
 
 def _backend_name() -> str:

@@ -176,6 +176,27 @@ def _convert(name: str, kind: type, raw: Any, source: str) -> Any:
     return value
 
 
+HTTP_NO_AUTH_WARNING = (
+    "the HTTP bridge has no authentication configured, so every request gets 401. Set HTTP_BEARER_TOKEN, "
+    "or HTTP_JWT_ENABLED=true with HTTP_JWT_SECRET or a JWKS, or HTTP_ALLOW_LOCALHOST_UNAUTHENTICATED=true "
+    "for local use only (docs/http.md)"
+)
+
+
+def http_auth_methods(settings: Settings) -> list[str]:
+    """The ways an HTTP request can authenticate with these settings (empty: nothing ever passes)."""
+    methods = []
+    if settings.http_bearer_token:
+        methods.append("bearer")
+    if settings.http_jwt_enabled and (
+        settings.http_jwt_secret or settings.http_jwt_jwks_file or settings.http_jwt_jwks_url
+    ):
+        methods.append("jwt")
+    if settings.http_allow_localhost_unauthenticated:
+        methods.append("localhost")
+    return methods
+
+
 def csv(value: str) -> list[str]:
     """A comma-separated setting as a list (empty items dropped)."""
     return [item.strip() for item in value.split(",") if item.strip()]

@@ -573,7 +573,8 @@ def test_mailctl_serve_http_starts_a_bridge_that_answers(mailbox: Mailbox) -> No
     result = mailctl_serve_http(mailbox, port)
     assert f"http://127.0.0.1:{port}/mcp/" in result.stdout
     bridge = Bridge(mailbox, port)
-    assert bridge.get("/health/liveness") == (200, {"status": "alive"})
+    live = bridge.get("/health/liveness")
+    assert live == (200, {"status": "alive", "instance": mailbox.status()["instance"]})  # type: ignore[index]
     assert bridge.tool("health_check", {}, None)[0] == 401, "no credentials configured: nothing passes"
 
 

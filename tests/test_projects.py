@@ -50,6 +50,8 @@ def test_ensure_project_keys_with_sql_and_path_metacharacters_are_just_labels(ma
 
 
 def test_keys_without_ascii_letters_get_distinct_hashed_slugs_not_one_project(mailbox: Mailbox) -> None:
+    if mailbox.backend != "asyncio":
+        pytest.skip("slugs are computed in a sync unit of work: one backend is enough")
     japanese = mailbox.call("ensure_project", human_key="プロジェクト")
     bangs = mailbox.call("ensure_project", human_key="!!!")
     assert japanese["slug"].startswith("project-")

@@ -218,8 +218,9 @@ class Gate:
 
 
 def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable[[], set[str]],
-              readiness: Readiness | None = None) -> ASGIApp:
-    """The whole bridge app. `readiness` reports the daemon's health (`database.ok` decides)."""
+              readiness: Readiness | None = None, instance: str | None = None) -> ASGIApp:
+    """The whole bridge app. `readiness` reports the daemon's health (`database.ok` decides);
+    `instance` (in the status file) lets `mailctl serve-http` tell its own daemon from another."""
     memory = MemoryLimiter(settings.http_rate_limit_max_buckets)
     limiter: MemoryLimiter | RedisLimiter = (
         RedisLimiter(settings.http_rate_limit_redis_url, memory) if settings.http_rate_limit_backend == "redis"
@@ -228,7 +229,7 @@ def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable
     gate: Gate
 
     async def liveness(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "alive"})
+        return JSONResponse({"status": "alive", **({"instance": instance} if instance else {})})
 
     async def ready(request: Request) -> JSONResponse:
         report: dict[str, Any] = {}
