@@ -15,7 +15,8 @@ from shared.errors import InvalidArgument
 
 ProjectKey = Field(description="Repo path or project label.")
 Names = str | list[str]
-IdempotencyKey = Field(None, description="Reuse on retries: a resend with the same key is not duplicated.")
+# Few words: every advertised byte counts against the core tools/list budget (docs/messaging.md explains).
+IdempotencyKey = Field(None, description="Same key on retry: no duplicate.")
 
 
 def send_key(args: SendMessageArgs | ReplyMessageArgs) -> str | None:
@@ -53,7 +54,7 @@ class ReplyMessageArgs(Args):
     bcc: Names | None = None
     subject_prefix: str = "Re:"
     sender_token: str | None = None
-    idempotency_key: str | None = IdempotencyKey
+    idempotency_key: str | None = None
     client_msg_id: SkipJsonSchema[str | None] = None
 
 
