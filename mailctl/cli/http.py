@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = add_subcommand(
         sub, "serve-http", "Restart maild with the HTTP bridge (auth settings: docs/http.md).",
-        "HTTP_BEARER_TOKEN=... mailctl serve-http --port 8765",
+        "mailctl serve-http --port 8765   # with HTTP_BEARER_TOKEN=... (or JWT settings) set",
     )
     parser.add_argument("--host", help="address to bind (default 127.0.0.1; put TLS in a reverse proxy)")
     parser.add_argument("--port", type=int, help="port (default 8765)")
