@@ -32,6 +32,8 @@ def _started(args: argparse.Namespace, extra_args: list[str] | None = None) -> i
     print(f"maild running: pid {status.get('pid')}, socket {status.get('socket')} (ready in {ready_ms} ms)")
     if bridge is not None:
         print(http.describe(bridge))
+    elif isinstance(status.get("http"), dict):  # a bridge enabled in config.toml
+        print(_bridge_line(status["http"]))
     return 0
 
 
