@@ -165,7 +165,8 @@ async def test_the_official_mcp_client_works_over_the_bridge(jwt_bridge: Bridge)
 
 
 def test_health_routes_answer_without_credentials(jwt_bridge: Bridge) -> None:
-    assert jwt_bridge.get("/health/liveness") == (200, {"status": "alive"})
+    instance = jwt_bridge.mailbox.status()["instance"]  # type: ignore[index]
+    assert jwt_bridge.get("/health/liveness") == (200, {"status": "alive", "instance": instance})
     assert jwt_bridge.get("/health/readiness")[0] == 200
 
 
