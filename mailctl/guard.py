@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,12 +28,12 @@ from shared.globs import is_virtual, overlaps
 from shared.guard_install import HOOKS, project_key_for
 from shared.paths import MailboxPaths
 
-_NON_SLUG = re.compile(r"[^a-z0-9]+")
-
 
 def project_slug(project_key: str) -> str:
-    """The daemon's slug rule (maild.services.projects.slugify; a test keeps the two in step)."""
-    return _NON_SLUG.sub("-", project_key.strip().lower()).strip("-") or "project"
+    """The daemon's slug rule (shared.slugs, used by maild.services.projects too)."""
+    from shared.slugs import slugify
+
+    return slugify(project_key.strip())
 
 
 def _git_lines(repo: Path, *args: str) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 from shared.client import connect
 from shared.errors import DaemonUnavailable
 from shared.paths import MailboxPaths
-from shared.protocol import HELLO_METHOD, RETRYABLE_DISCONNECT
+from shared.protocol import HELLO_METHOD, INVALID_REQUEST, MAX_FRAME_BYTES, RETRYABLE_DISCONNECT
 
 REPLAY_ID = "mailctl-shim-replayed-initialize"
 PARENT_POLL_SECONDS = 0.5
@@ -114,6 +114,9 @@ class Shim:
             for line in self.stdin:
                 if not line.strip():
                     continue
+                if len(line) > MAX_FRAME_BYTES:
+                    self._refuse_oversized(line)
+                    continue
                 self._note_outgoing(line)
                 self._send(line if line.endswith(b"\n") else line + b"\n")
         except (OSError, ValueError):
@@ -125,6 +128,21 @@ class Shim:
             while self._in_flight and time.monotonic() < deadline and not self.done.is_set():
                 self._state.wait(0.05)
         self.done.set()
+
+    def _refuse_oversized(self, line: bytes) -> None:
+        """maild would answer with `id: null`, which no client can match to its request: answer it here,
+        with the request's id, and send nothing."""
+        try:
+            frame = json.loads(line)
+        except ValueError:
+            frame = None
+        request_id = frame.get("id") if isinstance(frame, dict) else None
+        if isinstance(frame, dict) and "id" not in frame:
+            return  # an oversized notification: nobody waits for an answer
+        error = {"code": INVALID_REQUEST, "message": f"request of {len(line):,} bytes refused: maild accepts at "
+                 f"most {MAX_FRAME_BYTES:,} bytes per request; put large content in a file and reference its path",
+                 "data": {"request_bytes": len(line), "limit_bytes": MAX_FRAME_BYTES}}
+        self.write_out(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode())
 
     def _note_outgoing(self, line: bytes) -> None:
         try:
@@ -194,13 +212,20 @@ class Shim:
         sock.close()
         for request_id in pending:
             error = {"code": RETRYABLE_DISCONNECT, "message": "maild restarted while this request was in flight; "
-                     "retry it", "data": {"retryable": True}}
+                     "retry it. It may have been done: retry send_message/reply_message with the same "
+                     "idempotency_key so a committed send is not duplicated",
+                     "data": {"retryable": True, "idempotency_key": "reuse it on send_message/reply_message"}}
             self.write_out(json.dumps({"jsonrpc": "2.0", "id": _unkey(request_id), "error": error}).encode())
         delay = 0.05
         while not self.done.is_set():
             try:
                 fresh = self._open()
             except DaemonUnavailable as exc:
+                if not exc.recoverable:  # e.g. a socket another user owns: retrying cannot help
+                    print(f"mailctl mcp: {exc.message}", file=sys.stderr)
+                    self.exit_code = 3
+                    self.done.set()
+                    return
                 print(f"mailctl mcp: {exc.message}; retrying", file=sys.stderr)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)

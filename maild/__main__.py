@@ -1,15 +1,20 @@
 """`maild`: run the daemon for one mailbox root (normally auto-started by `mailctl`).
 
 Takes the single-instance lock before importing anything heavy: a racing second daemon exits 0
-within milliseconds. Start-up failures (unwritable dir, corrupt or future database) print one
-actionable line to stderr (and the log) and exit 2; never a traceback, never a silent reset.
+within milliseconds. Start-up failures (unwritable dir, corrupt or future database, a full disk)
+print one actionable line to stderr (and the log) and exit 2; never a traceback, never a silent
+reset. A client that auto-starts us passes `--report-fd`: that line goes there too, whole, since
+the log may be unwritable.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+from collections.abc import Callable
 
 from maild.lifecycle import InstanceLock, StartupError, exclude_from_user_repo, prepare_state_dir
 from shared import __version__
@@ -37,12 +42,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--http", action="store_true", default=None, help="also serve the HTTP bridge")
     parser.add_argument("--http-host", help="HTTP bridge address (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, help="HTTP bridge port (default 8765)")
+    parser.add_argument("--http-required", action="store_true",
+                        help="exit (status 2) if the HTTP bridge cannot start, instead of serving the socket only")
+    parser.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)  # set by an auto-starting client
     parser.add_argument("--version", action="version", version=f"maild {__version__}")
     return parser.parse_args(argv)
 
 
+def _reporter(fd: int | None) -> Callable[[str], None]:
+    def report(line: str) -> None:
+        if fd is not None:
+            with contextlib.suppress(OSError):  # the client gave up waiting; the log may still have it
+                os.write(fd, line.encode("utf-8", "replace") + b"\n")
+        with contextlib.suppress(OSError):  # stderr is the log file: on a full disk, it cannot take it
+            print(f"maild: {line}", file=sys.stderr)
+
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    report = _reporter(args.report_fd)
     paths = MailboxPaths(resolve_root(args.root))
     try:
         prepare_state_dir(paths)
@@ -52,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
              "http_enabled": args.http, "http_host": args.http_host, "http_port": args.http_port},
         )
     except (StartupError, ConfigError) as exc:
-        print(f"maild: {exc}", file=sys.stderr)
+        report(str(exc))
         return EXIT_STARTUP_FAILED
     lock = InstanceLock(paths)
     if not lock.try_acquire():
@@ -69,22 +89,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from maild.logs import configure_logging
 
-        configure_logging(paths.log_file, settings.log_level, settings.log_json)
+        configure_logging(paths.log_file, settings.log_level, settings.log_json, settings.log_max_bytes,
+                          settings.log_backups)
         exclude_from_user_repo(paths.root)
-        import os
-
         import anyio
 
         from maild.app import run_daemon
 
         backend = args.backend or os.environ.get("AGENT_MAIL_BACKEND") or "asyncio"
-        anyio.run(run_daemon, paths, settings, backend=backend)
+        anyio.run(run_daemon, paths, settings, args.http_required, backend=backend)
     except MailError as exc:
         logging.getLogger("maild").error("cannot start: %s", exc.message)  # noqa: TRY400 - one line, by design
-        print(f"maild: {exc.message}", file=sys.stderr)
+        report(exc.message)
+        return EXIT_STARTUP_FAILED
+    except StartupError as exc:
+        report(str(exc))
         return EXIT_STARTUP_FAILED
     except KeyboardInterrupt:
         return 0
+    except Exception as exc:  # the top of the process: one line for people, the traceback for the log
+        logging.getLogger("maild").exception("maild failed")
+        reason = f"{exc.strerror} ({exc.filename})" if isinstance(exc, OSError) and exc.strerror else repr(exc)
+        report(f"maild failed: {reason}; see the log for the traceback")
+        return EXIT_STARTUP_FAILED
     finally:
         lock.release()
     return 0

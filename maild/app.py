@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,7 +21,8 @@ import anyio.abc
 
 from maild.archive.archiver import Archiver
 from maild.archive.blobs import BlobStore
-from maild.lifecycle import remove_status, write_status
+from maild.bridge import BridgeState, run_bridge
+from maild.lifecycle import StartupError, remove_status, write_status
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.dispatch import LeanDispatcher
 from maild.mcp_surface.server import build_registries, sdk_factory
@@ -96,6 +100,26 @@ async def auto_retire_idle_agents(lifecycle: Lifecycle, days: float, interval: f
         await anyio.sleep(interval)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+async def watch_state_dir(paths: MailboxPaths, interval: float, stop: anyio.Event) -> None:
+    """Exit when our state dir is deleted or replaced (`rm -rf` of the root): a daemon serving files
+    nobody can reach any more would otherwise live on, holding the mail of a dead mailbox."""
+    original = _identity(paths.state_dir)
+    while True:
+        await anyio.sleep(interval)
+        if _identity(paths.state_dir) != original:
+            log.warning("%s was deleted or replaced: shutting down", paths.state_dir)
+            stop.set()
+            return
+
+
 async def _wait_for_signal(stop: anyio.Event) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
@@ -105,14 +129,16 @@ async def _wait_for_signal(stop: anyio.Event) -> None:
 
 
 def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver: Archiver | None,
-                   blobs: BlobStore) -> Services:
+                   blobs: BlobStore, instance: str, bridge: BridgeState | None) -> Services:
     """Every domain service over one store: the daemon's object graph, wired in one place."""
     sessions = Sessions(store)
     attachments = Attachments(store, settings, paths.root, blobs, paths.archive)
     summaries = Summaries(store, settings)
 
     def subsystem_health() -> dict[str, Any]:
-        report: dict[str, Any] = {"llm": summaries.llm.statistics()}
+        report: dict[str, Any] = {"llm": summaries.llm.statistics(), "instance": instance}
+        if bridge is not None:
+            report["http"] = bridge.describe()
         if archiver is not None:
             report.update(archiver.statistics())
         return report
@@ -139,8 +165,12 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
     )
 
 
-async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
+async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: bool = False) -> None:
+    """Serve until stopped. `http_required`: exit (StartupError) rather than run without the bridge."""
     socket_path = paths.socket
+    instance = secrets.token_hex(8)
+    bridge = BridgeState.from_settings(settings) if settings.http_enabled else None
+    fatal: str | None = None
     async with open_store(paths.db, settings) as store:
         changes = ChangeFeed.following(store)  # what the web UI's live updates follow
         blobs = BlobStore(paths.blobs, fsync=settings.synchronous == "FULL")
@@ -149,8 +179,8 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             if settings.archive_enabled
             else None
         )
-        services = build_services(store, settings, paths, archiver, blobs)
-        sessions, health = services.sessions, services.health
+        services = build_services(store, settings, paths, archiver, blobs, instance, bridge)
+        sessions = services.sessions
         await sessions.mark_all_disconnected()
         tools, resources = build_registries()
         sdk = sdk_factory(services, tools, resources)  # the SDK is imported when first needed
@@ -160,56 +190,103 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
         transport = UnixTransport(sdk, sessions, ConnectionCounter(idle.on_change), lean)
         stop = anyio.Event()
 
-        def bridge_app() -> Any:
-            """The HTTP bridge (and the web mailbox on it); imported only when HTTP is on."""
-            from maild.transport.http.app import build_app
-            from maild.web.app import build_web
-
-            readonly = {s.name for s in tools.all() if s.read_only} | set(csv(settings.http_rbac_readonly_tools))
-            web = build_web(services, changes, settings, paths.state_dir) if settings.web_enabled else None
-            return build_app(sdk()[0], settings, lambda: readonly, readiness=health.check, lean=dispatcher, web=web)
-
         async def stop_when_idle() -> None:
             await idle.wait_idle()
             log.info("idle for %.0f s with no connections: shutting down", settings.idle_timeout_seconds)
             stop.set()
 
+        publish_status = _status_publisher(paths, {
+            "pid": os.getpid(),
+            # Tells this daemon apart from any other (another maild answering on "our" HTTP port).
+            "instance": instance,
+            "socket": str(socket_path),
+            "version": __version__,
+            "started_at": services.health.started_at,
+            "root": str(paths.root),
+            "backend": _backend_name(),
+        }, bridge)
+
         async with anyio.create_task_group() as tg:
             await tg.start(transport.serve, socket_path)
-            write_status(
-                paths,
-                {
-                    "pid": os.getpid(),
-                    "socket": str(socket_path),
-                    "version": __version__,
-                    "started_at": health.started_at,
-                    "root": str(paths.root),
-                    "backend": _backend_name(),
-                },
-            )
+            publish_status()
             log.info("maild %s ready (pid %d, root %s)", __version__, os.getpid(), paths.root)
-            tg.start_soon(_wait_for_signal, stop)
-            if archiver is not None:
-                tg.start_soon(archiver.run)
-            tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
-            tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)
+            _start_background(tg, services, archiver, paths, stop)
             http_stop, http_done = anyio.Event(), anyio.Event()
-            if settings.http_enabled:
-                from maild.transport.http.app import serve_http
-
-                await tg.start(serve_http, bridge_app(), settings, http_stop, http_done)
-            if not settings.http_enabled:  # an HTTP server stays up; only socket-only daemons idle out
+            if bridge is not None:
+                app = _bridge_app(services, tools, sdk()[0], dispatcher, changes, paths, instance)
+                await tg.start(run_bridge, _http_server(app, settings), settings, bridge, http_stop, http_done)
+                bridge.on_change = publish_status
+                publish_status()
+                if bridge.state == "failed" and http_required:
+                    fatal = f"the HTTP bridge could not start: {bridge.error}"
+                    stop.set()
+            if bridge is None or bridge.state == "failed":  # a serving bridge stays up; others idle out
                 tg.start_soon(stop_when_idle)
             await stop.wait()
             # Lame duck: unlink first so new clients start a successor instead of talking to us.
             socket_path.unlink(missing_ok=True)
-            if settings.http_enabled:
-                http_stop.set()
-                with anyio.move_on_after(5):
-                    await http_done.wait()
+            if bridge is not None:
+                await _stop_bridge(http_stop, http_done)
             tg.cancel_scope.cancel()
         remove_status(paths)
     log.info("maild stopped")
+    if fatal is not None:
+        raise StartupError(fatal)
+
+
+def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Archiver | None,
+                      paths: MailboxPaths, stop: anyio.Event) -> None:
+    """The daemon's background tasks: signals, the state-dir watch, the archiver and the sweeps."""
+    settings = services.settings
+    tg.start_soon(_wait_for_signal, stop)
+    tg.start_soon(watch_state_dir, paths, settings.root_check_seconds, stop)
+    if archiver is not None:
+        tg.start_soon(archiver.run)
+    tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
+    tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)
+
+
+async def _stop_bridge(stop: anyio.Event, done: anyio.Event) -> None:
+    """hypercorn stops through its shutdown trigger (not cancellation); give it a few seconds."""
+    stop.set()
+    with anyio.move_on_after(5):
+        await done.wait()
+
+
+def _bridge_app(services: Services, tools: Any, server: Any, dispatcher: LeanDispatcher, changes: ChangeFeed,
+                paths: MailboxPaths, instance: str) -> Any:
+    """The HTTP bridge (and the web mailbox on it); imported only when HTTP is on."""
+    from maild.transport.http.app import build_app
+    from maild.web.app import build_web
+
+    settings = services.settings
+    readonly = {s.name for s in tools.all() if s.read_only} | set(csv(settings.http_rbac_readonly_tools))
+    web = build_web(services, changes, settings, paths.state_dir) if settings.web_enabled else None
+    return build_app(server, settings, lambda: readonly, readiness=services.health.check, lean=dispatcher, web=web,
+                     instance=instance)
+
+
+def _http_server(app: Any, settings: Settings) -> Callable[[anyio.Event, anyio.Event], Awaitable[None]]:
+    async def serve(stop: anyio.Event, done: anyio.Event) -> None:
+        from maild.transport.http.app import serve_http
+
+        await serve_http(app, settings, stop, done)
+
+    return serve
+
+
+def _status_publisher(paths: MailboxPaths, status: dict[str, Any], bridge: BridgeState | None) -> Callable[[], None]:
+    """(Re)write the status file with the bridge's current state."""
+
+    def publish() -> None:
+        if bridge is not None:
+            status["http"] = bridge.describe()
+        try:
+            write_status(paths, status)
+        except OSError as exc:  # a full disk must not stop the daemon; clients find it by its socket
+            log.warning("could not write %s: %s", paths.status_file, exc)
+
+    return publish
 
 
 def _backend_name() -> str:

@@ -35,8 +35,12 @@ def prepare_state_dir(paths: MailboxPaths) -> None:
         raise StartupError(f"{paths.state_dir} exists but is not a directory; move it away")
     if not os.access(paths.state_dir, os.W_OK | os.X_OK):
         raise StartupError(f"{paths.state_dir} is not writable by this user; fix its permissions (chmod u+rwx)")
-    mode = paths.state_dir.stat().st_mode & 0o777
-    if mode & 0o077:
+    info = paths.state_dir.stat()
+    if info.st_uid != os.geteuid():
+        raise StartupError(
+            f"{paths.state_dir} belongs to uid {info.st_uid}, not to this user; remove it or use another root"
+        )
+    if info.st_mode & 0o077:
         paths.state_dir.chmod(0o700)
 
 

@@ -18,11 +18,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared import __version__
-from shared.errors import DaemonUnavailable, MailError, ProtocolError, from_dict
-from shared.paths import MailboxPaths, pid_alive, read_status
+from shared.errors import (
+    DaemonUnavailable,
+    InvalidArgument,
+    MailError,
+    ProtocolError,
+    UnsafeStateDir,
+    from_dict,
+)
+from shared.paths import MailboxPaths, pid_alive, read_status, verify_private
 from shared.protocol import (
     CLIENT_CAPABILITIES_META_KEY,
     HELLO_METHOD,
+    MAX_FRAME_BYTES,
     MODERN_PROTOCOL_VERSION,
     PROTOCOL_VERSION_META_KEY,
 )
@@ -31,6 +39,26 @@ if TYPE_CHECKING:  # subprocess and signal load lazily: hooks and shims that fin
     import subprocess
 
 DEFAULT_START_TIMEOUT = 15.0
+# How long a request may wait for its answer (`AGENT_MAIL_CLIENT_TIMEOUT` overrides): never forever.
+DEFAULT_REQUEST_TIMEOUT = 300.0
+REQUEST_TIMEOUT_ENV = "AGENT_MAIL_CLIENT_TIMEOUT"
+
+
+def request_timeout() -> float:
+    try:
+        return float(os.environ.get(REQUEST_TIMEOUT_ENV) or DEFAULT_REQUEST_TIMEOUT)
+    except ValueError:
+        return DEFAULT_REQUEST_TIMEOUT
+
+
+def check_frame_size(frame: bytes) -> None:
+    """Refuse a request maild would refuse (it answers those with `id: null`) before sending it."""
+    if len(frame) > MAX_FRAME_BYTES:
+        raise InvalidArgument(
+            f"this request is {len(frame):,} bytes; maild accepts at most {MAX_FRAME_BYTES:,} bytes per request. "
+            "Send less at once: put large content in a file and reference its path",
+            data={"request_bytes": len(frame), "limit_bytes": MAX_FRAME_BYTES},
+        )
 
 # Daemons this process spawned. maild outlives us by design; keeping the handles avoids
 # Popen's "still running" warning when they would otherwise be garbage-collected, and lets a
@@ -50,7 +78,13 @@ def reap_spawned() -> list[int]:
 
 
 def try_connect(path: Path) -> socket.socket | None:
-    """Connect to the daemon's socket, or None if nobody listens (missing or stale socket)."""
+    """Connect to the daemon's socket, or None if nobody listens (missing or stale socket).
+
+    Only to a socket that is ours: its directory and the socket file must belong to this user and be
+    writable by nobody else (checked before connecting), and the listening process must run as this
+    user (`SO_PEERCRED`, checked after) — the hello that follows carries the agent's token."""
+    verify_private(path.parent, "the state directory", fix_mode=True)
+    verify_private(path, "the socket")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(os.fspath(path))
@@ -62,7 +96,29 @@ def try_connect(path: Path) -> socket.socket | None:
         raise DaemonUnavailable(
             f"cannot reach {path}: {exc.strerror}; make sure {path.parent} is a directory you own"
         ) from None
+    try:
+        verify_peer(sock, path)
+    except UnsafeStateDir:
+        sock.close()
+        raise
     return sock
+
+
+def verify_peer(sock: socket.socket, path: Path) -> None:
+    """The process on the other end must run as this user (Linux `SO_PEERCRED`; elsewhere the file
+    checks above are what we have)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return
+    import struct
+
+    pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
+    if uid != os.geteuid():
+        raise UnsafeStateDir(
+            f"the process listening on {path} (pid {pid}) runs as uid {uid}, not as you: nothing was sent "
+            f"to it. Remove {path.parent} (or ask its owner to), or use another mailbox root (--root)",
+            data={"path": str(path), "peer_pid": pid, "peer_uid": uid},
+        )
 
 
 def _log_tail(paths: MailboxPaths, lines: int = 1) -> str:
@@ -73,8 +129,11 @@ def _log_tail(paths: MailboxPaths, lines: int = 1) -> str:
     return " | ".join(text[-lines:])
 
 
-def spawn_daemon(paths: MailboxPaths, extra_args: list[str] | None = None) -> subprocess.Popen[bytes]:
-    """Start maild detached (own session), its stderr appended to the log file."""
+def spawn_daemon(paths: MailboxPaths, extra_args: list[str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """Start maild detached (own session), its stderr appended to the log file.
+
+    Returns the process and the read end of its report pipe: a daemon that cannot start writes its
+    reason there in full (the log may be unwritable — a full disk — or hold a traceback's last line)."""
     import subprocess
 
     try:
@@ -85,26 +144,37 @@ def spawn_daemon(paths: MailboxPaths, extra_args: list[str] | None = None) -> su
             f"cannot prepare {paths.state_dir}: {exc.strerror}; check that the directory is writable"
         ) from None
     reap_spawned()
+    report_read, report_write = os.pipe()
     with log:
-        proc = subprocess.Popen(
-            # -P: the daemon runs in the user's repository; a `shared/` or `maild/` folder there must
-            # not shadow our packages (python -m would otherwise put the cwd first on sys.path).
-            [sys.executable, "-P", "-m", "maild", "--root", os.fspath(paths.root), *(extra_args or [])],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            cwd=paths.root,
-            start_new_session=True,
-            close_fds=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                # -P: the daemon runs in the user's repository; a `shared/` or `maild/` folder there must
+                # not shadow our packages (python -m would otherwise put the cwd first on sys.path).
+                [sys.executable, "-P", "-m", "maild", "--root", os.fspath(paths.root),
+                 "--report-fd", str(report_write), *(extra_args or [])],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd=paths.root,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(report_write,),
+            )
+        except OSError:
+            os.close(report_read)
+            raise
+        finally:
+            os.close(report_write)
     _SPAWNED.append(proc)
-    return proc
+    return proc, report_read
 
 
 def connect(
-    paths: MailboxPaths, *, autostart: bool = True, timeout: float = DEFAULT_START_TIMEOUT
+    paths: MailboxPaths, *, autostart: bool = True, timeout: float = DEFAULT_START_TIMEOUT,
+    extra_args: list[str] | None = None,
 ) -> socket.socket:
-    """Connect to maild for `paths`, auto-starting it (once, even under races) when absent."""
+    """Connect to maild for `paths`, auto-starting it (once, even under races) when absent.
+    `extra_args` are maild flags for a daemon this call starts (e.g. the HTTP bridge's)."""
     sock = try_connect(paths.socket)
     if sock is not None:
         return sock
@@ -130,13 +200,28 @@ def connect(
         sock = try_connect(paths.socket)
         if sock is not None:
             return sock
-        proc = spawn_daemon(paths)
-        return _wait_ready(paths, proc, deadline)
+        proc, report = spawn_daemon(paths, extra_args)
+        try:
+            return _wait_ready(paths, proc, report, deadline)
+        finally:
+            os.close(report)
     finally:
         spawn_lock.release()
 
 
-def _wait_ready(paths: MailboxPaths, proc: subprocess.Popen[bytes], deadline: float) -> socket.socket:
+def _read_report(fd: int) -> str:
+    """What a daemon that exited wrote to its report pipe (its writer is closed: no blocking)."""
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    return b"".join(chunks).decode("utf-8", "replace").strip().replace("\n", " | ")
+
+
+def _wait_ready(paths: MailboxPaths, proc: subprocess.Popen[bytes], report: int, deadline: float) -> socket.socket:
     delay = 0.005
     while True:
         sock = try_connect(paths.socket)
@@ -144,7 +229,7 @@ def _wait_ready(paths: MailboxPaths, proc: subprocess.Popen[bytes], deadline: fl
             return sock
         code = proc.poll()
         if code not in (None, 0):
-            reason = _log_tail(paths) or f"exit status {code}"
+            reason = _read_report(report) or _log_tail(paths) or f"exit status {code}"
             raise DaemonUnavailable(f"maild failed to start: {reason} (log: {paths.log_file})")
         if time.monotonic() >= deadline:
             raise DaemonUnavailable(
@@ -154,14 +239,17 @@ def _wait_ready(paths: MailboxPaths, proc: subprocess.Popen[bytes], deadline: fl
         delay = min(delay * 2, 0.1)
 
 
-def ensure_started(paths: MailboxPaths, timeout: float = DEFAULT_START_TIMEOUT) -> None:
-    connect(paths, timeout=timeout).close()
+def ensure_started(
+    paths: MailboxPaths, timeout: float = DEFAULT_START_TIMEOUT, extra_args: list[str] | None = None
+) -> None:
+    connect(paths, timeout=timeout, extra_args=extra_args).close()
 
 
 def stop_daemon(paths: MailboxPaths, timeout: float = 10.0, *, force: bool = False) -> bool:
     """SIGTERM the daemon and wait for it to exit. Returns False if it was not running."""
     import signal
 
+    verify_private(paths.state_dir, "the state directory")  # its status file names the pid we signal
     status = read_status(paths)
     pid = status.get("pid") if status else None
     if not isinstance(pid, int) or not pid_alive(pid):
@@ -213,22 +301,45 @@ class DaemonClient:
         self._sock.close()
 
     def _send(self, frame: dict[str, Any]) -> None:
-        self._sock.sendall(json.dumps(frame, separators=(",", ":")).encode() + b"\n")
+        data = json.dumps(frame, separators=(",", ":")).encode() + b"\n"
+        check_frame_size(data)
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise DaemonUnavailable(f"maild dropped the connection ({exc.strerror or exc}); retry") from None
 
-    def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def request(self, method: str, params: dict[str, Any] | None = None, *,
+                timeout: float | None = None) -> dict[str, Any]:
+        """Send one request and wait (at most `timeout`, default `request_timeout()`) for its answer.
+
+        An error with `id: null` is maild refusing a frame it could not tie to a request (too large,
+        unparsable, a failed hello): it is the answer, since nothing else will come."""
         request_id = next(self._ids)
         body = dict(params or {})
         body["_meta"] = {**body.get("_meta", {}), **envelope_meta()}
         self._send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": body})
+        limit = request_timeout() if timeout is None else timeout
+        deadline = time.monotonic() + limit
         while True:
-            line = self._reader.readline()
+            self._sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                line = self._reader.readline()
+            except TimeoutError:
+                raise DaemonUnavailable(
+                    f"maild did not answer {method} within {limit:g} s; see `mailctl daemon status` and "
+                    f"`mailctl daemon logs` (${REQUEST_TIMEOUT_ENV} sets the limit)"
+                ) from None
+            except OSError as exc:
+                raise DaemonUnavailable(f"maild dropped the connection ({exc.strerror or exc}); retry") from None
             if not line:
                 raise DaemonUnavailable("maild closed the connection; retry (it restarts on demand)")
             reply = json.loads(line)
-            if reply.get("id") != request_id:
+            if not isinstance(reply, dict):
+                continue
+            if reply.get("id") != request_id and not ("error" in reply and reply.get("id") is None):
                 continue  # a notification, or a reply to an abandoned request
             if "error" in reply:
-                err = reply["error"]
+                err = reply["error"] if isinstance(reply["error"], dict) else {"message": str(reply["error"])}
                 detail = err.get("data")
                 if isinstance(detail, dict) and isinstance(detail.get("code"), str):
                     raise from_dict(detail)  # a domain error carried by a protocol error (resources)

@@ -30,6 +30,11 @@ class Settings:
     idle_timeout_seconds: float = field(default=900.0, metadata=_env("AGENT_MAIL_IDLE_TIMEOUT"))
     log_level: str = field(default="INFO", metadata=_env("AGENT_MAIL_LOG_LEVEL", "LOG_LEVEL"))
     log_json: bool = field(default=False, metadata=_env("AGENT_MAIL_LOG_JSON", "LOG_JSON_ENABLED"))
+    # maild.log rotates at this size, keeping `log_backups` old files (maild.log.1, .2, ...).
+    log_max_bytes: int = field(default=10 * 1024 * 1024, metadata=_env("AGENT_MAIL_LOG_MAX_BYTES"))
+    log_backups: int = field(default=3, metadata=_env("AGENT_MAIL_LOG_BACKUPS"))
+    # How often the daemon checks that its mailbox root still exists (it exits once it is deleted).
+    root_check_seconds: float = field(default=5.0, metadata=_env("AGENT_MAIL_ROOT_CHECK_SECONDS"))
     # Store. NORMAL survives any process crash (kill -9); FULL also survives power loss.
     synchronous: str = field(default="NORMAL", metadata=_env("AGENT_MAIL_SYNCHRONOUS"))
     busy_timeout_ms: int = field(default=5000, metadata=_env("AGENT_MAIL_BUSY_TIMEOUT_MS"))
@@ -156,7 +161,7 @@ _CHOICES = {
     "llm_cache_backend": ("memory",),
 }
 _RANGES = {"reader_connections": (1, 64), "webp_method": (0, 6), "webp_quality": (1, 100),
-           "broadcast_max_recipients": (1, 10_000)}
+           "broadcast_max_recipients": (1, 10_000), "log_max_bytes": (4096, 2**40), "log_backups": (1, 100)}
 # Upstream treats an invalid tools mode as `core`; we keep that lenience for this one key only.
 _LENIENT = {"tools_mode": "core"}
 
@@ -201,6 +206,27 @@ def _convert(name: str, kind: type, raw: Any, source: str) -> Any:
             raise ConfigError(f"{name} from {source} must be one of {', '.join(choices)}, got {raw!r}")
         return normalised
     return value
+
+
+HTTP_NO_AUTH_WARNING = (
+    "the HTTP bridge has no authentication configured, so every request gets 401. Set HTTP_BEARER_TOKEN, "
+    "or HTTP_JWT_ENABLED=true with HTTP_JWT_SECRET or a JWKS, or HTTP_ALLOW_LOCALHOST_UNAUTHENTICATED=true "
+    "for local use only (docs/http.md)"
+)
+
+
+def http_auth_methods(settings: Settings) -> list[str]:
+    """The ways an HTTP request can authenticate with these settings (empty: nothing ever passes)."""
+    methods = []
+    if settings.http_bearer_token:
+        methods.append("bearer")
+    if settings.http_jwt_enabled and (
+        settings.http_jwt_secret or settings.http_jwt_jwks_file or settings.http_jwt_jwks_url
+    ):
+        methods.append("jwt")
+    if settings.http_allow_localhost_unauthenticated:
+        methods.append("localhost")
+    return methods
 
 
 def csv(value: str) -> list[str]:

@@ -87,6 +87,14 @@ class DaemonUnavailable(MailError):
     recoverable = True
 
 
+class UnsafeStateDir(DaemonUnavailable):
+    """The socket or its directory belongs to another user (or others can write it): never talk to it,
+    since whoever listens there would receive the agent's token and its mail."""
+
+    code = "UNSAFE_STATE_DIR"
+    recoverable = False
+
+
 class ProtocolError(MailError):
     code = "PROTOCOL_ERROR"
 
@@ -109,6 +117,7 @@ _BY_CODE: dict[str, type[MailError]] = {
         AlreadyBound,
         StorageError,
         DaemonUnavailable,
+        UnsafeStateDir,
         ProtocolError,
         InternalError,
     )
@@ -120,6 +129,8 @@ def from_dict(payload: dict[str, Any]) -> MailError:
     cls = _BY_CODE.get(str(payload.get("code")), MailError)
     err = cls(str(payload.get("message", "unknown error")), data=payload.get("data") or {})
     err.code = str(payload.get("code", cls.code))
+    if isinstance(payload.get("recoverable"), bool):
+        err.recoverable = payload["recoverable"]  # e.g. STORAGE_ERROR for a full disk: retry once there is room
     return err
 
 

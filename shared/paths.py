@@ -134,11 +134,55 @@ def short_runtime_dir() -> Path:
         base = Path("/tmp") / f"agent-mail-{os.getuid()}"  # noqa: S108 - private 0700 dir, owner checked below
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = base.stat()
-    if info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise PermissionError(
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        from shared.errors import UnsafeStateDir
+
+        raise UnsafeStateDir(
             f"{base} must be a directory owned by you with mode 0700; remove it or fix its permissions"
         )
     return base
+
+
+def _owner_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def verify_private(path: Path, what: str, *, fix_mode: bool = False) -> None:
+    """Refuse a state dir or socket that another user owns or may write (issue 13: a local user made
+    `.mcp_mail` 0777 and listened there). Missing is fine: we create it 0700 ourselves. With
+    `fix_mode`, our own group/world-writable dir is tightened to 0700 instead of refused."""
+    from shared.errors import UnsafeStateDir
+
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UnsafeStateDir(f"cannot inspect {path}: {exc.strerror}; check its permissions") from None
+    if info.st_uid != os.geteuid():
+        raise UnsafeStateDir(
+            f"{what} {path} belongs to {_owner_name(info.st_uid)}, not to you: another user may be listening "
+            f"there, so nothing was sent. Remove it (or ask its owner to), or use another mailbox root "
+            f"(--root / ${ROOT_ENV})",
+            data={"path": str(path), "owner_uid": info.st_uid},
+        )
+    if info.st_mode & 0o022:
+        if fix_mode:
+            try:
+                path.chmod(0o700)
+            except OSError:
+                pass
+            else:
+                return
+        raise UnsafeStateDir(
+            f"{what} {path} is writable by other users (mode {info.st_mode & 0o777:o}); run `chmod 700 {path}`",
+            data={"path": str(path), "mode": f"{info.st_mode & 0o777:o}"},
+        )
 
 
 def read_status(paths: MailboxPaths) -> dict[str, Any] | None:

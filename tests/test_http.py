@@ -165,7 +165,8 @@ async def test_the_official_mcp_client_works_over_the_bridge(jwt_bridge: Bridge)
 
 
 def test_health_routes_answer_without_credentials(jwt_bridge: Bridge) -> None:
-    assert jwt_bridge.get("/health/liveness") == (200, {"status": "alive"})
+    instance = jwt_bridge.mailbox.status()["instance"]  # type: ignore[index]
+    assert jwt_bridge.get("/health/liveness") == (200, {"status": "alive", "instance": instance})
     assert jwt_bridge.get("/health/readiness")[0] == 200
 
 
@@ -573,7 +574,8 @@ def test_mailctl_serve_http_starts_a_bridge_that_answers(mailbox: Mailbox) -> No
     result = mailctl_serve_http(mailbox, port)
     assert f"http://127.0.0.1:{port}/mcp/" in result.stdout
     bridge = Bridge(mailbox, port)
-    assert bridge.get("/health/liveness") == (200, {"status": "alive"})
+    live = bridge.get("/health/liveness")
+    assert live == (200, {"status": "alive", "instance": mailbox.status()["instance"]})  # type: ignore[index]
     assert bridge.tool("health_check", {}, None)[0] == 401, "no credentials configured: nothing passes"
 
 

@@ -16,7 +16,7 @@ from tests.conftest import Mailbox
         ("Backend", "backend"),
         ("/backend/", "backend"),
         ("my_app v2!", "my-app-v2"),
-        ("---", "project"),
+        ("---", "project-cb3f91d5"),
         ("Ünïcode Straße", "n-code-stra-e"),
     ],
 )
@@ -47,3 +47,14 @@ def test_ensure_project_keys_with_sql_and_path_metacharacters_are_just_labels(ma
     assert project["human_key"] == hostile
     assert project["slug"] == "drop-table-projects-etc-passwd"
     assert mailbox.call("health_check")["status"] == "ok"
+
+
+def test_keys_without_ascii_letters_get_distinct_hashed_slugs_not_one_project(mailbox: Mailbox) -> None:
+    if mailbox.backend != "asyncio":
+        pytest.skip("slugs are computed in a sync unit of work: one backend is enough")
+    japanese = mailbox.call("ensure_project", human_key="プロジェクト")
+    bangs = mailbox.call("ensure_project", human_key="!!!")
+    assert japanese["slug"].startswith("project-")
+    assert bangs["slug"].startswith("project-")
+    assert japanese["id"] != bangs["id"], "two different keys must not share one project"
+    assert mailbox.call("ensure_project", human_key="プロジェクト") == japanese

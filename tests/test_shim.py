@@ -190,7 +190,8 @@ def test_a_request_in_flight_when_the_daemon_dies_gets_a_retryable_error(mailbox
     lost = json.loads(proc.stdout.readline())
     assert lost["id"] == 3
     assert lost["error"]["code"] == -32099
-    assert lost["error"]["data"] == {"retryable": True}
+    assert lost["error"]["data"]["retryable"] is True
+    assert "idempotency_key" in lost["error"]["message"], "the error says how to retry a send safely"
     retried = rpc(proc, {**call, "id": 4})  # the shim restarted the daemon: the retry succeeds
     assert retried is not None
     assert "result" in retried, retried

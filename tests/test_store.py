@@ -23,7 +23,7 @@ async def test_migrations_are_recorded_once_and_reopening_is_a_no_op(tmp_path: P
     async with open_store(path, Settings()) as store:
         rows = await store.read(lambda c: c.execute("SELECT version, name FROM schema_migrations").fetchall())
         assert rows == [(version, name) for version, name, _sql in MIGRATIONS]
-        assert rows[:3] == [(1, "initial"), (2, "unread_counts"), (3, "agent_origins")]
+        assert rows[:4] == [(1, "initial"), (2, "unread_counts"), (3, "agent_origins"), (4, "send_keys")]
         mode = await store.read(lambda c: c.execute("PRAGMA journal_mode").get)
         assert mode == "wal"
 

@@ -1,41 +1,71 @@
-"""`mailctl daemon start|stop|status|restart|logs`: manage this mailbox's maild."""
+"""`mailctl daemon start|stop|status|restart|logs`: manage this mailbox's maild.
+
+Plain lines for people, `--json` for scripts. `restart` keeps the HTTP bridge the old daemon
+served (same address); `status` shows the bridge's state and why it failed, if it did.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from typing import Any
 
+from mailctl.cli import http
 from mailctl.cli.common import add_subcommand, mailbox, print_json
 from shared.client import DaemonClient, ensure_started, stop_daemon
 from shared.errors import EXIT_DAEMON, DaemonUnavailable
 from shared.paths import read_status
 
 
-def start(args: argparse.Namespace) -> int:
+def _started(args: argparse.Namespace, extra_args: list[str] | None = None) -> int:
     paths = mailbox(args)
     started = time.perf_counter()
-    ensure_started(paths)
+    ensure_started(paths, extra_args=extra_args)
+    ready_ms = round(1000 * (time.perf_counter() - started))
+    bridge = http.wait_for_bridge(paths) if extra_args else None
     status = read_status(paths) or {}
-    print(
-        f"maild running: pid {status.get('pid')} socket {status.get('socket')} "
-        f"(ready in {1000 * (time.perf_counter() - started):.0f} ms)"
-    )
+    if args.json:
+        print_json({"running": True, "pid": status.get("pid"), "socket": status.get("socket"), "ready_ms": ready_ms,
+                    "http": bridge or status.get("http")})
+        return 0
+    print(f"maild running: pid {status.get('pid')}, socket {status.get('socket')} (ready in {ready_ms} ms)")
+    if bridge is not None:
+        print(http.describe(bridge))
+    elif isinstance(status.get("http"), dict):  # a bridge enabled in config.toml
+        print(_bridge_line(status["http"]))
     return 0
 
 
+def start(args: argparse.Namespace) -> int:
+    return _started(args)
+
+
 def stop(args: argparse.Namespace) -> int:
-    paths = mailbox(args)
-    if stop_daemon(paths, force=args.force):
-        print("maild stopped")
+    stopped = stop_daemon(mailbox(args), force=args.force)
+    if args.json:
+        print_json({"stopped": stopped, "was_running": stopped})
     else:
-        print("maild was not running")
+        print("maild stopped" if stopped else "maild was not running")
     return 0
 
 
 def restart(args: argparse.Namespace) -> int:
-    stop(args)
-    return start(args)
+    """Stop then start, keeping the HTTP bridge (same address) if the old daemon served one."""
+    paths = mailbox(args)
+    bridge = (read_status(paths) or {}).get("http")
+    flags = http.bridge_flags(str(bridge["host"]), int(bridge["port"])) if isinstance(bridge, dict) else None
+    stop_daemon(paths, force=args.force)
+    return _started(args, flags)
+
+
+def _bridge_line(bridge: Any) -> str:
+    if not isinstance(bridge, dict):
+        return "HTTP bridge: off (mailctl serve-http starts it)"
+    if bridge.get("state") == "failed":
+        return f"HTTP bridge: FAILED: {bridge.get('error')}"
+    auth = ", ".join(bridge.get("auth") or []) or "none configured: every request gets 401"
+    return f"HTTP bridge: {bridge.get('state')} at {bridge.get('url')} (auth: {auth})"
 
 
 def status(args: argparse.Namespace) -> int:
@@ -57,6 +87,7 @@ def status(args: argparse.Namespace) -> int:
             f"{report['sessions']['live']} session(s), archive queue {report['archive']['queue_depth']}, "
             f"status {report['status']}"
         )
+        print(_bridge_line(report.get("http")))
     return 0
 
 
@@ -83,15 +114,20 @@ def logs(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = add_subcommand(sub, "daemon", "Manage the maild daemon of this mailbox.", "mailctl daemon status")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    add_subcommand(actions, "start", "Start maild (no-op if running) and wait until it is ready.",
-                   "mailctl daemon start").set_defaults(handler=start)
+    p = add_subcommand(actions, "start", "Start maild (no-op if running) and wait until it is ready.",
+                       "mailctl daemon start")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=start)
     p = add_subcommand(actions, "stop", "Stop maild cleanly (SIGTERM, waits for exit).", "mailctl daemon stop")
     p.add_argument("--force", action="store_true", help="SIGKILL if it does not stop within 10 s")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=stop)
-    p = add_subcommand(actions, "restart", "Stop then start maild.", "mailctl daemon restart")
+    p = add_subcommand(actions, "restart", "Stop then start maild (keeping its HTTP bridge, if it had one).",
+                       "mailctl daemon restart")
     p.add_argument("--force", action="store_true", help="SIGKILL if it does not stop within 10 s")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=restart)
-    p = add_subcommand(actions, "status", "Show whether maild runs, with its live health (exit 3 if not).",
+    p = add_subcommand(actions, "status", "Show whether maild runs, its live health and HTTP bridge (exit 3 if not).",
                        "mailctl daemon status --json")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=status)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
+from typing import Any
 
 from mailctl.cli.common import add_subcommand, mailbox, print_json
-from mailctl.cli.http import BRIDGE_START_TIMEOUT, bridge_answers
+from mailctl.cli.http import bridge_flags, liveness, wait_for_bridge
 from shared.client import ensure_started, stop_daemon
 from shared.config import load_settings
-from shared.errors import DaemonUnavailable
-from shared.paths import read_status
+from shared.paths import MailboxPaths, read_status
 from shared.weblogin import create_login_secret
 
 
@@ -25,26 +24,30 @@ def _desktop() -> bool:
     return sys.platform == "darwin" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def running_bridge(paths: MailboxPaths, port: int | None) -> dict[str, Any] | None:
+    """This mailbox's bridge when it serves (on `port`, if given) and answers as this daemon."""
+    status = read_status(paths) or {}
+    bridge = status.get("http")
+    if not isinstance(bridge, dict) or bridge.get("state") != "serving":
+        return None
+    if port is not None and int(bridge["port"]) != port:
+        return None
+    answer = liveness(str(bridge["host"]), int(bridge["port"]))
+    return bridge if answer is not None and answer.get("instance") == status.get("instance") else None
+
+
 def run(args: argparse.Namespace) -> int:
     paths = mailbox(args)
-    if args.port:
-        os.environ["HTTP_PORT"] = str(args.port)
-    settings = load_settings(paths.state_dir if paths.state_dir.is_dir() else None)
-    host, port = settings.http_host, settings.http_port
-    started = False
-    if read_status(paths) is None or not bridge_answers(host, port):
+    overrides: dict[str, Any] = {"http_enabled": True, **({"http_port": args.port} if args.port else {})}
+    settings = load_settings(paths.state_dir if paths.state_dir.is_dir() else None, overrides)
+    bridge = running_bridge(paths, args.port)
+    started = bridge is None
+    if bridge is None:
         # No bridge on this mailbox yet: (re)start the daemon with it, as `mailctl serve-http` does.
         stop_daemon(paths)
-        os.environ["AGENT_MAIL_HTTP"] = "true"  # inherited by the daemon this process starts
-        ensure_started(paths)
-        deadline = time.monotonic() + BRIDGE_START_TIMEOUT
-        while not bridge_answers(host, port):
-            if time.monotonic() >= deadline:
-                raise DaemonUnavailable(
-                    f"maild started but its HTTP bridge does not answer on {host}:{port} (port in use?); "
-                    "see `mailctl daemon logs`, or pick another port with --port")
-            time.sleep(0.05)
-        started = True
+        ensure_started(paths, extra_args=bridge_flags(settings.http_host, settings.http_port))
+        bridge = wait_for_bridge(paths)
+    host, port = str(bridge["host"]), int(bridge["port"])
     shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 - a URL to visit, not a bind
     base = f"http://{shown}:{port}/mail"
     login = f"{base}/login?secret={create_login_secret(paths.state_dir)}"

@@ -15,6 +15,13 @@ from maild.services.messaging import Outgoing, as_name_list
 from maild.services.sessions import current_session
 
 Names = str | list[str]
+# Few words: every advertised byte counts against the core tools/list budget (docs/messaging.md explains).
+IdempotencyKey = Field(None, description="Same key on retry: no duplicate.")
+
+
+def send_key(args: SendMessageArgs | ReplyMessageArgs) -> str | None:
+    """`idempotency_key`, or upstream-style `client_msg_id` (an unadvertised alias)."""
+    return args.idempotency_key or args.client_msg_id
 
 
 class SendMessageArgs(Args):
@@ -35,6 +42,8 @@ class SendMessageArgs(Args):
     # Accepted for upstream compatibility, not advertised (every listed parameter costs tokens).
     auto_contact_if_blocked: SkipJsonSchema[bool] = False
     sender_token: str | None = Field(None, description="Only to act as an agent other than your own.")
+    idempotency_key: str | None = IdempotencyKey
+    client_msg_id: SkipJsonSchema[str | None] = None
 
 
 class ReplyMessageArgs(Args):
@@ -49,6 +58,8 @@ class ReplyMessageArgs(Args):
     sender_token: str | None = None
     attachment_paths: list[str] | None = None
     convert_images: SkipJsonSchema[bool | None] = None  # accepted; not advertised (tools/list budget)
+    idempotency_key: str | None = None
+    client_msg_id: SkipJsonSchema[str | None] = None
 
 
 class FetchInboxArgs(Args):
@@ -100,7 +111,7 @@ def register(tools: ToolRegistry) -> None:
             topic=args.topic,
         )
         return await services.messaging.send(current_session.get(), out, args.sender_name, args.sender_token,
-                                             auto_contact_if_blocked=args.auto_contact_if_blocked)
+                                             send_key(args), auto_contact_if_blocked=args.auto_contact_if_blocked)
 
     @tools.tool(core=True, category="messaging")
     async def reply_message(services: Services, args: ReplyMessageArgs) -> dict[str, Any]:
@@ -110,6 +121,7 @@ def register(tools: ToolRegistry) -> None:
             current_session.get(), key, args.message_id, args.sender_name, args.sender_token,
             args.body_md, as_name_list(args.to, "to") or None, as_name_list(args.cc, "cc"),
             as_name_list(args.bcc, "bcc"), args.subject_prefix, args.attachment_paths, args.convert_images,
+            idempotency_key=send_key(args),
         )
 
     @tools.tool(core=True, category="messaging", read_only=True)

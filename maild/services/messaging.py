@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from maild.services import agents as ag
-from maild.services import contacts, fanout, names, visibility
+from maild.services import contacts, fanout, idempotency, names, visibility
 from maild.services.projects import find_in, validate_project_key
 from maild.services.sessions import Session
 from maild.store import Connection, Store, format_ts, utcnow
@@ -355,16 +355,29 @@ class Messaging:
 
     async def send(
         self, session: Session | None, out: Outgoing, sender_name: str | None, sender_token: str | None,
+        idempotency_key: str | None = None,
         *, auto_contact_if_blocked: bool = False,
     ) -> dict[str, Any]:
         out.project_key = validate_project_key(out.project_key)
         validate_outgoing(out, self._settings.max_body_bytes)
+        key = idempotency.validate_key(idempotency_key)
         await self._prepare(session, out, sender_name, sender_token)
+        auto = self._settings.auto_register_recipients
+        send = functools.partial(send_in, broadcast_cap=self._settings.broadcast_max_recipients,
+                                 mentions=self._settings.mentions_enabled)
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            if key is None:
+                return send(conn, session, out, sender_name, sender_token, auto)
+            project = find_in(conn, out.project_key)
+            sender = ag.acting_agent(conn, session, sender_name, sender_token, param="sender_name")
+            # The stored files are not part of the request (a retry stores them again, content-addressed).
+            fields = {name: value for name, value in vars(out).items() if name != "prepared"}
+            return idempotency.once(conn, project["id"], sender[0], key, {"send": fields},
+                                    lambda: send(conn, session, out, sender_name, sender_token, auto))
+
         try:
-            return await self._store.write(functools.partial(
-                send_in, broadcast_cap=self._settings.broadcast_max_recipients,
-                mentions=self._settings.mentions_enabled,
-            ), session, out, sender_name, sender_token, self._settings.auto_register_recipients)
+            return await self._store.write(unit)
         except ContactRequired as exc:
             if not auto_contact_if_blocked:
                 raise
@@ -390,14 +403,23 @@ class Messaging:
         subject_prefix: str,
         attachment_paths: list[str] | None = None,
         convert_images: bool | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         key = validate_project_key(project_key)
+        send_key = idempotency.validate_key(idempotency_key)
         files = Outgoing(project_key=key, subject="-", body_md=body_md, to=[], attachment_paths=attachment_paths or [],
                          convert_images=convert_images)
         await self._prepare(session, files, sender_name, sender_token)
 
         def unit(conn: Connection) -> dict[str, Any]:
             sender = ag.acting_agent(conn, session, sender_name, sender_token, param="sender_name")
+            if send_key is None:
+                return reply_in(conn, sender)
+            fields = {"reply": [message_id, body_md, to, cc, bcc, subject_prefix, attachment_paths or []]}
+            project = find_in(conn, key)
+            return idempotency.once(conn, project["id"], sender[0], send_key, fields, lambda: reply_in(conn, sender))
+
+        def reply_in(conn: Connection, sender: Any) -> dict[str, Any]:
             original = _visible_message(conn, session, message_id, sender, self._settings.message_visibility)
             out = Outgoing(
                 project_key=key,

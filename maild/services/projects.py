@@ -1,25 +1,21 @@
 """Projects: labels that group agents and mail inside one mailbox root (upstream `ensure_project`).
 
 A project key is any string (a path, a repo name, a label). Keys that slugify alike are the same
-project: `/backend`, `Backend` and `backend` all map to slug `backend`.
+project: `/backend`, `Backend` and `backend` all map to slug `backend` (rule: shared/slugs.py).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from maild.store import Connection, Store, utcnow
 from maild.store.outbox import enqueue
 from shared.errors import InvalidArgument, NotFound
+from shared.slugs import LEGACY_EMPTY_SLUG, slugify
+
+__all__ = ["ensure_in", "find_in", "project_dict", "slugify", "validate_project_key"]
 
 MAX_PROJECT_KEY_CHARS = 1024
-_NON_SLUG = re.compile(r"[^a-z0-9]+")
-
-
-def slugify(human_key: str) -> str:
-    """Lowercase, runs of anything outside [a-z0-9] become '-', dashes trimmed; empty -> 'project'."""
-    return _NON_SLUG.sub("-", human_key.lower()).strip("-") or "project"
 
 
 def validate_project_key(human_key: object) -> str:
@@ -41,10 +37,20 @@ def project_dict(row: Any) -> dict[str, Any]:
 _COLUMNS = "id, slug, human_key, created_ts"
 
 
+def _lookup(conn: Connection, human_key: str, slug: str) -> Any:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM projects WHERE slug = ?", (slug,)).fetchone()
+    if row is None and slug.startswith(LEGACY_EMPTY_SLUG + "-"):
+        # A database from before hashed slugs: this key's project was created as plain `project`.
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM projects WHERE slug = ? AND human_key = ?", (LEGACY_EMPTY_SLUG, human_key)
+        ).fetchone()
+    return row
+
+
 def ensure_in(conn: Connection, human_key: str) -> dict[str, Any]:
     """Find or create the project inside the caller's write transaction."""
     slug = slugify(human_key)
-    found = conn.execute(f"SELECT {_COLUMNS} FROM projects WHERE slug = ?", (slug,)).fetchone()
+    found = _lookup(conn, human_key, slug)
     if found is not None:
         return project_dict(found)
     created = conn.execute(
@@ -59,7 +65,7 @@ def ensure_in(conn: Connection, human_key: str) -> dict[str, Any]:
 def find_in(conn: Connection, human_key: str) -> dict[str, Any]:
     """Look a project up by key or slug; NOT_FOUND says how to create it."""
     slug = slugify(human_key)
-    row = conn.execute(f"SELECT {_COLUMNS} FROM projects WHERE slug = ?", (slug,)).fetchone()
+    row = _lookup(conn, human_key, slug)
     if row is None:
         raise NotFound(
             f"project {human_key!r} (slug {slug!r}) does not exist; call ensure_project or register_agent first",
@@ -77,9 +83,7 @@ class Projects:
         slug = slugify(key)
 
         def lookup(conn: Connection) -> tuple[Any, ...] | None:
-            row: tuple[Any, ...] | None = conn.execute(
-                f"SELECT {_COLUMNS} FROM projects WHERE slug = ?", (slug,)
-            ).fetchone()
+            row: tuple[Any, ...] | None = _lookup(conn, key, slug)
             return row
 
         # Fast path on the reader: most calls find an existing project and need no write.

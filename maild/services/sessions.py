@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maild.store import Connection, Store, utcnow
+from shared.errors import MailError
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +111,21 @@ class Sessions:
         return None if row is None else row[0]
 
     async def close(self, session: Session) -> None:
+        """Forget a closed connection. Never raises: it runs in the transport's `finally`, where an
+        exception (a full disk failing the presence write) would take the whole daemon down."""
         self._live.pop(id(session), None)
         if not session.persisted:  # anonymous one-shot connections (scripts) leave no row
             return
         still_connected = any(s.id == session.id for s in self._live.values())
-        await self._store.write(
-            lambda conn: conn.execute(
-                "UPDATE sessions SET last_seen_ts = ?, connected = ? WHERE id = ?",
-                (utcnow(), int(still_connected), session.id),
+        try:
+            await self._store.write(
+                lambda conn: conn.execute(
+                    "UPDATE sessions SET last_seen_ts = ?, connected = ? WHERE id = ?",
+                    (utcnow(), int(still_connected), session.id),
+                )
             )
-        )
+        except MailError as exc:  # presence is best effort; start-up resets it anyway
+            log.warning("could not record that session %s closed: %s", session.id, exc.message)
 
     def for_http(self, subject: str, agent: str | None) -> Session:
         """The session of one HTTP identity (JWT subject): reused across its requests, so a token's

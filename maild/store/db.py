@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -61,6 +62,15 @@ def _configure(conn: apsw.Connection, settings: Settings, *, writer: bool) -> No
         conn.execute("PRAGMA query_only = 1")
 
 
+def _disk_full(path: Path) -> bool:
+    """SQLite reports some ENOSPC failures (growing the WAL index) as a plain I/O error: look."""
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 64 * 1024
+
+
 def _describe(exc: apsw.Error, path: Path) -> StorageError:
     if isinstance(exc, apsw.NotADBError):
         return StorageError(
@@ -71,6 +81,13 @@ def _describe(exc: apsw.Error, path: Path) -> StorageError:
         return StorageError(f"cannot open {path} for writing ({exc}); check the directory's permissions")
     if isinstance(exc, apsw.CorruptError):
         return StorageError(f"{path} is corrupt ({exc}); rebuild it with `mailctl doctor --rebuild`")
+    if isinstance(exc, apsw.FullError) or (isinstance(exc, apsw.IOError) and _disk_full(path)):
+        err = StorageError(
+            f"the disk holding {path} is full ({exc}); nothing was written. Free some space, then retry "
+            "(no restart needed: writes succeed again as soon as there is room)"
+        )
+        err.recoverable = True
+        return err
     if isinstance(exc, apsw.BusyError):
         err = StorageError(f"the database is busy ({exc}); retry")
         err.recoverable = True

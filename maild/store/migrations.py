@@ -150,6 +150,22 @@ ALTER TABLE agents ADD COLUMN placeholder INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE agents ADD COLUMN named_by_env INTEGER NOT NULL DEFAULT 0;
 """
 
+# Idempotent sends: a client-chosen key per (project, sender) remembers the first send's result, so
+# a retry after a lost answer (crash, dropped connection) returns it instead of sending again.
+# `request_hash` tells an honest retry from a different message reusing the key.
+M004_SEND_KEYS = """
+CREATE TABLE send_keys (
+    project_id    INTEGER NOT NULL REFERENCES projects(id),
+    sender_id     INTEGER NOT NULL REFERENCES agents(id),
+    key           TEXT NOT NULL,
+    request_hash  TEXT NOT NULL,
+    result        TEXT NOT NULL,
+    created_ts    TEXT NOT NULL,
+    PRIMARY KEY (project_id, sender_id, key)
+) WITHOUT ROWID;
+CREATE INDEX send_keys_created ON send_keys(created_ts);
+"""
+
 # Issue 14, agents working as a group:
 # - messages.bcc_only: no to/cc recipient, so the message stays private to its sender and its bcc
 #   recipients even where the project can read everything else (MESSAGE_VISIBILITY=project);
@@ -210,6 +226,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial", M001_INITIAL),
     (2, "unread_counts", M002_UNREAD_COUNTS),
     (3, "agent_origins", M003_AGENT_ORIGINS),
+    (4, "send_keys", M004_SEND_KEYS),
     (5, "group_work", M005_GROUP_WORK),
     (7, "attachments", M007_ATTACHMENTS),
 )

@@ -25,6 +25,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from maild.mcp_surface.dispatch import LEAN_METHODS, LeanDispatcher, modern_version
 from maild.services.sessions import Session, Sessions, current_session
 from maild.transport.flow import MAX_IN_FLIGHT, MAX_UNSENT_BYTES, InFlight
+from shared.errors import MailError
 from shared.protocol import (
     HELLO_METHOD,
     INTERNAL_ERROR,
@@ -77,8 +78,11 @@ class LineReader:
             self._buffer += chunk
 
 
-def _error_frame(request_id: Any, code: int, message: str) -> bytes:
-    frame = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+def _error_frame(request_id: Any, code: int, message: str, data: dict[str, Any] | None = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    frame = {"jsonrpc": "2.0", "id": request_id, "error": error}
     return json.dumps(frame).encode() + b"\n"
 
 
@@ -266,7 +270,11 @@ class UnixTransport:
                 params = obj.get("params")
                 params = params if isinstance(params, dict) else {}
                 conn.fast_path = params.get("fast_path") is not False  # false: the SDK answers everything
-                await self._sessions.hello(session, params)
+                try:
+                    await self._sessions.hello(session, params)
+                except MailError as exc:  # e.g. disk full: tell the client (a notification has no id)
+                    await conn.send(_error_frame(None, INTERNAL_ERROR, f"hello failed: {exc.message}",
+                                                 exc.to_dict()))
                 continue
             first = False
             await self._dispatch(conn, obj)

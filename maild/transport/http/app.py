@@ -301,10 +301,11 @@ class Gate:
 
 def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable[[], set[str]],
               readiness: Readiness | None = None, lean: LeanDispatcher | None = None,
-              web: Callable[[Authenticator], ASGIApp] | None = None) -> ASGIApp:
+              web: Callable[[Authenticator], ASGIApp] | None = None, instance: str | None = None) -> ASGIApp:
     """The whole bridge app. `readiness` reports the daemon's health (`database.ok` decides);
     `lean` answers stateless calls (and, with `transport_fast_path`, 2026-07-28 ones) itself;
-    `web` builds the web mailbox (maild/web) from the gate's authenticator."""
+    `web` builds the web mailbox (maild/web) from the gate's authenticator; `instance` (in the
+    status file) lets `mailctl serve-http` tell its own daemon from another."""
     memory = MemoryLimiter(settings.http_rate_limit_max_buckets)
     limiter: MemoryLimiter | RedisLimiter = (
         RedisLimiter(settings.http_rate_limit_redis_url, memory) if settings.http_rate_limit_backend == "redis"
@@ -313,7 +314,7 @@ def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable
     gate: Gate
 
     async def liveness(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "alive"})
+        return JSONResponse({"status": "alive", **({"instance": instance} if instance else {})})
 
     async def ready(request: Request) -> JSONResponse:
         report: dict[str, Any] = {}
