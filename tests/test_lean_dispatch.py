@@ -210,21 +210,35 @@ def test_every_tool_and_resource_answers_the_same_json_on_the_lean_and_sdk_paths
 ) -> None:
     mismatches = []
     for n, (label, method, params) in enumerate(cases(context)):
-        # Fresh connections per case, each bound to the same agent: one case's binding changes
-        # (register_agent binds its caller) cannot leak into the next.
-        answers = []
-        for fast_path in (False, False, True):
-            conn = Conn(daemon, fast_path=fast_path, era=era, session=f"golden-{era}-{n}-{len(answers)}",
-                        agent=context["_as"])
-            try:
-                answers.append(strip_ids(conn.request(method, params)))
-            finally:
-                conn.close()
-        first, second, ours = answers
-        mask = masked(first, second)
-        if shape(ours) != shape(second) or apply_mask(ours, mask) != apply_mask(second, mask):
-            mismatches.append(f"{label}:\n  sdk:  {json.dumps(second)[:600]}\n  lean: {json.dumps(ours)[:600]}")
+        # Background work (the archiver draining the outbox) may change health_check or archive_doctor
+        # between two calls; a real difference between the paths shows on every attempt.
+        for attempt in range(3):
+            mismatch = compare_paths(daemon, context, era, f"{n}-{attempt}", method, params)
+            if mismatch is None:
+                break
+        else:
+            mismatches.append(f"{label}:\n{mismatch}")
     assert not mismatches, "\n".join(mismatches)
+
+
+def compare_paths(daemon: MailboxPaths, context: dict[str, Any], era: str, case: str, method: str,
+                  params: dict[str, Any]) -> str | None:
+    """Ask twice through the SDK and once through the lean path; None when the lean answer matches."""
+    # Fresh connections per call, each bound to the same agent: one case's binding changes
+    # (register_agent binds its caller) cannot leak into the next.
+    answers = []
+    for fast_path in (False, False, True):
+        conn = Conn(daemon, fast_path=fast_path, era=era, session=f"golden-{era}-{case}-{len(answers)}",
+                    agent=context["_as"])
+        try:
+            answers.append(strip_ids(conn.request(method, params)))
+        finally:
+            conn.close()
+    first, second, ours = answers
+    mask = masked(first, second)
+    if shape(ours) != shape(second) or apply_mask(ours, mask) != apply_mask(second, mask):
+        return f"  sdk:  {json.dumps(second)[:600]}\n  lean: {json.dumps(ours)[:600]}"
+    return None
 
 
 def test_the_golden_cases_cover_every_registered_tool_and_resource(context: dict[str, Any]) -> None:
