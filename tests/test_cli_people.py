@@ -285,10 +285,8 @@ def test_completion_scripts_know_every_command(shell: str) -> None:
 
 
 # Commands whose output is not a result: the shim (speaks MCP), completion (a script), logs (a file),
-# hook (answers a client's hook protocol, which is JSON already).
-# `daemon` and `serve-http` are another branch's (issue 13, hard13): drop them here once they take --json.
-NO_JSON = {("mcp",), ("completion",), ("hook",), ("daemon", "logs"), ("guard", "check"), ("daemon", "start"),
-           ("daemon", "stop"), ("daemon", "restart"), ("serve-http",)}
+# hook (answers a client's hook protocol, which is JSON already), guard check (the git hook's verdict).
+NO_JSON = {("mcp",), ("completion",), ("hook",), ("daemon", "logs"), ("guard", "check")}
 
 
 def leaves(parser: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
