@@ -403,3 +403,27 @@ def test_trusted_localhost_covers_the_ui_but_its_forms_still_need_the_csrf_token
     assert web.post(target, {"csrf": web.csrf()})[0] == 303
     proxied = WebClient(bridge.port, {"X-Forwarded-For": "203.0.113.9"})
     assert proxied.get("/mail")[0] == 401, "a proxied request is never local"
+
+
+@pytest.mark.parametrize("backend", ["asyncio"])
+def test_in_participants_mode_an_attachment_is_only_for_the_messages_participants(mailbox: Mailbox) -> None:
+    bridge = start_bridge(mailbox, f"message_visibility = 'participants'\nhttp_jwt_enabled = true\n"
+                                   f'http_jwt_secret = "{SECRET}"\n')
+    tokens = {name: mailbox.call("register_agent", project_key=PROJECT, program="p", model="m",
+                                 name=name)["registration_token"] for name in ("BlueLake", "GreenHill", "RedStone")}
+    (mailbox.root / "private.png").write_bytes(_png(64, 32))
+    sent = mailbox.call("send_message", project_key=PROJECT, sender_name="BlueLake", sender_token=tokens["BlueLake"],
+                        to="GreenHill", subject="just us", body_md="x", attachment_paths=["private.png"])
+    sha = sent["deliveries"][0]["payload"]["attachments"][0]["sha256"]
+    target = f"/mail/{SLUG}/attachment/{sha}"
+    for name, status in (("GreenHill", 200), ("BlueLake", 200), ("RedStone", 404)):
+        viewer = WebClient(bridge.port, {"Authorization": f"Bearer {jwt_for('reader', name)}"})
+        assert viewer.fetch("GET", target)[0] == status, name
+        page = viewer.get(f"/mail/{SLUG}/message/{sent['deliveries'][0]['payload']['id']}")[0]
+        assert page == status, f"{name}: the attachment follows the message's own rule"
+
+
+def _png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 40)).save(out, "PNG")
+    return out.getvalue()
