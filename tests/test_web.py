@@ -6,7 +6,9 @@ The browser-level checks (XSS in a real DOM, live updates, screenshots) are in t
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import io
 import json
 import os
 import re
@@ -17,6 +19,7 @@ from typing import Any
 
 import jwt
 import pytest
+from PIL import Image
 
 from maild.services.search import sanitize_query
 from maild.web.render import markdown
@@ -230,6 +233,53 @@ def test_mark_read_and_mark_all_read_clear_the_unread_count(site: Site) -> None:
     assert unread() == 0
 
 
+def test_attachments_show_as_thumbnails_and_downloads_behind_the_message_rule(site: Site) -> None:
+    root = site.mailbox.root
+    (root / "shots").mkdir(exist_ok=True)
+    picture = io.BytesIO()
+    Image.new("RGB", (600, 300), (20, 120, 200)).save(picture, "PNG")
+    (root / "shots" / "wide.png").write_bytes(picture.getvalue())
+    (root / "shots" / "evil.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"></svg>')
+    mid = site.send("BlueLake", "GreenHill", "Screenshot attached", "see below", thread_id="shots-1",
+                    attachment_paths=["shots/wide.png", "shots/evil.svg"])
+    web = site.browser()
+    for path in (f"/mail/{SLUG}/message/{mid}", f"/mail/{SLUG}/thread/shots-1"):
+        region = live_region(web.get(path)[2])
+        thumb = re.search(r'<a class="thumb" href="([^"]+)"[^>]*><img src="([^"]+)" alt="wide.png" '
+                          r'width="(\d+)" height="(\d+)"', region)
+        assert thumb, region
+        assert thumb[1] == thumb[2], "the thumbnail links to the full image"
+        assert (thumb[3], thumb[4]) == ("240", "120"), "scaled to fit 240 px, aspect kept"
+        download = re.search(r'<a href="([^"]+)" download="evil.svg">evil.svg</a>', region)
+        assert download, region
+    sha = thumb[2].rsplit("/", 1)[1]
+    status, headers, data = web.fetch("GET", thumb[2])
+    assert status == 200
+    assert hashlib.sha256(data).hexdigest() == sha
+    assert headers["content-type"] == "image/webp"
+    assert Image.open(io.BytesIO(data)).size == (600, 300)
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["cache-control"].startswith("private, max-age=")
+    assert "content-disposition" not in headers
+    assert "img-src 'self'" in headers["content-security-policy"]
+    status, headers, data = web.fetch("GET", download[1])
+    assert status == 200
+    assert b"<svg" in data
+    assert headers["content-disposition"].startswith("attachment;"), "never rendered on our origin"
+    assert "svg" not in headers["content-type"]
+    assert "html" not in headers["content-type"]
+    # An agent of another project may not read the message, so not its attachments either.
+    outsider = site.mailbox.call("register_agent", project_key="/work/elsewhere", program="p", model="m")["name"]
+    stranger = WebClient(site.port, {"Authorization": f"Bearer {jwt_for('reader', outsider)}"})
+    assert stranger.fetch("GET", thumb[2])[0] == 404
+    assert stranger.get(f"/mail/{SLUG}/message/{mid}")[0] == 404, "the same rule as the message itself"
+    insider = WebClient(site.port, {"Authorization": f"Bearer {jwt_for('reader', 'RedStone')}"})
+    assert insider.fetch("GET", thumb[2])[0] == 200
+    assert web.fetch("GET", f"/mail/{SLUG}/attachment/{'0' * 64}")[0] == 404
+    assert web.fetch("GET", f"/mail/{SLUG}/attachment/not-a-hash")[0] == 400
+    assert WebClient(site.port).fetch("GET", thumb[2])[0] == 401
+
+
 class EventReader:
     """Reads the SSE stream on a thread, keeping every `change` event with its arrival time."""
 
@@ -353,3 +403,27 @@ def test_trusted_localhost_covers_the_ui_but_its_forms_still_need_the_csrf_token
     assert web.post(target, {"csrf": web.csrf()})[0] == 303
     proxied = WebClient(bridge.port, {"X-Forwarded-For": "203.0.113.9"})
     assert proxied.get("/mail")[0] == 401, "a proxied request is never local"
+
+
+@pytest.mark.parametrize("backend", ["asyncio"])
+def test_in_participants_mode_an_attachment_is_only_for_the_messages_participants(mailbox: Mailbox) -> None:
+    bridge = start_bridge(mailbox, f"message_visibility = 'participants'\nhttp_jwt_enabled = true\n"
+                                   f'http_jwt_secret = "{SECRET}"\n')
+    tokens = {name: mailbox.call("register_agent", project_key=PROJECT, program="p", model="m",
+                                 name=name)["registration_token"] for name in ("BlueLake", "GreenHill", "RedStone")}
+    (mailbox.root / "private.png").write_bytes(_png(64, 32))
+    sent = mailbox.call("send_message", project_key=PROJECT, sender_name="BlueLake", sender_token=tokens["BlueLake"],
+                        to="GreenHill", subject="just us", body_md="x", attachment_paths=["private.png"])
+    sha = sent["deliveries"][0]["payload"]["attachments"][0]["sha256"]
+    target = f"/mail/{SLUG}/attachment/{sha}"
+    for name, status in (("GreenHill", 200), ("BlueLake", 200), ("RedStone", 404)):
+        viewer = WebClient(bridge.port, {"Authorization": f"Bearer {jwt_for('reader', name)}"})
+        assert viewer.fetch("GET", target)[0] == status, name
+        page = viewer.get(f"/mail/{SLUG}/message/{sent['deliveries'][0]['payload']['id']}")[0]
+        assert page == status, f"{name}: the attachment follows the message's own rule"
+
+
+def _png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 40)).save(out, "PNG")
+    return out.getvalue()

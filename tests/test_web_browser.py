@@ -1,13 +1,15 @@
 """The web mailbox in real headless Chromium (Debian's chromium + chromedriver, driven by selenium).
 
 A person logs in with the one-time link, opens the inbox, a message, its thread, searches,
-writes as the overseer, and watches an agent's message appear without a reload. The XSS suite
-checks the live DOM: nothing from a message executes. With AGENT_MAIL_WRITE_SCREENSHOTS=1 the
+writes as the overseer, and watches an agent's message appear without a reload. A message's
+image attachment loads as a thumbnail. The XSS suite checks the live DOM: nothing from a message
+executes. With AGENT_MAIL_WRITE_SCREENSHOTS=1 the
 main pages are saved to docs/screenshots/ (the README shows them).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 
 from shared.weblogin import create_login_secret
 from tests.conftest import Mailbox, git_init
@@ -54,6 +57,23 @@ def chromium_paths() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
+def write_attachments(root: Path) -> list[str]:
+    """A diagram (an image: shown as a thumbnail) and a log (a file: a download link)."""
+    picture = Image.new("RGB", (640, 400), (246, 248, 250))
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=34)
+    for i, (label, color) in enumerate((("cart", (52, 120, 246)), ("payment", (46, 160, 67)))):
+        draw.rounded_rectangle((60 + i * 300, 140, 280 + i * 300, 260), 18, fill=color)
+        draw.text((170 + i * 300, 200), label, fill=(255, 255, 255), font=font, anchor="mm")
+    draw.line((280, 200, 360, 200), fill=(90, 90, 90), width=6)
+    out = io.BytesIO()
+    picture.save(out, "PNG")
+    (root / "docs").mkdir(exist_ok=True)
+    (root / "docs" / "split.png").write_bytes(out.getvalue())
+    (root / "docs" / "ci.log").write_text("test_refund_rounding FAILED (1 in 20 runs)\n" * 40)
+    return ["docs/split.png", "docs/ci.log"]
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     saved = os.environ.get("AGENT_MAIL_BACKEND")
@@ -74,7 +94,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
         send("BlueLake", ["GreenHill"], "Checkout API: plan for the refactor",
              "## Plan\n\n1. Split `checkout.py` into **cart** and **payment**\n2. Keep the public API\n\n"
-             "> Ping me before touching `src/payment/`.", thread_id="checkout-refactor")
+             "> Ping me before touching `src/payment/`.", thread_id="checkout-refactor",
+             attachment_paths=write_attachments(box.root))
         send("GreenHill", ["BlueLake"], "Re: Checkout API: plan for the refactor",
              "Sounds good. I hold `src/payment/**` until 15:00; tests are in `tests/payment/`.",
              thread_id="checkout-refactor")
@@ -150,8 +171,16 @@ def test_a_person_reads_searches_and_writes_as_the_overseer(browser: Any, site: 
     browser.find_element(By.LINK_TEXT, "Checkout API: plan for the refactor").click()
     body = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "article.message .body"))
     assert body.find_element(By.TAG_NAME, "h2").text == "Plan"
+    thumb = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "section.attachments a.thumb img"))
+    wait(browser, lambda d: d.execute_script("return arguments[0].complete", thumb))
+    assert browser.execute_script("return arguments[0].naturalWidth", thumb) == 640, "the thumbnail loaded"
+    assert thumb.size["width"] == 240
+    assert "ci.log" in browser.find_element(By.CSS_SELECTOR, "section.attachments ul.files").text
+    shoot(browser, "message")
     browser.find_element(By.LINK_TEXT, "thread").click()
     wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.message")) == 2)
+    wait(browser, lambda d: d.execute_script(
+        "const i = document.querySelector('a.thumb img'); return i && i.complete && i.naturalWidth > 0"))
     shoot(browser, "thread")
 
     browser.get(f"{base(site)}/mail/{SLUG}")
@@ -185,8 +214,10 @@ def test_a_person_reads_searches_and_writes_as_the_overseer(browser: Any, site: 
     shoot(browser, "overseer-message")
 
     browser.get(f"{base(site)}/mail/archive")
-    commits = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "table a code"))
-    commits[-1].click()
+    rows = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "table tbody tr"))
+    # The oldest mail commit (the attachments' own commit carries no markdown to diff).
+    [*_, first_mail] = [r for r in rows if r.text and "mail: " in r.text]
+    first_mail.find_element(By.CSS_SELECTOR, "a code").click()
     diff = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "pre.diff"))
     assert "Checkout API" in diff.text or "BlueLake" in diff.text
     shoot(browser, "archive-commit")

@@ -21,6 +21,12 @@ class WebClient:
 
     def request(self, method: str, path: str, form: dict[str, Any] | list[tuple[str, str]] | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+        status, headers_out, raw = self.fetch(method, path, form, headers)
+        return status, headers_out, raw.decode("utf-8", "replace")
+
+    def fetch(self, method: str, path: str, form: dict[str, Any] | list[tuple[str, str]] | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """The response body as bytes (attachments)."""
         sent = {**self.headers, **(headers or {})}
         if self.cookies:
             sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
@@ -32,7 +38,7 @@ class WebClient:
         try:
             conn.request(method, path, body=body, headers=sent)
             response = conn.getresponse()
-            text = response.read().decode("utf-8", "replace")
+            text = response.read()
             for name, value in response.getheaders():
                 if name.lower() == "set-cookie":
                     jar: SimpleCookie = SimpleCookie()

@@ -338,7 +338,7 @@ class Attachments:
         if not SHA256.match(sha):
             raise InvalidArgument(f"{sha256!r} is not an attachment address; use the sha256 from a message's "
                                   "attachments (64 hex characters)")
-        media_type, ext, slug = await self._store.read(_authorised, session, sha)
+        media_type, ext, slug = await self._store.read(_authorised, session, sha, self._settings.message_visibility)
         data = await anyio.to_thread.run_sync(self._load, sha, ext, slug)
         return media_type, data
 
@@ -379,7 +379,7 @@ class Attachments:
         return out
 
 
-def _authorised(conn: Connection, session: Session | None, sha: str) -> tuple[str, str, str]:
+def _authorised(conn: Connection, session: Session | None, sha: str, mode: str) -> tuple[str, str, str]:
     """The blob's (media type, ext, a project slug carrying it), if the caller may read one message
     that carries it — the message resource's own check, so the two can never disagree."""
     blob = conn.execute("SELECT media_type, ext FROM attachment_blobs WHERE sha256 = ?", (sha,)).fetchone()
@@ -398,7 +398,7 @@ def _authorised(conn: Connection, session: Session | None, sha: str) -> tuple[st
     )
     for message_id, slug in rows:
         try:
-            _visible_message(conn, session, int(message_id), None)
+            _visible_message(conn, session, int(message_id), None, mode)
         except NotFound:
             continue
         return str(blob[0]), str(blob[1]), str(slug)

@@ -2,11 +2,14 @@
 
 URLs follow the reference's `/mail/...` shape: `/mail` (all mail), `/mail/projects`,
 `/mail/{project}`, `…/inbox/{agent}`, `…/message/{id}`, `…/thread/{id}`, `…/search`,
-`…/reservations`, `…/overdue`, `…/compose`, and `/mail/archive[/{sha}]`. Posts answer with a
-303 to the page they came from (post/redirect/get), so reloading never re-sends a form.
+`…/reservations`, `…/overdue`, `…/compose`, `…/attachment/{sha256}` (an attachment's bytes), and
+`/mail/archive[/{sha}]`. Posts answer with a 303 to the page they came from (post/redirect/get), so
+reloading never re-sends a form.
 """
 
 from __future__ import annotations
+
+import mimetypes
 
 import anyio
 from starlette.requests import Request
@@ -19,8 +22,10 @@ from maild.services.overview import Overview
 from maild.store import utcnow
 from maild.web import templates
 from maild.web.app import Page, WebApp, html
-from shared.errors import MailError
+from shared.errors import MailError, NotFound
 
+# A blob's address is its content hash: the bytes at one URL never change.
+ATTACHMENT_CACHE = "private, max-age=31536000, immutable"
 SEARCH_LIMIT = 20  # bm25 + a snippet per hit: cost grows with the page size (docs/search.md)
 
 
@@ -94,6 +99,22 @@ async def thread(request: Request, page: Page) -> Response:
     thread_id = request.path_params["thread_id"]
     found = await services.views.thread(page.session, thread_id, True)
     return html(templates.thread_page(request.path_params["project"], thread_id, found))
+
+
+async def attachment(request: Request, page: Page) -> Response:
+    """An attachment's bytes, for a viewer who may read a message carrying it (the MCP resource's own
+    check, services.attachments). Raster images show inline; anything else (SVG, HTML, PDF, ...) is
+    only ever a download, so nothing a sender chose can run or render on our origin."""
+    services, _ = _services(request)
+    if services.attachments is None:
+        raise NotFound("attachments are disabled in this daemon")
+    sha = request.path_params["sha256"]
+    media_type, data = await services.attachments.read_blob(page.session, sha)
+    headers = {"cache-control": ATTACHMENT_CACHE, "x-content-type-options": "nosniff"}
+    if media_type not in templates.RASTER:
+        ext = mimetypes.guess_extension(media_type) or ".bin"
+        headers["content-disposition"] = f'attachment; filename="{sha.strip().lower()[:16]}{ext}"'
+    return Response(data, media_type=media_type, headers=headers)
 
 
 async def search(request: Request, page: Page) -> Response:
@@ -171,6 +192,7 @@ ROUTES = [
     ("/mail/{project}/inbox/{agent}/mark-all-read", mark_all, ["POST"]),
     ("/mail/{project}/message/{mid}", message, ["GET"]),
     ("/mail/{project}/thread/{thread_id}", thread, ["GET"]),
+    ("/mail/{project}/attachment/{sha256}", attachment, ["GET"]),
     ("/mail/{project}/search", search, ["GET"]),
     ("/mail/{project}/reservations", reservations, ["GET"]),
     ("/mail/{project}/overdue", overdue, ["GET"]),

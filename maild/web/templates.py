@@ -3,7 +3,8 @@
 Every value that came from the database goes through `esc` (text) or `render.markdown` (bodies);
 nothing here touches services or requests. Pages work without JavaScript: the script only swaps
 in a fresh `#live` region when the change feed says something this page shows has changed
-(`data-live` lists the kinds). Attachment thumbnails and a build-slots view plug in where marked.
+(`data-live` lists the kinds). Attachments show after each message's body: images as thumbnails,
+other files as download links, both served by routes.attachment. A build-slots view plugs in where marked.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from urllib.parse import quote
 from maild.web.render import esc, markdown, snippet
 
 PREFIX = "/mail"
+THUMB = 240  # px: the longer side of an inline thumbnail
+RASTER = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp")  # shown inline; never SVG
 
 
 def url(*parts: object, **query: object) -> str:
@@ -158,13 +161,52 @@ def inbox_page(project: str, inbox: dict[str, Any], csrf: str, notice: str = "")
 def message_block(m: dict[str, Any], project: str) -> str:
     people = " · ".join(f"{k}: {esc(', '.join(m[k]))}" for k in ("to", "cc", "bcc") if m.get(k))
     thread = m.get("thread_id") or str(m["id"])
-    # Attachments (thumbnails once the attachments issue lands) render here, after the body.
     return (
         f'<article class="message" id="m{m["id"]}"><header><h2>{esc(m["subject"])}{badge(m["importance"])}</h2>'
         f'<p class="meta"><strong>{esc(m["from"])}</strong> · {people} · {when(m["created_ts"])}'
         f' · <a href="{url(project, "message", m["id"])}">#{m["id"]}</a>'
         f' · <a href="{url(project, "thread", thread)}">thread</a></p></header>'
-        f'<div class="body">{markdown(m.get("body_md") or "")}</div></article>')
+        f'<div class="body">{markdown(m.get("body_md") or "")}</div>{attachments_block(m, project)}</article>')
+
+
+def size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / (1024 * 1024):.1f} MB"
+
+
+def thumb_box(width: object, height: object) -> tuple[int, int] | None:
+    """The thumbnail's size: the stored image scaled to fit THUMB px, never enlarged."""
+    if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
+        return None
+    scale = min(1.0, THUMB / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def attachments_block(m: dict[str, Any], project: str) -> str:
+    """Thumbnails for images, download links for other files. A data: URI image inside the body has
+    no stored blob (no sha256) and is left out: the body's own renderer drops it."""
+    thumbs, files = [], []
+    for meta in m.get("attachments") or []:
+        sha = meta.get("sha256")
+        if not isinstance(sha, str):
+            continue
+        href = url(project, "attachment", sha)
+        name = str(meta.get("name") or sha[:12])
+        media = str(meta.get("media_type") or "application/octet-stream")
+        box = thumb_box(meta.get("width"), meta.get("height"))
+        label = f"{esc(name)} · {esc(media)} · {size(int(meta.get('bytes') or 0))}"
+        if media in RASTER and box is not None:
+            thumbs.append(f'<a class="thumb" href="{href}" title="{label}"><img src="{href}" alt="{esc(name)}" '
+                          f'width="{box[0]}" height="{box[1]}" loading="lazy"></a>')
+        else:
+            files.append(f'<li><a href="{href}" download="{esc(name)}">{esc(name)}</a> '
+                         f'<span class="meta">{esc(media)} · {size(int(meta.get("bytes") or 0))}</span></li>')
+    if not thumbs and not files:
+        return ""
+    return ('<section class="attachments" aria-label="attachments">'
+            + (f'<div class="thumbs">{"".join(thumbs)}</div>' if thumbs else "")
+            + (f'<ul class="files">{"".join(files)}</ul>' if files else "") + "</section>")
 
 
 def message_page(project: str, m: dict[str, Any]) -> str:

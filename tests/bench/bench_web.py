@@ -7,7 +7,9 @@
    unified inbox, an agent's inbox, threads, messages, the project page and the search page.
    "server" is the daemon's own time to the first byte (its Server-Timing header); "client" adds
    HTTP on loopback and reading the body.
-3. Opens the SSE stream, sends messages over the socket, and records when each message's event
+3. Sends one message carrying an image (an 800x600 noise PNG, ~1.4 MB -> WebP) and a file, then times its message page
+   (thumbnail + download link) and the attachment route serving the image's bytes.
+4. Opens the SSE stream, sends messages over the socket, and records when each message's event
    arrives: send call start -> event (an upper bound of commit -> event: the commit happens inside
    that call) and send call return -> event (after the commit: a lower bound).
 """
@@ -83,6 +85,31 @@ def time_search_tool(paths: MailboxPaths, rounds: int) -> dict[str, Any]:
                 operator.call_tool("search_mailbox", {"project_key": "bench", "query": query, "limit": 20})
                 samples.append(time.perf_counter() - t0)
     return summarise(samples)
+
+
+def attachment_pages(paths: MailboxPaths, port: int, rounds: int) -> dict[str, Any]:
+    """A message with attachments: its page, and the gated route that serves the image's bytes."""
+    import io
+
+    from PIL import Image
+
+    rng = random.Random(16)
+    picture = Image.frombytes("RGB", (800, 600), bytes(rng.randrange(256) for _ in range(800 * 600 * 3)))
+    out = io.BytesIO()
+    picture.save(out, "PNG")
+    (paths.root / "bench-shot.png").write_bytes(out.getvalue())
+    (paths.root / "bench-notes.txt").write_text("notes\n" * 2000)
+    with DaemonClient(paths) as operator:
+        operator.call_tool("register_agent", {"project_key": "bench", "program": "bench", "model": "human",
+                                              "name": "HumanOperator"})
+        sent = operator.call_tool("send_message", {
+            "project_key": "bench", "to": ["Agent01"], "subject": "screenshot", "body_md": "attached",
+            "attachment_paths": ["bench-shot.png", "bench-notes.txt"]})
+    payload = sent["deliveries"][0]["payload"]
+    image = next(a for a in payload["attachments"] if a["media_type"].startswith("image/"))
+    return {"image_bytes": image["bytes"],
+            "message_page": time_pages(port, [f"/mail/bench/message/{payload['id']}"], rounds * 5),
+            "attachment_route": time_pages(port, [f"/mail/bench/attachment/{image['sha256']}"], rounds * 5)}
 
 
 def wait_ready(port: int) -> None:
@@ -240,6 +267,7 @@ def main() -> None:
             "project": time_pages(port, ["/mail/bench"], args.rounds),
             "search": time_pages(port, [f"/mail/bench/search?q={quote(q)}" for q in SEARCHES], args.rounds),
             "search_mailbox_tool_same_queries": time_search_tool(paths, args.rounds),
+            "attachments": attachment_pages(paths, port, args.rounds),
             "live": live_latency(paths, port, args.sends),
             "live_in_chromium": browser_latency(paths, port, max(10, args.sends // 4)),
         }
