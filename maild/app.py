@@ -31,6 +31,7 @@ from maild.services.reservations import Reservations
 from maild.services.search import Search
 from maild.services.sessions import Sessions
 from maild.services.summaries import Summaries
+from maild.services.waiting import MailWaiters
 from maild.store import open_store
 from maild.transport.unix import ConnectionCounter, UnixTransport
 from shared import __version__
@@ -86,13 +87,16 @@ async def _wait_for_signal(stop: anyio.Event) -> None:
             return
 
 
-def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver: Archiver | None) -> Services:
+def build_services(
+    store: Any, settings: Settings, paths: MailboxPaths, archiver: Archiver | None, changes: ChangeFeed
+) -> Services:
     """Every domain service over one store: the daemon's object graph, wired in one place."""
     sessions = Sessions(store)
     summaries = Summaries(store, settings)
+    waiters = MailWaiters(store, changes)
 
     def subsystem_health() -> dict[str, Any]:
-        report: dict[str, Any] = {"llm": summaries.llm.statistics()}
+        report: dict[str, Any] = {"llm": summaries.llm.statistics(), "wait_for_mail": waiters.statistics()}
         if archiver is not None:
             report.update(archiver.statistics())
         return report
@@ -112,6 +116,8 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         reservations=Reservations.from_settings(store, settings),
         search=Search(store, settings.search_rank_window),
         summaries=summaries,
+        changes=changes,
+        waiters=waiters,
     )
 
 
@@ -124,7 +130,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             if settings.archive_enabled
             else None
         )
-        services = build_services(store, settings, paths, archiver)
+        services = build_services(store, settings, paths, archiver, changes)
         sessions, health = services.sessions, services.health
         await sessions.mark_all_disconnected()
         tools, resources = build_registries()
@@ -166,6 +172,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             tg.start_soon(_wait_for_signal, stop)
             if archiver is not None:
                 tg.start_soon(archiver.run)
+            tg.start_soon(services.waiters.run)
             tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
             http_stop, http_done = anyio.Event(), anyio.Event()
             if settings.http_enabled:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maild.services.agents import Agents
+from maild.services.changes import ChangeFeed
 from maild.services.health import Health
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
@@ -14,6 +15,7 @@ from maild.services.reservations import Reservations
 from maild.services.search import Search
 from maild.services.sessions import Sessions
 from maild.services.summaries import Summaries
+from maild.services.waiting import MailWaiters
 from maild.store import Store
 from shared.config import Settings
 
@@ -32,3 +34,5 @@ class Services:
     reservations: Reservations
     search: Search
     summaries: Summaries
+    changes: ChangeFeed
+    waiters: MailWaiters

@@ -18,6 +18,7 @@ from maild.mcp_surface import (
     tools_infra,
     tools_messaging,
     tools_meta,
+    tools_push,
     tools_reservations,
     tools_search,
 )
@@ -48,6 +49,7 @@ def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     tools_infra.register(tools)
     tools_identity.register(tools)
     tools_messaging.register(tools)
+    tools_push.register(tools)
     tools_meta.register(tools)
     tools_archive.register(tools)
     tools_reservations.register(tools, resources)

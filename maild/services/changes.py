@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ class ChangeFeed:
         self._ring: deque[Change] = deque(maxlen=RING_SIZE)
         self._wakeup = anyio.Event()
         self._subscribers = 0
+        self._listeners: list[Callable[[Change], object]] = []
 
     @classmethod
     def following(cls, store: Store) -> ChangeFeed:
@@ -56,6 +58,11 @@ class ChangeFeed:
         feed = cls()
         store.on_commit(feed.publish)
         return feed
+
+    def listen(self, listener: Callable[[Change], object]) -> None:
+        """Call `listener(change)` on the event loop for every event (it must not block): how
+        wait_for_mail and resource subscriptions are woken by the same commits the web UI follows."""
+        self._listeners.append(listener)
 
     def publish(self, changed: dict[str, list[int]]) -> Change | None:
         """Called by the store after a commit (on the event loop). Returns the event, if any."""
@@ -67,6 +74,8 @@ class ChangeFeed:
         self._ring.append(change)
         wakeup, self._wakeup = self._wakeup, anyio.Event()
         wakeup.set()
+        for listener in self._listeners:
+            listener(change)
         return change
 
     @property

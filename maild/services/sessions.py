@@ -38,6 +38,9 @@ class Session:
     # The transport already authenticated `requested_agent` (an HTTP token's verified agent claim).
     vouched: bool = False
     connected_at: str = field(default_factory=utcnow)
+    # wait_for_mail's pending wake-ups (anyio Events): set at hang-up so no wait outlives its client.
+    waits: set[Any] = field(default_factory=set, repr=False, compare=False)
+    hung_up: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -108,6 +111,12 @@ class Sessions:
             (session.id, session.client, session.pid, session.ppid, session.cwd, now, now),
         ).fetchone()
         return None if row is None else row[0]
+
+    def hang_up(self, session: Session) -> None:
+        """The client has gone (EOF): end its waits now instead of at their timeouts."""
+        session.hung_up = True
+        for event in list(session.waits):
+            event.set()
 
     async def close(self, session: Session) -> None:
         self._live.pop(id(session), None)

@@ -237,6 +237,7 @@ class UnixTransport:
         async with anyio.create_task_group() as tg:
             conn = _Connection(stream, tg, self._sdk, InFlight(self._max_in_flight, self._max_unsent))
             await self._read_frames(conn, session)
+            self._sessions.hang_up(session)  # long waits (wait_for_mail) end now: nobody will read them
             await conn.flow.wait_drained()  # EOF from the client: answer what it already asked
             await conn.close_sdk()
 
