@@ -103,6 +103,7 @@ def build_services(
 
     agents = Agents(store, sessions, settings, paths.archive)
     sessions.on_hello = agents.bind_requested
+    sessions.on_hang_up.append(waiters.forget)
     return Services(
         settings=settings,
         projects=Projects(store),

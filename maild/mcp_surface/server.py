@@ -24,6 +24,7 @@ from maild.mcp_surface import (
 )
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.registry import ResourceRegistry, ToolRegistry, error_payload, to_text
+from maild.mcp_surface.subscriptions import subscription_handlers
 from maild.services.sessions import current_session
 from shared import __version__
 from shared.errors import MailError, NotFound
@@ -184,6 +185,8 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
             contents=[types.TextResourceContents(uri=params.uri, text=to_text(result), mime_type="application/json")]
         )
 
+    subscribe, unsubscribe = subscription_handlers(services, resources)
+
     server: Server[Any] = Server(
         "agent-mail",
         version=__version__,
@@ -193,6 +196,8 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
         on_list_resources=list_resources,
         on_list_resource_templates=list_templates,
         on_read_resource=read_resource,
+        on_subscribe_resource=subscribe,
+        on_unsubscribe_resource=unsubscribe,
     )
     # The SDK's default OpenTelemetry middleware opens a span per message even with no exporter;
     # that is a measurable share of a ~1 ms send. We do not export traces, so drop it.

@@ -72,6 +72,8 @@ class Sessions:
         self._http: dict[str, Session] = {}
         # Set by the composition root: binds a hello's named agent (the identity layer owns that rule).
         self.on_hello: Callable[[Session], Awaitable[None]] | None = None
+        # Called at a connection's hang-up (resource subscriptions end with their connection).
+        self.on_hang_up: list[Callable[[Session], object]] = []
 
     async def mark_all_disconnected(self) -> None:
         """At start-up nobody is connected yet, whatever a crashed daemon left in the table."""
@@ -117,6 +119,8 @@ class Sessions:
         session.hung_up = True
         for event in list(session.waits):
             event.set()
+        for callback in self.on_hang_up:
+            callback(session)
 
     async def close(self, session: Session) -> None:
         self._live.pop(id(session), None)

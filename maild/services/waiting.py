@@ -11,6 +11,7 @@ decide who may read an inbox: that is `agents.acting_agent`, as for fetch_inbox.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -29,12 +30,17 @@ MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 300.0
 # The store announces at most 256 rowids per table per commit: a full list may be truncated, so
 # every waiter re-checks rather than risk sleeping through its mail.
 _CAPPED = 256
+NOTIFY_PATIENCE = 5.0  # a subscriber that does not take a notification within this is dropped
+Notify = Callable[[], Awaitable[object]]
 
 
 class MailWaiters:
     def __init__(self, store: Store, feed: ChangeFeed) -> None:
         self._store = store
         self._waiting: dict[int, set[anyio.Event]] = {}
+        # Resource subscriptions (resource://inbox/{agent}): agent id -> (session, uri) -> notify.
+        self._watchers: dict[int, dict[tuple[int, str], Notify]] = {}
+        self.notified = 0
         self._pending: set[int] = set()
         self._wake_all = False
         self._arrived = anyio.Event()
@@ -42,7 +48,7 @@ class MailWaiters:
         feed.listen(self._on_change)
 
     def _on_change(self, change: Change) -> None:
-        if "mail" not in change.kinds or not self._waiting:
+        if "mail" not in change.kinds or not (self._waiting or self._watchers):
             return
         if not change.message_ids or len(change.message_ids) >= min(_CAPPED, RING_SIZE):
             self._wake_all = True
@@ -57,14 +63,55 @@ class MailWaiters:
             ids, self._pending = sorted(self._pending), set()
             wake_all, self._wake_all = self._wake_all, False
             try:
-                agents = set(self._waiting) if wake_all else await self._store.read(_recipients, ids)
+                agents = self._everyone() if wake_all else await self._store.read(_recipients, ids)
             except Exception:  # a failed lookup must not strand anyone: wake them all to re-check
                 log.exception("could not look up the recipients of messages %s", ids[:10])
-                agents = set(self._waiting)
+                agents = self._everyone()
             for agent_id in agents:
                 for event in self._waiting.get(agent_id, ()):
                     event.set()
                     self.woken += 1
+            for agent_id in agents:  # after the waiters: a slow subscriber must not delay them
+                for key, notify in list(self._watchers.get(agent_id, {}).items()):
+                    await self._notify(agent_id, key, notify)
+
+    def _everyone(self) -> set[int]:
+        return set(self._waiting) | set(self._watchers)
+
+    async def _notify(self, agent_id: int, key: tuple[int, str], notify: Notify) -> None:
+        try:
+            with anyio.fail_after(NOTIFY_PATIENCE):
+                await notify()
+            self.notified += 1
+        except Exception:  # gone or stuck: drop it (a client re-subscribes after reconnecting)
+            log.info("dropping the subscription to %s of a client that did not take a notification", key[1])
+            self._drop(agent_id, key)
+
+    def _drop(self, agent_id: int, key: tuple[int, str]) -> None:
+        watchers = self._watchers.get(agent_id)
+        if watchers is not None:
+            watchers.pop(key, None)
+            if not watchers:
+                del self._watchers[agent_id]
+
+    async def subscribe(
+        self, session: Session | None, uri: str, agent_name: str, token: str | None, notify: Notify
+    ) -> None:
+        """Call `notify()` whenever mail for `agent_name` commits, until unsubscribe or hang-up.
+        Only the session's bound agent, or a caller holding that agent's token, may subscribe."""
+        agent = await self._store.read(lambda conn: ag.acting_agent(conn, session, agent_name, token, param="agent"))
+        self._watchers.setdefault(agent[0], {})[(id(session), uri)] = notify
+
+    def unsubscribe(self, session: Session | None, uri: str) -> None:
+        for agent_id, watchers in list(self._watchers.items()):
+            if (id(session), uri) in watchers:
+                self._drop(agent_id, (id(session), uri))
+
+    def forget(self, session: Session) -> None:
+        """A connection ended: its subscriptions go with it."""
+        for agent_id, watchers in list(self._watchers.items()):
+            for key in [k for k in watchers if k[0] == id(session)]:
+                self._drop(agent_id, key)
 
     async def wait(
         self,
@@ -125,7 +172,8 @@ class MailWaiters:
 
     def statistics(self) -> dict[str, Any]:
         return {"waiters": sum(len(events) for events in self._waiting.values()), "agents": len(self._waiting),
-                "woken": self.woken}
+                "woken": self.woken, "subscriptions": sum(len(w) for w in self._watchers.values()),
+                "notified": self.notified}
 
 
 def _recipients(conn: Connection, message_ids: list[int]) -> set[int]:
