@@ -157,3 +157,28 @@ def test_64_waiters_woken_by_one_send(mailbox: Mailbox) -> None:
         for conn in conns:
             conn.close()
     assert mailbox.call("health_check")["wait_for_mail"]["woken"] == 64
+
+
+def unread_hint(conn: Raw, request_id: int) -> Any:
+    conn.call(request_id, "health_check", {})
+    return conn.answer().get("_meta", {}).get("agent_mail/unread")
+
+
+def test_unread_hint_appears_when_the_count_changes(mailbox: Mailbox) -> None:
+    tokens = setup_agents(mailbox)
+    for fast_path in (True, False):
+        conn = bob(mailbox, tokens, fast_path)
+        first = unread_hint(conn, 1)
+        assert first is None or first["count"] > 0  # a session's first call tells only of unread mail
+        sent_id = send(mailbox, tokens, f"hint {fast_path}")
+        mailbox.call("send_message", project_key=PROJECT, sender_name="PushAlice", sender_token=tokens["PushAlice"],
+                     to=["PushBob"], subject="urgent", body_md="now", importance="urgent")
+        told = unread_hint(conn, 2)
+        assert told is not None
+        assert told["urgent"] >= 1
+        assert unread_hint(conn, 3) is None, "unchanged counts are not repeated"
+        conn.call(4, "mark_message_read", {"project_key": PROJECT, "message_id": sent_id})
+        after_read = conn.answer()
+        assert after_read["structuredContent"]["read"] is True
+        assert after_read["_meta"]["agent_mail/unread"]["count"] == told["count"] - 1
+        conn.close()

@@ -124,7 +124,11 @@ class LeanDispatcher:
         except Exception as exc:
             log.exception("tool %s failed", name)
             return tool_error_result(exc)
-        return tool_result(value if isinstance(value, dict) else {"result": value})
+        result = tool_result(value if isinstance(value, dict) else {"result": value})
+        hint = await self._services.waiters.unread_hint(current_session.get())
+        if hint is not None:
+            result["_meta"] = hint
+        return result
 
     async def _read_resource(self, uri: str) -> dict[str, Any]:
         try:
@@ -182,5 +186,5 @@ def _shape(method: str, version: str, result: dict[str, Any]) -> dict[str, Any]:
         shaped["ttlMs"] = 0
         shaped["cacheScope"] = "private"
     shaped["resultType"] = "complete"
-    shaped["_meta"] = {SERVER_INFO_META_KEY: {"name": SERVER_NAME, "version": __version__}}
+    shaped["_meta"] = {**result.get("_meta", {}), SERVER_INFO_META_KEY: {"name": SERVER_NAME, "version": __version__}}
     return shaped

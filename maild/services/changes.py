@@ -37,6 +37,7 @@ class Change:
     seq: int
     kinds: tuple[str, ...]
     message_ids: tuple[int, ...] = ()
+    agent_ids: tuple[int, ...] = ()  # agents rows written (unread counters move with them)
     # time.monotonic() when the commit was announced: the bench measures commit -> browser from it.
     at: float = field(default_factory=time.monotonic)
 
@@ -70,7 +71,9 @@ class ChangeFeed:
         if not kinds:
             return None
         self._seq += 1
-        change = Change(self._seq, tuple(kinds), tuple(changed.get("messages", ())))
+        change = Change(
+            self._seq, tuple(kinds), tuple(changed.get("messages", ())), tuple(changed.get("agents", ()))
+        )
         self._ring.append(change)
         wakeup, self._wakeup = self._wakeup, anyio.Event()
         wakeup.set()

@@ -41,6 +41,9 @@ class MailWaiters:
         # Resource subscriptions (resource://inbox/{agent}): agent id -> (session, uri) -> notify.
         self._watchers: dict[int, dict[tuple[int, str], Notify]] = {}
         self.notified = 0
+        # Bumped whenever an agent's row is written (its unread counter lives there): the unread hint
+        # reads the database only for a session whose agent's version moved since its last call.
+        self._agent_versions: dict[int, int] = {}
         self._pending: set[int] = set()
         self._wake_all = False
         self._arrived = anyio.Event()
@@ -48,6 +51,8 @@ class MailWaiters:
         feed.listen(self._on_change)
 
     def _on_change(self, change: Change) -> None:
+        for agent_id in change.agent_ids:
+            self._agent_versions[agent_id] = self._agent_versions.get(agent_id, 0) + 1
         if "mail" not in change.kinds or not (self._waiting or self._watchers):
             return
         if not change.message_ids or len(change.message_ids) >= min(_CAPPED, RING_SIZE):
@@ -170,10 +175,39 @@ class MailWaiters:
         return {"result": items, "agent": name, "unread_count": unread, "timed_out": not items and timed_out,
                 "since_id": base, "last_id": last_id}
 
+    async def unread_hint(self, session: Session | None) -> dict[str, Any] | None:
+        """`{"agent_mail/unread": {"count": n, "urgent": u}}` when the bound agent's unread counts
+        changed since this session's last call (or on its first call with unread mail); else None.
+        Costs no query unless the agent's row was written since the session last looked."""
+        if session is None or session.agent_id is None:
+            return None
+        agent_id = session.agent_id
+        version = (agent_id, self._agent_versions.get(agent_id, 0))
+        if session.unread_seen == version:
+            return None
+        session.unread_seen = version
+        count, urgent = await self._store.read(_unread, agent_id)
+        told = (agent_id, count, urgent)
+        first = session.unread_told is None or session.unread_told[0] != agent_id
+        if told == session.unread_told or (first and count == 0):
+            session.unread_told = told
+            return None
+        session.unread_told = told
+        return {"agent_mail/unread": {"count": count, "urgent": urgent}}
+
     def statistics(self) -> dict[str, Any]:
         return {"waiters": sum(len(events) for events in self._waiting.values()), "agents": len(self._waiting),
                 "woken": self.woken, "subscriptions": sum(len(w) for w in self._watchers.values()),
                 "notified": self.notified}
+
+
+def _unread(conn: Connection, agent_id: int) -> tuple[int, int]:
+    urgent: int = conn.execute(
+        "SELECT count(*) FROM message_recipients r JOIN messages m ON m.id = r.message_id"
+        " WHERE r.agent_id = ? AND r.read_ts IS NULL AND m.importance IN ('high', 'urgent')",
+        (agent_id,),
+    ).get
+    return unread_count(conn, agent_id), urgent
 
 
 def _recipients(conn: Connection, message_ids: list[int]) -> set[int]:
