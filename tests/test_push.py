@@ -182,3 +182,30 @@ def test_unread_hint_appears_when_the_count_changes(mailbox: Mailbox) -> None:
         assert after_read["structuredContent"]["read"] is True
         assert after_read["_meta"]["agent_mail/unread"]["count"] == told["count"] - 1
         conn.close()
+
+
+def test_mailctl_watch_prints_mail_as_it_arrives(module_mailbox: Mailbox) -> None:
+    import subprocess
+    import sys
+
+    box = module_mailbox
+    tokens = setup_agents(box)
+    proc = subprocess.Popen(
+        [sys.executable, "-P", "-m", "mailctl", "watch", "--project", PROJECT, "--json", "--count", "2"],
+        env=box.env, cwd=box.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        until(lambda: waiters(box) == 1, "mailctl watch to wait")
+        first = send(box, tokens, "one", to="HumanOperator")
+        second = send(box, tokens, "two", to="HumanOperator")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(m["id"], m["subject"], m["from"]) for m in lines] == [
+        (first, "one", "PushAlice"), (second, "two", "PushAlice")]
+    text = box.mailctl("watch", "--project", PROJECT, "--since-id", str(first), "--count", "1").stdout
+    assert text.strip().endswith(f"#{second}  PushAlice: two")

@@ -12,7 +12,21 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mailctl.cli import call, completion, daemon, doctor, guard, hook, http, integrate, mail, mcp, search, web
+from mailctl.cli import (
+    call,
+    completion,
+    daemon,
+    doctor,
+    guard,
+    hook,
+    http,
+    integrate,
+    mail,
+    mcp,
+    search,
+    watch,
+    web,
+)
 from shared import __version__
 from shared.errors import EXIT_DAEMON, EXIT_TOOL_ERROR, EXIT_USAGE, DaemonUnavailable, MailError
 from shared.paths import USER_ROOT_ALIASES
@@ -21,6 +35,7 @@ from shared.paths import USER_ROOT_ALIASES
 GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     daemon.register,
     mail.register,
+    watch.register,
     mcp.register,
     doctor.register,
     guard.register,
