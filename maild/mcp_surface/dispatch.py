@@ -125,7 +125,7 @@ class LeanDispatcher:
             log.exception("tool %s failed", name)
             return tool_error_result(exc)
         result = tool_result(value if isinstance(value, dict) else {"result": value})
-        hint = await self._services.waiters.unread_hint(current_session.get())
+        hint = await self._services.waiters.unread_hint(current_session.get(), value)
         if hint is not None:
             result["_meta"] = hint
         return result

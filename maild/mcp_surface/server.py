@@ -126,7 +126,7 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
             log.exception("tool %s failed", params.name)
             return tool_error(exc)
         structured = result if isinstance(result, dict) else {"result": result}
-        hint = await services.waiters.unread_hint(current_session.get())
+        hint = await services.waiters.unread_hint(current_session.get(), result)
         if hint is not None:  # only then: an absent _meta stays absent (exclude_unset)
             return types.CallToolResult(
                 content=[types.TextContent(type="text", text=to_text(structured))], structured_content=structured,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -34,10 +35,17 @@ NOTIFY_PATIENCE = 5.0  # a subscriber that does not take a notification within t
 Notify = Callable[[], Awaitable[object]]
 
 
+@dataclass(eq=False)
+class _Waiter:
+    event: anyio.Event
+    query: tuple[int, int, int, bool]  # agent id, since id, limit, include_bodies
+    answer: tuple[list[dict[str, Any]], int] | None = None
+
+
 class MailWaiters:
     def __init__(self, store: Store, feed: ChangeFeed) -> None:
         self._store = store
-        self._waiting: dict[int, set[anyio.Event]] = {}
+        self._waiting: dict[int, set[_Waiter]] = {}
         # Resource subscriptions (resource://inbox/{agent}): agent id -> (session, uri) -> notify.
         self._watchers: dict[int, dict[tuple[int, str], Notify]] = {}
         self.notified = 0
@@ -61,7 +69,9 @@ class MailWaiters:
         self._arrived.set()
 
     async def run(self) -> None:
-        """Route new mail to its waiters; started once by the composition root."""
+        """Route new mail to its waiters; started once by the composition root. The woken waiters'
+        answers are read here, in one unit of work for all of them (64 waiters on one agent are one
+        query, not 64 queued on the reader pool), and handed over with the wake-up."""
         while True:
             await self._arrived.wait()
             self._arrived = anyio.Event()
@@ -72,13 +82,27 @@ class MailWaiters:
             except Exception:  # a failed lookup must not strand anyone: wake them all to re-check
                 log.exception("could not look up the recipients of messages %s", ids[:10])
                 agents = self._everyone()
-            for agent_id in agents:
-                for event in self._waiting.get(agent_id, ()):
-                    event.set()
-                    self.woken += 1
+            woken = [w for agent_id in agents for w in self._waiting.get(agent_id, ())]
+            if woken:
+                await self._answer(woken)
             for agent_id in agents:  # after the waiters: a slow subscriber must not delay them
                 for key, notify in list(self._watchers.get(agent_id, {}).items()):
                     await self._notify(agent_id, key, notify)
+
+    async def _answer(self, woken: list[_Waiter]) -> None:
+        groups: dict[tuple[int, int, int, bool], list[_Waiter]] = {}
+        for waiter in woken:
+            groups.setdefault(waiter.query, []).append(waiter)
+        try:
+            answers = await self._store.read(_answers, list(groups))
+        except Exception:  # each waiter then reads for itself
+            log.exception("could not read the answers of %d waiters", len(woken))
+            answers = {}
+        for query, waiters in groups.items():
+            for waiter in waiters:
+                waiter.answer = answers.get(query)
+                waiter.event.set()
+                self.woken += 1
 
     def _everyone(self) -> set[int]:
         return set(self._waiting) | set(self._watchers)
@@ -151,37 +175,43 @@ class MailWaiters:
         deadline = anyio.current_time() + patience
         timed_out = hung_up = False
         while True:
-            event = anyio.Event()  # registered before the read, so a commit in between still wakes us
-            self._waiting.setdefault(agent_id, set()).add(event)
+            # Registered before the read, so a commit in between still wakes us.
+            waiter = _Waiter(anyio.Event(), (agent_id, base, limit, include_bodies))
+            self._waiting.setdefault(agent_id, set()).add(waiter)
             if session is not None:
-                session.waits.add(event)
+                session.waits.add(waiter.event)
             try:
                 items, unread = await self._store.read(_newer, agent_id, base, limit, include_bodies)
                 if items or timed_out or hung_up:
                     break
                 with anyio.move_on_after(deadline - anyio.current_time()) as scope:
-                    await event.wait()
+                    await waiter.event.wait()
                 timed_out = scope.cancelled_caught
                 hung_up = session is not None and session.hung_up
+                if waiter.answer is not None and waiter.answer[0]:  # read for us by `run`
+                    items, unread = waiter.answer
+                    break
             finally:
                 waiters = self._waiting.get(agent_id)
                 if waiters is not None:
-                    waiters.discard(event)
+                    waiters.discard(waiter)
                     if not waiters:
                         del self._waiting[agent_id]
                 if session is not None:
-                    session.waits.discard(event)
+                    session.waits.discard(waiter.event)
         last_id = max((int(item["id"]) for item in items), default=base)
         return {"result": items, "agent": name, "unread_count": unread, "timed_out": not items and timed_out,
                 "since_id": base, "last_id": last_id}
 
-    async def unread_hint(self, session: Session | None) -> dict[str, Any] | None:
+    async def unread_hint(self, session: Session | None, result: Any = None) -> dict[str, Any] | None:
         """`{"agent_mail/unread": {"count": n, "urgent": u}}` when the bound agent's unread counts
         changed since this session's last call (or on its first call with unread mail); else None.
         Costs no query unless the agent's row was written since the session last looked."""
         if session is None or session.agent_id is None:
             return None
         agent_id = session.agent_id
+        if isinstance(result, dict) and "unread_count" in result:  # fetch_inbox, wait_for_mail: said already
+            return None
         version = (agent_id, self._agent_versions.get(agent_id, 0))
         if session.unread_seen == version:
             return None
@@ -218,6 +248,12 @@ def _recipients(conn: Connection, message_ids: list[int]) -> set[int]:
         f"SELECT DISTINCT agent_id FROM message_recipients WHERE message_id IN ({marks})", message_ids
     ).fetchall()
     return {row[0] for row in rows if isinstance(row[0], int)}
+
+
+def _answers(
+    conn: Connection, queries: list[tuple[int, int, int, bool]]
+) -> dict[tuple[int, int, int, bool], tuple[list[dict[str, Any]], int]]:
+    return {query: _newer(conn, *query) for query in queries}
 
 
 def _newer(
