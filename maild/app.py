@@ -39,6 +39,7 @@ from maild.services.reservations import Reservations, release_all_of_agent
 from maild.services.search import Search
 from maild.services.sessions import Sessions
 from maild.services.summaries import Summaries
+from maild.services.waiting import MailWaiters
 from maild.store import open_store
 from maild.transport.unix import ConnectionCounter, UnixTransport
 from shared import __version__
@@ -129,14 +130,16 @@ async def _wait_for_signal(stop: anyio.Event) -> None:
 
 
 def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver: Archiver | None,
-                   blobs: BlobStore, instance: str, bridge: BridgeState | None) -> Services:
+                   blobs: BlobStore, changes: ChangeFeed, instance: str, bridge: BridgeState | None) -> Services:
     """Every domain service over one store: the daemon's object graph, wired in one place."""
     sessions = Sessions(store)
     attachments = Attachments(store, settings, paths.root, blobs, paths.archive)
     summaries = Summaries(store, settings)
+    waiters = MailWaiters(store, changes)
 
     def subsystem_health() -> dict[str, Any]:
-        report: dict[str, Any] = {"llm": summaries.llm.statistics(), "instance": instance}
+        report: dict[str, Any] = {"llm": summaries.llm.statistics(), "instance": instance,
+                                  "wait_for_mail": waiters.statistics()}
         if bridge is not None:
             report["http"] = bridge.describe()
         if archiver is not None:
@@ -146,6 +149,7 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
     agents = Agents(store, sessions, settings, paths.archive)
     sessions.on_hello = agents.bind_requested
     agents.on_retire = release_all_of_agent  # agents must not import reservations (it imports agents)
+    sessions.on_hang_up.append(waiters.forget)
     return Services(
         settings=settings,
         projects=Projects(store),
@@ -162,6 +166,8 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         attachments=attachments,
         lifecycle=Lifecycle(store),
         contacts=Contacts(store),
+        changes=changes,
+        waiters=waiters,
     )
 
 
@@ -179,7 +185,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
             if settings.archive_enabled
             else None
         )
-        services = build_services(store, settings, paths, archiver, blobs, instance, bridge)
+        services = build_services(store, settings, paths, archiver, blobs, changes, instance, bridge)
         sessions = services.sessions
         await sessions.mark_all_disconnected()
         tools, resources = build_registries()
@@ -242,6 +248,7 @@ def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Arc
     tg.start_soon(watch_state_dir, paths, settings.root_check_seconds, stop)
     if archiver is not None:
         tg.start_soon(archiver.run)
+    tg.start_soon(services.waiters.run)
     tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
     tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)
 

@@ -26,6 +26,7 @@ from mailctl.cli import (
     mail,
     mcp,
     search,
+    watch,
     web,
 )
 from shared import __version__
@@ -38,6 +39,7 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     mail.register,
     attachment.register,
     agents.register,
+    watch.register,
     mcp.register,
     doctor.register,
     guard.register,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from maild.services.agents import Agents
 from maild.services.attachments import Attachments
+from maild.services.changes import ChangeFeed
 from maild.services.contact_requests import Contacts
 from maild.services.health import Health
 from maild.services.lifecycle import Lifecycle
@@ -17,6 +18,7 @@ from maild.services.reservations import Reservations
 from maild.services.search import Search
 from maild.services.sessions import Sessions
 from maild.services.summaries import Summaries
+from maild.services.waiting import MailWaiters
 from maild.store import Store
 from shared.config import Settings
 
@@ -37,4 +39,6 @@ class Services:
     summaries: Summaries
     lifecycle: Lifecycle
     contacts: Contacts
+    changes: ChangeFeed
+    waiters: MailWaiters
     attachments: Attachments | None = None

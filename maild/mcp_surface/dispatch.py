@@ -140,7 +140,11 @@ class LeanDispatcher:
         images: list[tuple[str, bytes]] = []
         if isinstance(value, ToolOutput):
             images, value = value.images, value.structured
-        return tool_result(value if isinstance(value, dict) else {"result": value}, images=images)
+        result = tool_result(value if isinstance(value, dict) else {"result": value}, images=images)
+        hint = await self._services.waiters.unread_hint(current_session.get(), value)
+        if hint is not None:
+            result["_meta"] = hint
+        return result
 
     async def _read_resource(self, uri: str) -> dict[str, Any]:
         try:
@@ -204,5 +208,5 @@ def _shape(method: str, version: str, result: dict[str, Any]) -> dict[str, Any]:
         shaped["ttlMs"] = 0
         shaped["cacheScope"] = "private"
     shaped["resultType"] = "complete"
-    shaped["_meta"] = {SERVER_INFO_META_KEY: {"name": SERVER_NAME, "version": __version__}}
+    shaped["_meta"] = {**result.get("_meta", {}), SERVER_INFO_META_KEY: {"name": SERVER_NAME, "version": __version__}}
     return shaped

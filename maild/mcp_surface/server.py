@@ -22,6 +22,7 @@ from maild.mcp_surface import (
     tools_lifecycle,
     tools_messaging,
     tools_meta,
+    tools_push,
     tools_reservations,
     tools_search,
 )
@@ -34,6 +35,7 @@ from maild.mcp_surface.registry import (
     error_payload,
     to_text,
 )
+from maild.mcp_surface.subscriptions import subscription_handlers
 from maild.services.sessions import current_session
 from shared import __version__
 from shared.errors import MailError, NotFound
@@ -61,6 +63,7 @@ def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     tools_lifecycle.register(tools)
     tools_contacts.register(tools)
     tools_messaging.register(tools)
+    tools_push.register(tools)
     tools_meta.register(tools)
     tools_archive.register(tools)
     tools_reservations.register(tools, resources)
@@ -136,7 +139,9 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
         except Exception as exc:
             log.exception("tool %s failed", params.name)
             return tool_error(exc)
-        return tool_result(result)
+        structured = result.structured if isinstance(result, ToolOutput) else result
+        hint = await services.waiters.unread_hint(current_session.get(), structured)
+        return tool_result(result, hint)  # only with a hint: an absent _meta stays absent (exclude_unset)
 
     async def list_resources(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -191,6 +196,8 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
             raise MCPError(INVALID_PARAMS, payload["message"], data=payload) from None
         return resource_result(params.uri, result)
 
+    subscribe, unsubscribe = subscription_handlers(services, resources)
+
     server: Server[Any] = Server(
         "agent-mail",
         version=__version__,
@@ -200,6 +207,8 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
         on_list_resources=list_resources,
         on_list_resource_templates=list_templates,
         on_read_resource=read_resource,
+        on_subscribe_resource=subscribe,
+        on_unsubscribe_resource=unsubscribe,
     )
     # The SDK's default OpenTelemetry middleware opens a span per message even with no exporter;
     # that is a measurable share of a ~1 ms send. We do not export traces, so drop it.
@@ -215,8 +224,9 @@ def http_identity(request: Any) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
-def tool_result(result: Any) -> types.CallToolResult:
-    """A tool's return value as MCP content: its JSON as text (and structured), then any images."""
+def tool_result(result: Any, meta: dict[str, Any] | None = None) -> types.CallToolResult:
+    """A tool's return value as MCP content: its JSON as text (and structured), then any images;
+    `meta` (the unread hint) goes in `_meta` only when there is one."""
     from mcp import types
 
     images: list[tuple[str, bytes]] = []
@@ -226,6 +236,8 @@ def tool_result(result: Any) -> types.CallToolResult:
     content: list[types.ContentBlock] = [types.TextContent(type="text", text=to_text(structured))]
     content += [types.ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime)
                 for mime, data in images]
+    if meta is not None:
+        return types.CallToolResult(content=content, structured_content=structured, _meta=meta)
     return types.CallToolResult(content=content, structured_content=structured)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class Change:
     seq: int
     kinds: tuple[str, ...]
     message_ids: tuple[int, ...] = ()
+    agent_ids: tuple[int, ...] = ()  # agents rows written (unread counters move with them)
     # time.monotonic() when the commit was announced: the bench measures commit -> browser from it.
     at: float = field(default_factory=time.monotonic)
 
@@ -49,6 +51,7 @@ class ChangeFeed:
         self._ring: deque[Change] = deque(maxlen=RING_SIZE)
         self._wakeup = anyio.Event()
         self._subscribers = 0
+        self._listeners: list[Callable[[Change], object]] = []
 
     @classmethod
     def following(cls, store: Store) -> ChangeFeed:
@@ -57,16 +60,25 @@ class ChangeFeed:
         store.on_commit(feed.publish)
         return feed
 
+    def listen(self, listener: Callable[[Change], object]) -> None:
+        """Call `listener(change)` on the event loop for every event (it must not block): how
+        wait_for_mail and resource subscriptions are woken by the same commits the web UI follows."""
+        self._listeners.append(listener)
+
     def publish(self, changed: dict[str, list[int]]) -> Change | None:
         """Called by the store after a commit (on the event loop). Returns the event, if any."""
         kinds = sorted({kind for t in changed for kind in KIND_OF_TABLE.get(t, ())})
         if not kinds:
             return None
         self._seq += 1
-        change = Change(self._seq, tuple(kinds), tuple(changed.get("messages", ())))
+        change = Change(
+            self._seq, tuple(kinds), tuple(changed.get("messages", ())), tuple(changed.get("agents", ()))
+        )
         self._ring.append(change)
         wakeup, self._wakeup = self._wakeup, anyio.Event()
         wakeup.set()
+        for listener in self._listeners:
+            listener(change)
         return change
 
     @property

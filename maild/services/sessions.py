@@ -39,6 +39,12 @@ class Session:
     # The transport already authenticated `requested_agent` (an HTTP token's verified agent claim).
     vouched: bool = False
     connected_at: str = field(default_factory=utcnow)
+    # wait_for_mail's pending wake-ups (anyio Events): set at hang-up so no wait outlives its client.
+    waits: set[Any] = field(default_factory=set, repr=False, compare=False)
+    hung_up: bool = False
+    # The unread hint (services/waiting.py): the agents-row version last looked at, and what was told.
+    unread_seen: tuple[int, int] | None = None
+    unread_told: tuple[int, int, int] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -70,6 +76,8 @@ class Sessions:
         self._http: dict[str, Session] = {}
         # Set by the composition root: binds a hello's named agent (the identity layer owns that rule).
         self.on_hello: Callable[[Session], Awaitable[None]] | None = None
+        # Called at a connection's hang-up (resource subscriptions end with their connection).
+        self.on_hang_up: list[Callable[[Session], object]] = []
 
     async def mark_all_disconnected(self) -> None:
         """At start-up nobody is connected yet, whatever a crashed daemon left in the table."""
@@ -109,6 +117,14 @@ class Sessions:
             (session.id, session.client, session.pid, session.ppid, session.cwd, now, now),
         ).fetchone()
         return None if row is None else row[0]
+
+    def hang_up(self, session: Session) -> None:
+        """The client has gone (EOF): end its waits now instead of at their timeouts."""
+        session.hung_up = True
+        for event in list(session.waits):
+            event.set()
+        for callback in self.on_hang_up:
+            callback(session)
 
     async def close(self, session: Session) -> None:
         """Forget a closed connection. Never raises: it runs in the transport's `finally`, where an

@@ -241,6 +241,7 @@ class UnixTransport:
         async with anyio.create_task_group() as tg:
             conn = _Connection(stream, tg, self._sdk, InFlight(self._max_in_flight, self._max_unsent))
             await self._read_frames(conn, session)
+            self._sessions.hang_up(session)  # long waits (wait_for_mail) end now: nobody will read them
             await conn.flow.wait_drained()  # EOF from the client: answer what it already asked
             await conn.close_sdk()
 
@@ -291,8 +292,12 @@ class UnixTransport:
                 await conn.flow.admit(request_id)
                 conn.tg.start_soon(self._run_lean, conn, obj, version, request_id)
                 return
-        if method == "notifications/cancelled" and self._cancel_lean(conn, obj):
-            return
+        if method == "notifications/cancelled":
+            if self._cancel_lean(conn, obj):
+                return
+            # The SDK sends no answer to a request it cancels: release its in-flight slot here.
+            params = obj.get("params")
+            conn.flow.answered(params.get("requestId") if isinstance(params, dict) else None)
         await self._to_sdk(conn, obj, request_id)
 
     async def _to_sdk(self, conn: _Connection, obj: dict[str, Any], request_id: Any, admitted: bool = False) -> None:
@@ -322,24 +327,26 @@ class UnixTransport:
     async def _run_lean(self, conn: _Connection, obj: dict[str, Any], version: str, request_id: Any) -> None:
         assert self._lean is not None
         answered = True
-        with anyio.CancelScope() as scope:
-            conn.lean_scopes[request_id] = scope
-            try:
-                response = await self._lean.answer(obj, version)
-            except Exception:  # the top of a request: log it, answer it, keep the connection
-                log.exception("request %r (%s) failed", request_id, obj.get("method"))
-                response = {"jsonrpc": "2.0", "id": request_id,
-                            "error": {"code": INTERNAL_ERROR, "message": "Internal server error"}}
-            try:
+        # The finally covers the cancelled case too (notifications/cancelled): a cancelled request
+        # gets no answer, but must still release its in-flight slot, or EOF would wait for it forever.
+        try:
+            with anyio.CancelScope() as scope:
+                conn.lean_scopes[request_id] = scope
+                try:
+                    response = await self._lean.answer(obj, version)
+                except Exception:  # the top of a request: log it, answer it, keep the connection
+                    log.exception("request %r (%s) failed", request_id, obj.get("method"))
+                    response = {"jsonrpc": "2.0", "id": request_id,
+                                "error": {"code": INTERNAL_ERROR, "message": "Internal server error"}}
                 if response is None:  # not the common case after all: the SDK answers it (and releases it)
                     answered = False
                     await self._to_sdk(conn, obj, request_id, admitted=True)
                 else:
                     await conn.send(self._encode_answer(response, request_id))
-            finally:
-                conn.lean_scopes.pop(request_id, None)
-                if answered:
-                    conn.flow.answered(request_id)
+        finally:
+            conn.lean_scopes.pop(request_id, None)
+            if answered:
+                conn.flow.answered(request_id)
 
     @staticmethod
     def _encode_answer(response: dict[str, Any], request_id: Any) -> bytes:
