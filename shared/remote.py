@@ -21,10 +21,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.client import DaemonClient, envelope_meta
-from shared.errors import AuthenticationRequired, DaemonUnavailable, InvalidArgument, MailError, ProtocolError, from_dict
+from shared.errors import (
+    AuthenticationRequired,
+    DaemonUnavailable,
+    InvalidArgument,
+    MailError,
+    ProtocolError,
+    from_dict,
+)
 from shared.protocol import MODERN_PROTOCOL_VERSION, PROTOCOL_VERSION_META_KEY
 
-TOKEN_ENV = "AGENT_MAIL_HTTP_TOKEN"
+TOKEN_ENV = "AGENT_MAIL_HTTP_TOKEN"  # noqa: S105 - a variable name, not a secret
 REMOTE_ENV = "AGENT_MAIL_REMOTE"
 CACERT_ENV = "AGENT_MAIL_CACERT"
 REQUEST_TIMEOUT = 120.0  # long enough for wait_for_mail; the bridge has its own deadline
