@@ -17,6 +17,7 @@ import anyio
 import anyio.abc
 
 from maild.archive.archiver import Archiver
+from maild.archive.mirror import Mirror
 from maild.lifecycle import remove_status, write_status
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.dispatch import LeanDispatcher
@@ -86,7 +87,8 @@ async def _wait_for_signal(stop: anyio.Event) -> None:
             return
 
 
-def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver: Archiver | None) -> Services:
+def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver: Archiver | None,
+                   mirror: Mirror | None = None) -> Services:
     """Every domain service over one store: the daemon's object graph, wired in one place."""
     sessions = Sessions(store)
     summaries = Summaries(store, settings)
@@ -95,6 +97,8 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         report: dict[str, Any] = {"llm": summaries.llm.statistics()}
         if archiver is not None:
             report.update(archiver.statistics())
+            if mirror is not None:
+                report["archive"]["mirror"] = mirror.statistics()
         return report
 
     agents = Agents(store, sessions, settings, paths.archive)
@@ -115,6 +119,15 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
     )
 
 
+def mirror_for(archiver: Archiver | None, paths: MailboxPaths, settings: Settings) -> Mirror | None:
+    """The archive mirror when `archive_remote` is set; each group commit then triggers a (batched) push."""
+    if archiver is None or not settings.archive_remote:
+        return None
+    mirror = Mirror(paths.archive, settings.archive_remote, settings.archive_push_interval_seconds)
+    archiver.after_commit = mirror.notify
+    return mirror
+
+
 async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
     socket_path = paths.socket
     async with open_store(paths.db, settings) as store:
@@ -124,7 +137,8 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             if settings.archive_enabled
             else None
         )
-        services = build_services(store, settings, paths, archiver)
+        mirror = mirror_for(archiver, paths, settings)
+        services = build_services(store, settings, paths, archiver, mirror)
         sessions, health = services.sessions, services.health
         await sessions.mark_all_disconnected()
         tools, resources = build_registries()
@@ -166,6 +180,8 @@ async def run_daemon(paths: MailboxPaths, settings: Settings) -> None:
             tg.start_soon(_wait_for_signal, stop)
             if archiver is not None:
                 tg.start_soon(archiver.run)
+            if mirror is not None:
+                tg.start_soon(mirror.run)
             tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
             http_stop, http_done = anyio.Event(), anyio.Event()
             if settings.http_enabled:

@@ -48,6 +48,9 @@ class Settings:
     max_body_bytes: int = field(default=1024 * 1024, metadata=_env("AGENT_MAIL_MAX_BODY_BYTES"))
     # Archive
     archive_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_ARCHIVE_ENABLED"))
+    # A git URL (ssh, https, or a path) the archive is pushed to after group commits; "" = no mirror.
+    archive_remote: str = field(default="", metadata=_env("AGENT_MAIL_ARCHIVE_REMOTE", "ARCHIVE_REMOTE"))
+    archive_push_interval_seconds: float = field(default=2.0, metadata=_env("ARCHIVE_PUSH_INTERVAL_SECONDS"))
     git_author_name: str = field(default="agent-mail", metadata=_env("GIT_AUTHOR_NAME"))
     git_author_email: str = field(default="agent-mail@localhost", metadata=_env("GIT_AUTHOR_EMAIL"))
     reservation_sweep_seconds: float = field(

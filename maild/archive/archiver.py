@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,7 @@ class Archiver:
         self.skipped = 0
         self.lag_seconds: deque[float] = deque(maxlen=LAG_WINDOW)
         self._lag_summary: dict[str, Any] | None = None
+        self.after_commit: Callable[[], None] | None = None  # the mirror's push trigger (maild/archive/mirror.py)
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -238,6 +240,8 @@ class Archiver:
         if committed:
             self.commits += 1
             self.last_commit_ts = utcnow()
+            if self.after_commit is not None:
+                self.after_commit()
         await self._store.write(_delete, [item[0] for item in items])
         now = time.time()
         self.lag_seconds.extend(now - _epoch(created) for *_, created in items)
