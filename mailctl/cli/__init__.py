@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mailctl.cli import call, completion, daemon, doctor, guard, hook, http, integrate, mail, mcp, search, web
+from mailctl.cli import archive, call, completion, daemon, doctor, guard, hook, http, integrate, mail, mcp, search, web
 from shared import __version__
 from shared.errors import EXIT_DAEMON, EXIT_TOOL_ERROR, EXIT_USAGE, DaemonUnavailable, MailError
 from shared.paths import USER_ROOT_ALIASES
@@ -23,6 +23,7 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     mail.register,
     mcp.register,
     doctor.register,
+    archive.register,
     guard.register,
     http.register,
     web.register,
