@@ -106,6 +106,8 @@ class Settings:
     http_rate_limit_max_buckets: int = field(default=100_000, metadata=_env("HTTP_RATE_LIMIT_MAX_BUCKETS"))
     http_cors_enabled: bool = field(default=False, metadata=_env("HTTP_CORS_ENABLED"))
     http_cors_origins: str = field(default="", metadata=_env("HTTP_CORS_ORIGINS"))
+    # Behind a reverse proxy we trust: logs and refusals name the client from X-Forwarded-For's last hop.
+    http_trust_forwarded_for: bool = field(default=False, metadata=_env("HTTP_TRUST_FORWARDED_FOR"))
     http_allowed_hosts: str = field(default="", metadata=_env("HTTP_ALLOWED_HOSTS"))
     http_max_body_bytes: int = field(default=4 * 1024 * 1024, metadata=_env("HTTP_MAX_BODY_BYTES"))
     http_request_timeout_seconds: float = field(default=30.0, metadata=_env("HTTP_REQUEST_TIMEOUT_SECONDS"))

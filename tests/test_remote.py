@@ -35,7 +35,7 @@ from mcp.shared.exceptions import MCPError
 from shared.client import reap_spawned
 from shared.errors import DaemonUnavailable
 from tests.conftest import Mailbox
-from tests.test_http import SECRET, free_port, wait_for_bridge
+from tests.test_http import SECRET, Bridge, free_port, wait_for_bridge
 
 TOKEN = "remote-test-token-0123456789"
 JWT_CONFIG = f'http_jwt_enabled = true\nhttp_jwt_secret = "{SECRET}"\n'
@@ -321,3 +321,18 @@ async def test_the_remote_shim_speaks_tls_with_cacert(module_mailbox: Mailbox, t
     url, ca = tls_relay
     async with Client(remote_params(module_mailbox, url, TOKEN, "--cacert", str(ca)), mode="legacy") as client:
         assert structured(await client.call_tool("health_check", {}))["status"] == "ok"
+
+
+@pytest.mark.parametrize("backend", ["asyncio"])
+def test_forwarded_addresses_are_believed_only_when_the_proxy_is_trusted(mailbox: Mailbox) -> None:
+    for trusted, expected in ((False, "127.0.0.1"), (True, "203.0.113.9")):
+        url = serve(mailbox, free_port(), f"http_trust_forwarded_for = {str(trusted).lower()}\n")
+        status, _, _ = Bridge(mailbox, int(url.split(":")[2].split("/", maxsplit=1)[0])).post(
+            "tools/call", {"name": "health_check", "arguments": {}}, "wrong",
+            headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9"})
+        assert status == 401
+        deadline = time.monotonic() + 10
+        while f"HTTP 401 for {expected} " not in mailbox.paths.log_file.read_text():
+            assert time.monotonic() < deadline, mailbox.paths.log_file.read_text()[-2000:]
+            time.sleep(0.05)
+        mailbox.stop()
