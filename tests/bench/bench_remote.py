@@ -177,6 +177,11 @@ def agent_load(args: tuple[int, int, float, float, int]) -> tuple[list[float], i
     return latencies, errors[0], len(latencies)
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -211,11 +216,12 @@ def main() -> int:
         rss_before = rss_mib(pid)
         share = [args.agents // args.processes + (1 if n < args.agents % args.processes else 0)
                  for n in range(args.processes)]
-        started = time.monotonic()
+        started, cpu_before, load_before = time.monotonic(), cpu_seconds(pid), os.getloadavg()[0]
         with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
             results = pool.map(agent_load, [(port, n, args.rate, args.seconds, sum(share[:k]) * 1000)
                                             for k, n in enumerate(share)])
         elapsed = time.monotonic() - started
+        daemon_cpu = round((cpu_seconds(pid) - cpu_before) / elapsed, 2)
         latencies = [x for r in results for x in r[0]]
         errors = sum(r[1] for r in results)
         total = sum(r[2] for r in results)
@@ -227,6 +233,7 @@ def main() -> int:
             "scale": {"agents": args.agents, "rate_per_agent": args.rate, "seconds": args.seconds,
                       "offered_calls_per_s": args.agents * args.rate, "calls": total,
                       "calls_per_s": round(total / elapsed, 1), "errors": errors, "latency": scale,
+                      "daemon_cpu_cores": daemon_cpu, "machine_load_before": round(load_before, 2),
                       "daemon_rss_mib_before": rss_before, "daemon_rss_mib_after": rss_mib(pid),
                       "target_p99_ms": TARGET_P99_MS, "met": scale["p99_ms"] <= TARGET_P99_MS and errors == 0},
         }
