@@ -6,6 +6,7 @@ Pushes arrive after group commits, a lost machine rebuilds an identical database
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -157,7 +158,8 @@ def test_pushes_reach_git_daemon_on_loopback_and_checkout_gives_a_working_copy(
     assert report["remote"] == url
     assert git("--git-dir", str(served), "rev-parse", "main") == report["pushed_head"]
     copy = tmp_path / "checkout"
-    done = mailbox.mailctl("archive", "checkout", str(copy))
+    done = mailbox.mailctl("archive", "checkout", str(copy), "--json")
     assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["action"] == "created"
     assert git("-C", str(copy), "rev-parse", "HEAD") == report["pushed_head"]
     assert any("over git://" in path.read_text() for path in copy.rglob("*.md"))

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from mailctl.cli import output
-from mailctl.cli.common import add_subcommand, mailbox
+from mailctl.cli.common import add_json_flag, add_subcommand, mailbox, print_json
 from shared.errors import InvalidArgument, NotFound, StorageError
 
 
@@ -41,12 +41,19 @@ def working_copy(source: str, target: Path) -> str:
     return "created"
 
 
+def _head(target: Path) -> str:
+    return _git("-C", str(target), "rev-parse", "HEAD").strip()
+
+
 def cmd_checkout(args: argparse.Namespace) -> int:
     paths = mailbox(args)
     if not (paths.archive / "HEAD").exists():
         raise NotFound(f"no archive at {paths.archive} yet; it appears after the first message")
     target = Path(args.dir).expanduser().resolve()
     what = working_copy(str(paths.archive), target)
+    if args.json:
+        print_json({"action": what, "dir": str(target), "source": str(paths.archive), "head": _head(target)})
+        return 0
     output.say(f"{what} {target} from {paths.archive} (read it; `mailctl archive checkout {args.dir}` again "
                "brings it up to date)", "green")
     return 0
@@ -55,6 +62,9 @@ def cmd_checkout(args: argparse.Namespace) -> int:
 def cmd_clone(args: argparse.Namespace) -> int:
     target = Path(args.dir).expanduser().resolve()
     what = working_copy(args.url, target)
+    if args.json:
+        print_json({"action": what, "dir": str(target), "source": args.url, "head": _head(target)})
+        return 0
     output.say(f"{what} {target} from {args.url}", "green")
     return 0
 
@@ -66,9 +76,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     checkout = add_subcommand(actions, "checkout", "Make (or update) a readable working copy of this mailbox's "
                               "archive in DIR.", "mailctl archive checkout ~/mail-archive")
     checkout.add_argument("dir", help="directory for the working copy (created; updated when it is one)")
+    add_json_flag(checkout)
     checkout.set_defaults(handler=cmd_checkout)
     clone = add_subcommand(actions, "clone", "Make a readable working copy of an archive mirror (archive_remote).",
                            "mailctl archive clone git@example.com:team/mail-archive.git ~/mail-archive")
     clone.add_argument("url", help="the mirror's git URL (ssh, https, git:// or a path)")
     clone.add_argument("dir", help="directory for the working copy")
+    add_json_flag(clone)
     clone.set_defaults(handler=cmd_clone)
