@@ -179,12 +179,15 @@ class RemoteShim:
                 return  # another thread already restored it
             assert self._initialize is not None
             replay = json.dumps({**self._initialize, "id": REPLAY_ID}).encode()
-            status, headers, payload = self.endpoint.post(replay, routing_headers(self._initialize))
-            if status != 200:
-                raise Lost(f"the bridge refused to restore the session (HTTP {status}); restart the client")
-            self._adopt_session(headers, payload)
-            if self._initialized is not None:
-                self.endpoint.post(self._initialized, self._headers({"method": "notifications/initialized"}))
+            try:
+                status, headers, payload = self.endpoint.post(replay, routing_headers(self._initialize))
+                if status != 200:
+                    raise Lost(f"the bridge refused to restore the session (HTTP {status}); restart the client")
+                self._adopt_session(headers, payload)
+                if self._initialized is not None:
+                    self.endpoint.post(self._initialized, self._headers({"method": "notifications/initialized"}))
+            except (NotSent, Dropped) as exc:  # the request itself was not run: the client may retry it
+                raise Lost(f"the bridge went away while the session was being restored ({exc}); retry") from None
 
     def _error(self, request_id: Any, code: int, message: str, data: dict[str, Any]) -> None:
         self.write_out({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message,
