@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--http-required", action="store_true",
                         help="exit (status 2) if the HTTP bridge cannot start, instead of serving the socket only")
     parser.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)  # set by an auto-starting client
+    parser.add_argument("--from", dest="from_url", metavar="URL",
+                        help="rebuild: first fetch the archive from this git mirror (clone it when absent)")
     parser.add_argument("--version", action="version", version=f"maild {__version__}")
     return parser.parse_args(argv)
 
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "rebuild":
         try:
-            return run_rebuild(paths, settings)
+            return run_rebuild(paths, settings, args.from_url)
         finally:
             lock.release()
     try:
@@ -117,12 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_rebuild(paths: MailboxPaths, settings: Settings) -> int:
-    """Rebuild the database from the archive with a progress bar; one line on failure."""
+def run_rebuild(paths: MailboxPaths, settings: Settings, from_url: str | None = None) -> int:
+    """Rebuild the database from the archive (fetched first from `from_url`, a mirror) with a
+    progress bar; one line on failure."""
     from rich.console import Console
     from rich.progress import Progress
 
     from maild.archive.rebuild import rebuild
+
+    if from_url:
+        from maild.archive.mirror import fetch_mirror
+
+        try:
+            fetch_mirror(paths.archive, from_url)
+        except MailError as exc:
+            print(f"maild: {exc.message}", file=sys.stderr)
+            return EXIT_STARTUP_FAILED
 
     if not (paths.archive / "HEAD").exists():
         print(f"maild: no archive at {paths.archive}; nothing to rebuild from", file=sys.stderr)

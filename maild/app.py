@@ -21,6 +21,7 @@ import anyio.abc
 
 from maild.archive.archiver import Archiver
 from maild.archive.blobs import BlobStore
+from maild.archive.mirror import Mirror
 from maild.bridge import BridgeState, run_bridge
 from maild.lifecycle import StartupError, remove_status, write_status
 from maild.mcp_surface.context import Services
@@ -130,7 +131,8 @@ async def _wait_for_signal(stop: anyio.Event) -> None:
 
 
 def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver: Archiver | None,
-                   blobs: BlobStore, changes: ChangeFeed, instance: str, bridge: BridgeState | None) -> Services:
+                   blobs: BlobStore, changes: ChangeFeed, instance: str, bridge: BridgeState | None,
+                   mirror: Mirror | None = None) -> Services:
     """Every domain service over one store: the daemon's object graph, wired in one place."""
     sessions = Sessions(store)
     attachments = Attachments(store, settings, paths.root, blobs, paths.archive)
@@ -144,6 +146,8 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
             report["http"] = bridge.describe()
         if archiver is not None:
             report.update(archiver.statistics())
+            if mirror is not None:
+                report["archive"]["mirror"] = mirror.statistics()
         return report
 
     agents = Agents(store, sessions, settings, paths.archive)
@@ -171,6 +175,15 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
     )
 
 
+def mirror_for(archiver: Archiver | None, paths: MailboxPaths, settings: Settings) -> Mirror | None:
+    """The archive mirror when `archive_remote` is set; each group commit then triggers a (batched) push."""
+    if archiver is None or not settings.archive_remote:
+        return None
+    mirror = Mirror(paths.archive, settings.archive_remote, settings.archive_push_interval_seconds)
+    archiver.after_commit = mirror.notify
+    return mirror
+
+
 async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: bool = False) -> None:
     """Serve until stopped. `http_required`: exit (StartupError) rather than run without the bridge."""
     socket_path = paths.socket
@@ -185,7 +198,8 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
             if settings.archive_enabled
             else None
         )
-        services = build_services(store, settings, paths, archiver, blobs, changes, instance, bridge)
+        mirror = mirror_for(archiver, paths, settings)
+        services = build_services(store, settings, paths, archiver, blobs, changes, instance, bridge, mirror)
         sessions = services.sessions
         await sessions.mark_all_disconnected()
         tools, resources = build_registries()
@@ -216,7 +230,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
             await tg.start(transport.serve, socket_path)
             publish_status()
             log.info("maild %s ready (pid %d, root %s)", __version__, os.getpid(), paths.root)
-            _start_background(tg, services, archiver, paths, stop)
+            _start_background(tg, services, archiver, mirror, paths, stop)
             http_stop, http_done = anyio.Event(), anyio.Event()
             if bridge is not None:
                 app = _bridge_app(services, tools, sdk()[0], dispatcher, changes, paths, instance)
@@ -241,13 +255,16 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
 
 
 def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Archiver | None,
-                      paths: MailboxPaths, stop: anyio.Event) -> None:
-    """The daemon's background tasks: signals, the state-dir watch, the archiver and the sweeps."""
+                      mirror: Mirror | None, paths: MailboxPaths, stop: anyio.Event) -> None:
+    """The daemon's background tasks: signals, the state-dir watch, the archiver (and its mirror),
+    the mail waiters' router and the sweeps."""
     settings = services.settings
     tg.start_soon(_wait_for_signal, stop)
     tg.start_soon(watch_state_dir, paths, settings.root_check_seconds, stop)
     if archiver is not None:
         tg.start_soon(archiver.run)
+    if mirror is not None:
+        tg.start_soon(mirror.run)
     tg.start_soon(services.waiters.run)
     tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
     tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)

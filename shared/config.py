@@ -72,6 +72,9 @@ class Settings:
     agent_auto_retire_days: float = field(default=0.0, metadata=_env("AGENT_AUTO_RETIRE_DAYS"))
     # Archive
     archive_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_ARCHIVE_ENABLED"))
+    # A git URL (ssh, https, or a path) the archive is pushed to after group commits; "" = no mirror.
+    archive_remote: str = field(default="", metadata=_env("AGENT_MAIL_ARCHIVE_REMOTE", "ARCHIVE_REMOTE"))
+    archive_push_interval_seconds: float = field(default=2.0, metadata=_env("ARCHIVE_PUSH_INTERVAL_SECONDS"))
     git_author_name: str = field(default="agent-mail", metadata=_env("GIT_AUTHOR_NAME"))
     git_author_email: str = field(default="agent-mail@localhost", metadata=_env("GIT_AUTHOR_EMAIL"))
     reservation_sweep_seconds: float = field(
@@ -127,6 +130,8 @@ class Settings:
     http_rate_limit_max_buckets: int = field(default=100_000, metadata=_env("HTTP_RATE_LIMIT_MAX_BUCKETS"))
     http_cors_enabled: bool = field(default=False, metadata=_env("HTTP_CORS_ENABLED"))
     http_cors_origins: str = field(default="", metadata=_env("HTTP_CORS_ORIGINS"))
+    # Behind a reverse proxy we trust: logs and refusals name the client from X-Forwarded-For's last hop.
+    http_trust_forwarded_for: bool = field(default=False, metadata=_env("HTTP_TRUST_FORWARDED_FOR"))
     http_allowed_hosts: str = field(default="", metadata=_env("HTTP_ALLOWED_HOSTS"))
     http_max_body_bytes: int = field(default=4 * 1024 * 1024, metadata=_env("HTTP_MAX_BODY_BYTES"))
     http_request_timeout_seconds: float = field(default=30.0, metadata=_env("HTTP_REQUEST_TIMEOUT_SECONDS"))

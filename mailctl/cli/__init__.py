@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mailctl.cli import (
     agents,
+    archive,
     attachment,
     call,
     completion,
@@ -42,6 +43,7 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     watch.register,
     mcp.register,
     doctor.register,
+    archive.register,
     guard.register,
     http.register,
     web.register,
@@ -53,7 +55,7 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
 ]
 
 # Accepted before *and* after the subcommand (editors write `mailctl mcp --root DIR`).
-GLOBAL_OPTIONS = ("--root", "--agent", "--tools")
+GLOBAL_OPTIONS = ("--root", "--agent", "--tools", "--remote", "--cacert")
 
 # What a shell reports for a process killed by SIGPIPE (128 + 13), as `git log | head` exits.
 EXIT_BROKEN_PIPE = 141
@@ -68,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", help="mailbox root (default: $AGENT_MAIL_ROOT, else the git top-level)")
     parser.add_argument("--agent", help="act as this agent (same as $AGENT_MAIL_NAME)")
     parser.add_argument("--tools", choices=["core", "extended"], help="MCP tool set (same as $MCP_TOOLS_MODE)")
+    parser.add_argument("--remote", metavar="URL", help="talk to a remote maild through its HTTP bridge "
+                        "(same as $AGENT_MAIL_REMOTE; token in $AGENT_MAIL_HTTP_TOKEN)")
+    parser.add_argument("--cacert", metavar="PEM", help="CA bundle that signs the bridge's TLS certificate "
+                        "(same as $AGENT_MAIL_CACERT; default: the system's)")
     parser.add_argument("--version", action="version", version=f"mailctl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in GROUPS:
@@ -104,6 +110,10 @@ def apply_global_options(args: argparse.Namespace) -> None:
         os.environ["AGENT_MAIL_NAME"] = args.agent
     if getattr(args, "tools", None):
         os.environ["MCP_TOOLS_MODE"] = args.tools
+    if getattr(args, "remote", None):
+        os.environ["AGENT_MAIL_REMOTE"] = args.remote
+    if getattr(args, "cacert", None):
+        os.environ["AGENT_MAIL_CACERT"] = args.cacert
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,7 +52,13 @@ def acting_as(args: argparse.Namespace) -> str | None:
 
 
 def client(args: argparse.Namespace, *, autostart: bool = True) -> DaemonClient:
-    """A connection that speaks as the operator, or as --as NAME / AGENT_MAIL_NAME proven by its token."""
+    """A connection that speaks as the operator, or as --as NAME / AGENT_MAIL_NAME proven by its token.
+    With --remote URL (AGENT_MAIL_REMOTE) it is the remote bridge, speaking as its token's identity."""
+    remote = os.environ.get("AGENT_MAIL_REMOTE")
+    if remote:
+        from shared.remote import RemoteClient
+
+        return RemoteClient(remote)
     paths = mailbox(args)
     note = version_note(paths)
     if note:

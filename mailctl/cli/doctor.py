@@ -35,9 +35,10 @@ def confirm_rebuild(paths: MailboxPaths) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def rebuild(paths: MailboxPaths, *, as_json: bool) -> int:
+def rebuild(paths: MailboxPaths, *, as_json: bool, from_url: str | None = None) -> int:
     """Run `maild rebuild` (its progress bar on stderr) and show the JSON result it prints."""
-    done = subprocess.run([sys.executable, "-P", "-m", "maild", "rebuild", "--root", str(paths.root)],
+    source = ["--from", from_url] if from_url else []
+    done = subprocess.run([sys.executable, "-P", "-m", "maild", "rebuild", "--root", str(paths.root), *source],
                           stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:
         return done.returncode  # maild said why on stderr
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             print("mailctl: rebuild cancelled; nothing changed", file=sys.stderr)
             return EXIT_USAGE
         stop_daemon(paths)
-        return rebuild(paths, as_json=args.json)
+        return rebuild(paths, as_json=args.json, from_url=args.from_url)
     checks = environment_checks(paths)  # the setup around the mailbox (mailctl/integrations/checks.py)
     with client(args) as conn:
         report = conn.call_tool("archive_doctor", {"fix": args.fix})
@@ -98,6 +99,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--fix", action="store_true", help="re-queue archive writes for missing messages")
     parser.add_argument("--rebuild", action="store_true",
                         help="stop maild and rebuild the database from the archive alone (keeps a backup)")
+    parser.add_argument("--from", dest="from_url", metavar="URL",
+                        help="with --rebuild: fetch the archive from this git mirror first (a lost machine)")
     parser.add_argument("--yes", "-y", action="store_true", help="rebuild without asking (for scripts)")
     add_json_flag(parser)
     parser.set_defaults(handler=run)

@@ -10,6 +10,7 @@ carries it and the daemon binds the connection only if it matches. Trust model: 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -34,7 +35,7 @@ INBOX_LEGEND = "● unread   ! high/urgent   ack: ? requested, ✓ acknowledged"
 def operator_client(args: argparse.Namespace) -> DaemonClient:
     """A CLI connection whose operator identity exists in the project (registered on first use)."""
     conn = client(args)
-    if acting_as(args) is None:
+    if acting_as(args) is None and not os.environ.get("AGENT_MAIL_REMOTE"):  # remote: the token's identity
         try:
             conn.call_tool("register_agent", {"project_key": project_key(args), "program": "mailctl",
                                               "model": "human", "name": OPERATOR_NAME,

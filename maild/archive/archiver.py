@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,7 @@ class Archiver:
         self._layout: int | None = -1  # -1: not looked at yet; None: empty archive
         self._maintaining = False
         self._busy = False  # the last round committed something: go straight on
+        self.after_commit: Callable[[], None] | None = None  # the mirror's push trigger (maild/archive/mirror.py)
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -327,8 +329,15 @@ class Archiver:
         await anyio.to_thread.run_sync(functools.partial(self._committer.commit, files, message, renames))
         log.info("archive moved to layout %d (%d files moved)", formats.LAYOUT, len(renames))
         self._layout = formats.LAYOUT
-        self.commits += 1
+        self._committed()
         return True
+
+    def _committed(self) -> None:
+        """Count a commit and tell the mirror (if any) that there is something to push."""
+        self.commits += 1
+        self.last_commit_ts = utcnow()
+        if self.after_commit is not None:
+            self.after_commit()
 
     async def drain_once(self) -> int:
         """One group commit of whatever is pending; returns how many outbox rows it archived.
@@ -350,8 +359,7 @@ class Archiver:
         skipped: list[int] = []
         committed = await anyio.to_thread.run_sync(self._render_and_commit, batch, skipped)
         if committed:
-            self.commits += 1
-            self.last_commit_ts = utcnow()
+            self._committed()
         await self._store.write(_delete, [item[0] for item in batch.items])
         now = time.time()
         self.lag_seconds.extend(now - _epoch(created) for *_, created in batch.items)

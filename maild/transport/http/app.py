@@ -179,12 +179,26 @@ class Gate:
             else:
                 await _respond(send, 504, {"error": f"the request took longer than {self._timeout:g} s"})
 
+    def address(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
+        """The caller's address for logs and rate limits: the peer, or — only when
+        HTTP_TRUST_FORWARDED_FOR says a proxy we trust sits in front — the last X-Forwarded-For hop
+        (the one that proxy appended; earlier hops are whatever the client claimed)."""
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if self._settings.http_trust_forwarded_for:
+            forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1").split(",")[-1].strip()
+            if forwarded:
+                return forwarded
+        return peer
+
     async def _identify(self, scope: Scope, headers: dict[bytes, bytes], send: Send) -> Identity | None:
         """The caller's verified identity, or None once a 401 (saying nothing more) has been sent."""
         client = scope.get("client")
         try:
+            # The localhost rule looks at the real peer (and refuses any forwarded request) either way.
             return await self._auth.authenticate(headers, client[0] if client else None)
         except Unauthorized:
+            log.info("HTTP 401 for %s (%s %s)", self.address(scope, headers), scope["method"], scope["path"])
             await _respond(send, *_UNAUTHORIZED)
             return None
 
@@ -218,6 +232,7 @@ class Gate:
         if self._settings.http_rate_limit_enabled and kind in self._limits:
             allowed, wait = await self._limiter.take(f"{kind}:{name}:{identity.subject}", self._limits[kind])
             if not allowed:
+                log.info("HTTP 429 for %s (%s, %s)", self.address(scope, headers), identity.subject, name)
                 await _respond(send, 429, {"error": "rate limited"}, [(b"retry-after", str(wait).encode())])
                 return
         self._attach(scope, identity.subject, identity.role, identity.agent)

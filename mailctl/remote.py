@@ -1,0 +1,220 @@
+"""`mailctl mcp --remote URL`: the stdio shim relaying an editor to a remote maild's HTTP bridge.
+
+Standard library only, like the socket shim (mailctl/shim.py), with the same guarantees over
+Streamable HTTP (JSON responses, keep-alive connections from shared/remote.py):
+- each request is one POST on a worker thread (a long `wait_for_mail` does not hold up the rest);
+  `initialize` goes first and alone, so its session id is known before anything else is relayed;
+- a request whose connection broke after it was sent gets the retryable JSON-RPC error; one that
+  never left (bridge down) waits for the bridge, with backoff, up to RECONNECT_TIMEOUT;
+- a bridge that forgot the session (restart: HTTP 404) gets the client's `initialize` and
+  `notifications/initialized` replayed, and the request is sent again in the new session;
+- 401/403 become a JSON-RPC error saying what to fix; the shim exits with its parent or on EOF.
+Server-to-client streams (GET) are not relayed: the bridge answers every request in JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, BinaryIO
+
+from shared.errors import MailError
+from shared.protocol import RETRYABLE_DISCONNECT
+from shared.remote import Dropped, Endpoint, NotSent, refused, routing_headers
+
+PARENT_POLL_SECONDS = 0.5
+RECONNECT_TIMEOUT = 30.0
+DRAIN_SECONDS = 5.0
+REPLAY_ID = "mailctl-remote-replayed-initialize"
+REFUSED = -32001  # JSON-RPC code for a refusal by the bridge's gate; `data.code` carries ours
+
+
+class Lost(Exception):
+    """The bridge is gone for longer than RECONNECT_TIMEOUT."""
+
+
+class RemoteShim:
+    def __init__(self, endpoint: Endpoint, stdin: BinaryIO, stdout: BinaryIO) -> None:
+        self.endpoint = endpoint
+        self.stdin = stdin
+        self.stdout = stdout
+        self.parent = os.getppid()
+        self.done = threading.Event()
+        self._out_lock = threading.Lock()
+        self._session_lock = threading.Lock()
+        self._session: str | None = None
+        self._session_generation = 0
+        self._protocol: str | None = None
+        self._initialize: dict[str, Any] | None = None
+        self._initialized: bytes | None = None
+        self._pending = 0
+        self._state = threading.Condition()
+
+    def write_out(self, frame: dict[str, Any] | bytes) -> None:
+        line = frame if isinstance(frame, bytes) else json.dumps(frame, separators=(",", ":")).encode()
+        with self._out_lock:
+            self.stdout.write(line.rstrip(b"\n") + b"\n")
+            self.stdout.flush()
+
+    # -- client -> bridge ------------------------------------------------------------------------
+
+    def pump_stdin(self) -> None:
+        try:
+            for line in self.stdin:
+                if line.strip():
+                    self._dispatch(line)
+        except (OSError, ValueError):
+            pass
+        deadline = time.monotonic() + DRAIN_SECONDS  # `printf ... | mailctl mcp --remote`: let answers arrive
+        with self._state:
+            while self._pending and time.monotonic() < deadline and not self.done.is_set():
+                self._state.wait(0.05)
+        self.done.set()
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            frame = json.loads(line)
+        except ValueError:
+            frame = None
+        if not isinstance(frame, dict):
+            self._relay(line, None)  # the bridge answers malformed frames itself
+            return
+        method = frame.get("method")
+        if method == "initialize":
+            self._initialize = frame
+            self._relay(line, frame)  # alone: the session id must be known before anything else goes
+            return
+        if method == "notifications/initialized":
+            self._initialized = line
+        if method is None or "id" not in frame:
+            self._relay(line, frame)  # notifications and replies keep their order
+            return
+        with self._state:
+            self._pending += 1
+        threading.Thread(target=self._relay_counted, args=(line, frame), daemon=True).start()
+
+    def _relay_counted(self, line: bytes, frame: dict[str, Any]) -> None:
+        try:
+            self._relay(line, frame)
+        finally:
+            with self._state:
+                self._pending -= 1
+                self._state.notify_all()
+
+    def _relay(self, line: bytes, frame: dict[str, Any] | None) -> None:
+        request_id = frame.get("id") if frame is not None and "method" in frame else None
+        try:
+            status, headers, payload = self._post(line, frame)
+        except Dropped:
+            if request_id is not None:
+                self._error(request_id, RETRYABLE_DISCONNECT, "the connection to the bridge broke while this "
+                            "request was in flight; retry it", {"retryable": True})
+            return
+        except Lost as exc:
+            if request_id is not None:
+                self._error(request_id, RETRYABLE_DISCONNECT, str(exc), {"retryable": True})
+            return
+        except MailError as exc:
+            print(f"mailctl mcp: {exc.code}: {exc.message}", file=sys.stderr)
+            if request_id is not None:
+                self._error(request_id, REFUSED, exc.message, {"code": exc.code, "message": exc.message})
+            return
+        problem = refused(status, self.endpoint)
+        if problem is not None and request_id is not None:
+            print(f"mailctl mcp: {problem.code}: {problem.message}", file=sys.stderr)
+            self._error(request_id, REFUSED, problem.message, {"code": problem.code, "message": problem.message})
+            return
+        if frame is not None and frame.get("method") == "initialize" and status == 200:
+            self._adopt_session(headers, payload)
+        if payload.strip() and request_id is not None:
+            self.write_out(payload)
+
+    def _post(self, line: bytes, frame: dict[str, Any] | None) -> tuple[int, dict[str, str], bytes]:
+        """POST, waiting out a bridge that is down and re-opening a session it forgot."""
+        delay = 0.05
+        deadline = time.monotonic() + RECONNECT_TIMEOUT
+        while True:
+            generation = self._session_generation
+            headers = self._headers(frame)
+            try:
+                status, reply_headers, payload = self.endpoint.post(line, headers)
+            except NotSent as exc:
+                if self.done.is_set() or time.monotonic() > deadline:
+                    raise Lost(f"{exc}; gave up after {RECONNECT_TIMEOUT:.0f} s, retry later") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if status == 404 and "Mcp-Session-Id" in headers and self._initialize is not None:
+                self._restore(generation)  # the bridge restarted and forgot the session
+                if time.monotonic() > deadline:
+                    raise Lost("the bridge keeps forgetting the session; retry later")
+                continue
+            return status, reply_headers, payload
+
+    def _headers(self, frame: dict[str, Any] | None) -> dict[str, str]:
+        headers = routing_headers(frame) if frame is not None else {}
+        if self._session is not None and frame is not None and frame.get("method") != "initialize":
+            headers["Mcp-Session-Id"] = self._session
+            if self._protocol and "MCP-Protocol-Version" not in headers:
+                headers["MCP-Protocol-Version"] = self._protocol
+        return headers
+
+    def _adopt_session(self, headers: dict[str, str], payload: bytes) -> None:
+        self._session = headers.get("mcp-session-id") or None
+        try:
+            version = json.loads(payload)["result"]["protocolVersion"]
+        except (ValueError, KeyError, TypeError):
+            version = None
+        self._protocol = version if isinstance(version, str) else None
+        self._session_generation += 1
+
+    def _restore(self, generation: int) -> None:
+        """Open a new session by replaying the client's handshake (once, however many threads saw 404)."""
+        with self._session_lock:
+            if self._session_generation != generation:
+                return  # another thread already restored it
+            assert self._initialize is not None
+            replay = json.dumps({**self._initialize, "id": REPLAY_ID}).encode()
+            try:
+                status, headers, payload = self.endpoint.post(replay, routing_headers(self._initialize))
+                if status != 200:
+                    raise Lost(f"the bridge refused to restore the session (HTTP {status}); restart the client")
+                self._adopt_session(headers, payload)
+                if self._initialized is not None:
+                    self.endpoint.post(self._initialized, self._headers({"method": "notifications/initialized"}))
+            except (NotSent, Dropped) as exc:  # the request itself was not run: the client may retry it
+                raise Lost(f"the bridge went away while the session was being restored ({exc}); retry") from None
+
+    def _error(self, request_id: Any, code: int, message: str, data: dict[str, Any]) -> None:
+        self.write_out({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message,
+                                                                      "data": data}})
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    def watch_parent(self) -> None:
+        while not self.done.wait(PARENT_POLL_SECONDS):
+            if os.getppid() != self.parent:
+                self.done.set()
+
+
+def run(url: str, token: str | None, cacert: str | None) -> int:
+    try:
+        endpoint = Endpoint(url, token, cacert)
+    except MailError as exc:
+        print(f"mailctl mcp: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    shim = RemoteShim(endpoint, sys.stdin.buffer, sys.stdout.buffer)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda *_: shim.done.set())
+    threading.Thread(target=shim.pump_stdin, daemon=True).start()
+    threading.Thread(target=shim.watch_parent, daemon=True).start()
+    while not shim.done.wait(1.0):
+        pass
+    endpoint.close()
+    with shim._out_lock:
+        sys.stdout.flush()
+    os._exit(0)  # worker threads may be blocked in reads; nothing is left to flush
