@@ -84,8 +84,10 @@ async def test_a_remote_agent_converses_with_a_local_one(module_mailbox: Mailbox
     async with Client(remote_params(module_mailbox, bridge), mode=mode) as client:  # type: ignore[arg-type]
         names = {tool.name for tool in (await client.list_tools()).tools}
         assert {"send_message", "fetch_inbox"} <= names
+        # Every test here speaks as the same bearer identity, which is one HTTP session: naming another
+        # agent on it is a deliberate rebind (issue 14: never a silent one).
         me = structured(await client.call_tool("register_agent", {"project_key": project, "program": "ci",
-                                                                  "model": "m", "name": name}))
+                                                                  "model": "m", "name": name, "rebind": True}))
         assert me["name"] == name
         structured(await client.call_tool("send_message", {"project_key": project, "to": ["GreenCastle"],
                                                            "subject": "from afar", "body_md": "hello"}))
@@ -122,7 +124,7 @@ def test_a_wrong_token_is_a_clear_error_at_initialize(module_mailbox: Mailbox, b
 def test_the_cli_sends_and_reads_through_the_bridge(module_mailbox: Mailbox, bridge: str) -> None:
     project = f"{PROJECT}-cli"
     done = remote_cli(module_mailbox, bridge, "call", "register_agent", f"project_key={project}", "program=ci",
-                      "model=m", "name=RedFox")
+                      "model=m", "name=RedFox", "rebind=true")
     assert done.returncode == 0, done.stderr
     sent = remote_cli(module_mailbox, bridge, "send", "--project", project, "RedFox", "remote note", "body")
     assert sent.returncode == 0, sent.stderr

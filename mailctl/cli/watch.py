@@ -17,7 +17,7 @@ from mailctl.cli import output
 from mailctl.cli.common import add_identity_flags, add_subcommand, project_key
 from mailctl.cli.mail import operator_client
 
-WAIT_SECONDS = 300  # the daemon's longest wait; the loop simply asks again
+WAIT_SECONDS = 60  # under the remote client's 120 s request timeout; the loop simply asks again
 
 
 def line_for(message: dict[str, Any]) -> str:
