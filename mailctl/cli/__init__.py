@@ -25,6 +25,7 @@ from mailctl.cli import (
     mail,
     mcp,
     search,
+    share,
     web,
 )
 from shared import __version__
@@ -42,6 +43,7 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     http.register,
     web.register,
     search.register,
+    share.register,
     call.register,
     integrate.register,
     hook.register,
