@@ -8,6 +8,7 @@ the live database through the backup API while that daemon is running.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -129,6 +130,9 @@ def test_standard_export_scrubs_scopes_and_places_attachments(box: Mailbox, tmp_
         assert set(archive.namelist()) == set(bundle.bundle_files(out))
     [thread_page] = [p for p in bundle.bundle_files(out) if p.startswith("t/")]  # scoped: one thread
     page = (out / thread_page).read_text()
+    [link] = re.findall(r'href="(\.\./\.\./attachments/[^"]+)"', page)
+    assert ((out / thread_page).parent / link).resolve().read_bytes() == LARGE  # the page's link resolves
+    assert "data:text/plain;base64," in page  # the small one is inlined
     assert "<strong>Thanks</strong>" in page
     assert GHP not in page
     assert mailctl(box, "share", "verify", str(out)).returncode == 0

@@ -144,7 +144,7 @@ def _thread_page(slug: str, key: str, rows: list[dict[str, Any]], placements: di
                      f'<p class="meta">{esc(row["sender"])} → {to or "—"} · {esc(row["created_ts"])} · '
                      f'{esc(row["importance"])}</p><div class="body">{markdown(row["body_md"])}</div>'
                      f'{_attachments(json.loads(row["attachments"] or "[]"), placements)}</article>')
-    return page(rows[0]["subject"], "".join(parts), 3)
+    return page(rows[0]["subject"], "".join(parts), 2)  # t/<aa>/<key>.html
 
 
 def _attachments(atts: list[dict[str, Any]], placements: dict[str, dict[str, Any]]) -> str:
@@ -159,7 +159,7 @@ def _attachments(atts: list[dict[str, Any]], placements: dict[str, dict[str, Any
         mode = place.get("mode", "missing")
         size = f' <span class="meta">{esc(place.get("bytes", meta.get("bytes", "")))} bytes, {esc(mode)}</span>'
         if mode == "copied":
-            items.append(f'<li><a href="../../../{esc(place["path"])}">{name}</a>{size}</li>')
+            items.append(f'<li><a href="../../{esc(place["path"])}">{name}</a>{size}</li>')
         elif mode == "inline" and (place.get("data_uri") or meta.get("data_base64")):
             uri = place.get("data_uri") or f'data:{meta.get("media_type", "")};base64,{meta["data_base64"]}'
             if str(meta.get("media_type", "")).startswith("image/"):
