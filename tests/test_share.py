@@ -12,6 +12,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -276,3 +277,22 @@ def test_archive_save_and_restore_round_trip(box: Mailbox, tmp_path: Path) -> No
         assert "Rotated" in json.dumps(found)
     finally:
         target.stop()
+
+
+def test_preview_serves_the_bundle_on_localhost(box: Mailbox, tmp_path: Path) -> None:
+    out = tmp_path / "preview"
+    export(box, out, "--no-zip")
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "mailctl", "share", "preview", str(out), "--port", "0"],
+                            env=box.env, cwd=box.root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = re.search(r"http://\S+/index\.html", line)
+        assert url, line
+        with urllib.request.urlopen(url.group(0), timeout=10) as response:
+            assert b"Agent Mail bundle" in response.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()

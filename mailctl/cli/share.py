@@ -1,7 +1,7 @@
 """`mailctl share export|verify|decrypt|preview|update|keygen` and `mailctl archive save|restore`.
 
-The arguments are defined in shared/share_args.py; the work runs in `python -m maild.share`, a child
-process on the same terminal, because exporting reads the database and the blob store (apsw and
+The arguments are defined in shared/share_args.py; the work runs in `python -m maild.share`, which
+this process becomes (exec), because exporting reads the database and the blob store (apsw and
 maild stay out of the light client). No daemon is needed: the export snapshots the database file
 through SQLite's backup API, which is consistent while a daemon writes. See docs/share.md.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import os
 import sys
 
 from mailctl.cli.common import add_json_flag, add_subcommand, mailbox
@@ -24,8 +24,11 @@ def run(args: argparse.Namespace) -> int:
     values["command"] = args.share_command
     values["root"] = str(mailbox(args).root)
     values.setdefault("json", False)
-    # The child inherits stdin/stdout/stderr: rich progress, preview's Ctrl-C and errors go straight through.
-    return subprocess.call([sys.executable, "-m", "maild.share", "--args", json.dumps(values)])
+    # Replace this process (same pid, same terminal): rich progress, signals (preview's Ctrl-C, a
+    # supervisor's SIGTERM) and errors reach maild.share directly, and no child is left behind.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "maild.share", "--args", json.dumps(values)])  # noqa: S606 - our own interpreter, no shell
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
