@@ -12,6 +12,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -296,3 +297,35 @@ def test_preview_serves_the_bundle_on_localhost(box: Mailbox, tmp_path: Path) ->
         proc.wait(timeout=10)
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_export_is_consistent_while_the_daemon_writes(box: Mailbox, tmp_path: Path) -> None:
+    project = "/work/busy"
+    token = box.call("register_agent", project_key=project, program="codex", model="gpt-5",
+                     name="BusyBee")["registration_token"]
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def writer() -> None:
+        with box.client() as conn:
+            while not stop.is_set():
+                conn.call_tool("send_message", {"project_key": project, "sender_name": "BusyBee",
+                                                "sender_token": token, "to": ["BusyBee"],
+                                                "subject": f"busy {len(sent)}", "body_md": "x" * 2000})
+                sent.append(1)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        manifest = export(box, tmp_path / "busy", "--no-zip", "--scrub-preset", "archive")["manifest"]
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert sent  # the daemon really was writing during the export
+    out = tmp_path / "busy"
+    assert db_rows(out, "PRAGMA integrity_check") == [("ok",)]
+    [(count,)] = db_rows(out, "SELECT count(*) FROM messages")
+    assert manifest["viewer"]["messages"] == count
+    assert db_rows(out, "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'busy'")[0][0] == (
+        db_rows(out, "SELECT count(*) FROM messages WHERE subject LIKE 'busy %'")[0][0])
+    assert mailctl(box, "share", "verify", str(out)).returncode == 0
