@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from maild.share import bundle, scrub
+from maild.share import bundle, scrub, viewer
 from tests.conftest import Mailbox, git_init
 
 GHP = "ghp_" + "A1b2C3d4" * 5
@@ -329,3 +329,33 @@ def test_export_is_consistent_while_the_daemon_writes(box: Mailbox, tmp_path: Pa
     assert db_rows(out, "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'busy'")[0][0] == (
         db_rows(out, "SELECT count(*) FROM messages WHERE subject LIKE 'busy %'")[0][0])
     assert mailctl(box, "share", "verify", str(out)).returncode == 0
+
+
+PARALLEL_SCRIPT = """
+import json, sys
+from pathlib import Path
+from maild.share import viewer
+if __name__ == "__main__":
+    items, placements = json.loads(Path(sys.argv[1]).read_text())
+    viewer.PARALLEL_FROM = 0
+    viewer._render_threads(Path(sys.argv[2]), [(tuple(k), rows) for k, rows in items], placements)
+"""
+
+
+def test_thread_pages_rendered_by_worker_processes_match_the_serial_ones(tmp_path: Path) -> None:
+    rows = [{"id": i, "subject": f"s{i} <b>", "sender": "BlueLake", "created_ts": "2026-01-01T00:00:00Z",
+             "importance": "normal", "to": [], "body_md": f"**{i}** [x](javascript:alert(1))",
+             "attachments": json.dumps([{"sha256": "ab" * 32, "name": "f.bin"}])} for i in range(12)]
+    items = [(("p", f"k{i}"), [row]) for i, row in enumerate(rows)]
+    placements = {"ab" * 32: {"mode": "copied", "path": "attachments/ab/x.bin", "bytes": 3}}
+    viewer._render_threads(tmp_path / "serial", items, placements)
+    # In a child interpreter: the pool's worker and resource-tracker processes end with it.
+    (tmp_path / "in.json").write_text(json.dumps([items, placements]))
+    (tmp_path / "run.py").write_text(PARALLEL_SCRIPT)
+    subprocess.run([sys.executable, str(tmp_path / "run.py"), str(tmp_path / "in.json"), str(tmp_path / "parallel")],
+                   check=True, timeout=120)
+    serial = {p: (tmp_path / "serial" / p).read_bytes() for p in bundle.bundle_files(tmp_path / "serial")}
+    parallel = {p: (tmp_path / "parallel" / p).read_bytes() for p in bundle.bundle_files(tmp_path / "parallel")}
+    assert len(serial) == 12
+    assert parallel == serial
+    assert b'href="javascript' not in b"".join(serial.values())
