@@ -103,6 +103,9 @@ def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_update(args: argparse.Namespace) -> dict[str, Any]:
     target = args.bundle.resolve()
+    if args.age_recipient or args.age_passphrase:
+        raise InvalidArgument("share update refreshes a bundle folder and does not encrypt; "
+                              "run `mailctl share export … --age-recipient …` for an encrypted copy")
     old = bundle.read_manifest(target)
     config = _config(args, export.ExportConfig.from_dict(old.get("export_config") or {}))
     paths = MailboxPaths(resolve_root(args.root))
