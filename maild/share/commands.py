@@ -82,8 +82,9 @@ def _summary(args: argparse.Namespace, result: dict[str, Any]) -> None:
     m = result["manifest"]
     _say(args, f"bundle: {result['bundle']}  ({m['viewer']['messages']} messages, {m['viewer']['threads']} threads, "
                f"projects: {', '.join(m['project_scope']) or 'none'})")
-    _say(args, f"scrub: {m['scrub']['preset']}, {m['scrub']['secrets_redacted']} secrets redacted; "
-               f"attachments: {m['attachments']}")
+    a = m["attachments"]
+    _say(args, f"scrub: {m['scrub']['preset']}, {m['scrub']['secrets_redacted']} secrets redacted; attachments: "
+               f"{a['inline']} inlined, {a['copied']} copied, {a['externalized']} external, {a['missing']} missing")
     if result.get("signed"):
         _say(args, f"signed; public key {result['public_key']}")
     for key in ("zip", "encrypted"):
