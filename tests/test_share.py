@@ -49,8 +49,9 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailbox]:
     mb = Mailbox(git_init(tmp_path_factory.mktemp("share") / "repo"), "asyncio")
     try:
         project = str(mb.root)
-        tokens = {name: mb.call("register_agent", project_key=project, program="codex", model="gpt-5",
-                                name=name)["registration_token"] for name in ("BlueLake", "GreenHill")}
+        tokens = {name: mb.call("register_agent", project_key=project, program="codex", model="gpt-5", name=name,
+                                task_description=f"deploys with {SECRETS['aws']}")["registration_token"]
+                  for name in ("BlueLake", "GreenHill")}
         (mb.root / "notes.txt").write_bytes(SMALL)
         (mb.root / "blob.bin").write_bytes(LARGE)
         body = "Secrets follow:\n\n" + "\n\n".join(f"{k}: {v}" if k not in ("pem", "env") else v
@@ -123,6 +124,8 @@ def test_standard_export_scrubs_scopes_and_places_attachments(box: Mailbox, tmp_
     assert db_rows(out, "SELECT count(*) FROM file_reservations") == [(0,)]
     assert db_rows(out, "SELECT count(*) FROM message_recipients WHERE read_ts IS NOT NULL") == [(0,)]
     assert db_rows(out, "SELECT count(*) FROM projects") == [(1,)]  # the other project is gone
+    assert db_rows(out, "SELECT count(*) FROM agents WHERE token_hash IS NOT NULL") == [(0,)]
+    assert db_rows(out, "SELECT task_description FROM agents WHERE name = 'BlueLake'") == [("deploys with [REDACTED]",)]
     copied = [p for p in bundle.bundle_files(out) if p.startswith("attachments/")]
     assert len(copied) == 1
     assert (out / copied[0]).read_bytes() == LARGE
@@ -154,6 +157,7 @@ def test_strict_drops_bodies_and_attachments_and_archive_keeps_everything(box: M
         live.close()
     assert db_rows(tmp_path / "archive", "SELECT subject, body_md, ack_required FROM messages ORDER BY id") == original
     assert db_rows(tmp_path / "archive", "SELECT count(*) FROM file_reservations") == [(1,)]
+    assert db_rows(tmp_path / "archive", "SELECT count(*) FROM agents WHERE token_hash IS NOT NULL") != [(0,)]
 
 
 def test_signed_bundle_verifies_and_tampering_names_the_file(box: Mailbox, tmp_path: Path) -> None:

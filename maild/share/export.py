@@ -105,6 +105,13 @@ def _scrub(snap: Snapshot, preset: str) -> dict[str, Any]:
         if (subject, body, kept) != (row["subject"], row["body_md"], atts):
             changes.append((row["id"], subject, body, kept))
     snap.rewrite_messages(changes)
+    agents = []
+    for agent in snap.agents():
+        text, found = scrub.redact(agent["task_description"] or "")
+        if found:
+            summary["secrets_redacted"] += found
+            agents.append((agent["id"], text))
+    snap.rewrite_task_descriptions(agents)
     if preset == "strict":
         summary["attachments_dropped"] = snap.drop_attachments()
     return summary

@@ -83,6 +83,9 @@ class Snapshot:
             self.conn.execute("UPDATE message_recipients SET read_ts = NULL, ack_ts = NULL "
                               "WHERE read_ts IS NOT NULL OR ack_ts IS NOT NULL")
             counts["recipient_states_cleared"] = self.conn.changes()
+            # Salted hashes of registration tokens: useless to readers, and a bundle is public.
+            self.conn.execute("UPDATE agents SET token_hash = NULL WHERE token_hash IS NOT NULL")
+            counts["token_hashes_cleared"] = self.conn.changes()
             for table in ("file_reservations", "sessions", "archive_outbox"):
                 self.conn.execute(f"DELETE FROM {table}")
                 counts[f"{table}_deleted"] = self.conn.changes()
@@ -115,6 +118,11 @@ class Snapshot:
             self.conn.executemany(
                 "UPDATE messages SET subject = ?, body_md = ?, attachments = ? WHERE id = ?",
                 [(subject, body, json.dumps(atts), mid) for mid, subject, body, atts in changes])
+
+    def rewrite_task_descriptions(self, changes: list[tuple[int, str]]) -> None:
+        with self.conn:
+            self.conn.executemany("UPDATE agents SET task_description = ? WHERE id = ?",
+                                  [(text, agent_id) for agent_id, text in changes])
 
     def drop_attachments(self) -> int:
         with self.conn:
