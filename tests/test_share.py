@@ -363,3 +363,12 @@ def test_thread_pages_rendered_by_worker_processes_match_the_serial_ones(tmp_pat
     assert len(serial) == 12
     assert parallel == serial
     assert b'href="javascript' not in b"".join(serial.values())
+
+
+def test_export_never_empties_a_folder_that_is_not_a_bundle(box: Mailbox, tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "precious.txt").write_text("mine")
+    refused = mailctl(box, "share", "export", "-o", str(tmp_path / "work"), check=False)
+    assert refused.returncode == 1
+    assert "not empty" in refused.stderr
+    assert (tmp_path / "work" / "precious.txt").read_text() == "mine"

@@ -49,6 +49,11 @@ def prepare_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise InvalidArgument(f"{out} is a file; give a directory for the bundle")
     out.mkdir(parents=True, exist_ok=True)
+    others = [c.name for c in out.iterdir() if c.name != ".git"]
+    if others and not (out / MANIFEST).is_file():
+        # Never empty a folder that is not a bundle (`-o .` in a repository would wipe it).
+        raise InvalidArgument(f"{out} is not empty and holds no {MANIFEST}; give a new or empty folder "
+                              "(an existing bundle is replaced, its .git kept)")
     for child in out.iterdir():
         if child.name == ".git":
             continue
