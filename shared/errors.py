@@ -99,6 +99,18 @@ class ProtocolError(MailError):
     code = "PROTOCOL_ERROR"
 
 
+class VerificationFailed(MailError):
+    """A share bundle's files or signature do not match its manifest (names the files)."""
+
+    code = "VERIFICATION_FAILED"
+
+
+class DecryptionFailed(MailError):
+    """An age file could not be decrypted with the key or passphrase given."""
+
+    code = "DECRYPTION_FAILED"
+
+
 class InternalError(MailError):
     code = "INTERNAL_ERROR"
 
@@ -119,6 +131,8 @@ _BY_CODE: dict[str, type[MailError]] = {
         DaemonUnavailable,
         UnsafeStateDir,
         ProtocolError,
+        VerificationFailed,
+        DecryptionFailed,
         InternalError,
     )
 }

@@ -27,6 +27,7 @@ from mailctl.cli import (
     mail,
     mcp,
     search,
+    share,
     watch,
     web,
 )
@@ -48,6 +49,7 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     http.register,
     web.register,
     search.register,
+    share.register,
     call.register,
     integrate.register,
     hook.register,

@@ -1,4 +1,5 @@
-"""`mailctl archive clone URL DIR` and `mailctl archive checkout DIR`: readable working copies of the archive.
+"""`mailctl archive clone URL DIR` and `mailctl archive checkout DIR`: readable working copies of the archive
+(`archive save` / `archive restore`, the lossless share preset, are registered by mailctl/cli/share.py).
 
 The archive itself is a bare repository (.mcp_mail/archive) that only maild writes; people browse
 a working copy instead: `checkout` makes (or fast-forwards) one from this mailbox's archive,
@@ -13,7 +14,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from mailctl.cli import output
+from mailctl.cli import output, share
 from mailctl.cli.common import add_json_flag, add_subcommand, mailbox, print_json
 from shared.errors import InvalidArgument, NotFound, StorageError
 
@@ -84,3 +85,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     clone.add_argument("dir", help="directory for the working copy")
     add_json_flag(clone)
     clone.set_defaults(handler=cmd_clone)
+    share.register_archive(actions)  # archive save / restore: the share pipeline's lossless preset
