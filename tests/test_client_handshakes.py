@@ -32,6 +32,7 @@ CLIENT_PACKAGES = {
     "claude": "@anthropic-ai/claude-code@2.1.332",
     "gemini": "@google/gemini-cli@0.61.0",
     "codex": "@openai/codex@0.171.0",
+    "inspector": "@modelcontextprotocol/inspector@2.12.0",  # tests/test_external_clients.py
 }
 
 
