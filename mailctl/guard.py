@@ -15,7 +15,6 @@ how to bypass (`AGENT_MAIL_BYPASS=1`).
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -73,10 +72,13 @@ def pushed_paths(repo: Path, stdin: str) -> list[str]:
 
 
 def conflicts_via_daemon(paths: MailboxPaths, project: str, agent: str | None,
-                         files: list[str]) -> list[dict[str, Any]]:
+                         files: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """The running daemon's conflicts for `files`, and (only when there are some) the note about an
+    unknown agent name, asked on the same connection: one connect and hello, not two."""
     with DaemonClient(paths, autostart=False) as conn:
         result = conn.call_tool("guard_check", {"paths": files, "agent_name": agent, "project_key": project})
-    return list(result["conflicts"])
+        conflicts = list(result["conflicts"])
+        return conflicts, (unknown_agent_note(conn, project, agent) if conflicts else "")
 
 
 def conflicts_via_database(paths: MailboxPaths, project: str, agent: str | None,
@@ -88,6 +90,8 @@ def conflicts_via_database(paths: MailboxPaths, project: str, agent: str | None,
         return None
     conn = sqlite3.connect(f"file:{paths.db}?mode=ro", uri=True, timeout=5)
     try:
+        import datetime as dt  # only when the daemon is down: the edit hook's fast path does without it
+
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         rows = conn.execute(
             "SELECT a.name, r.path_pattern, r.expires_ts, r.id FROM file_reservations r"
@@ -106,14 +110,16 @@ def conflicts_via_database(paths: MailboxPaths, project: str, agent: str | None,
     ]
 
 
-def unknown_agent_note(paths: MailboxPaths, project: str, agent: str | None) -> str:
+NO_AGENT_NOTE = "No agent name is set (AGENT_MAIL_NAME), so every exclusive reservation counts as another agent's."
+
+
+def unknown_agent_note(conn: DaemonClient, project: str, agent: str | None) -> str:
     """Said beside conflicts: a name the mailbox does not know is reported, not silently treated as
     some other agent (then no reservation can be recognised as the caller's own)."""
     if agent is None:
-        return "No agent name is set (AGENT_MAIL_NAME), so every exclusive reservation counts as another agent's."
+        return NO_AGENT_NOTE
     try:
-        with DaemonClient(paths, autostart=False) as conn:
-            conn.call_tool("whois", {"project_key": project, "agent_name": agent, "include_recent_commits": False})
+        conn.call_tool("whois", {"project_key": project, "agent_name": agent, "include_recent_commits": False})
     except NotFound:
         return (f"AGENT_MAIL_NAME={agent} is not a registered agent of this project, so none of these reservations "
                 "can be yours; fix the name (mailctl integrate sets it) or register the agent.")
@@ -136,9 +142,12 @@ def check(root: Path, repo: Path, hook: str, stdin: str, project_key: str | None
     project = project_key or project_key_for(repo)
     paths = MailboxPaths(root)
     try:
-        conflicts: list[dict[str, Any]] | None = conflicts_via_daemon(paths, project, agent, files)
+        conflicts: list[dict[str, Any]] | None
+        conflicts, note = conflicts_via_daemon(paths, project, agent, files)
     except (DaemonUnavailable, MailError, OSError):
         import sqlite3
+
+        note = NO_AGENT_NOTE if agent is None else ""  # whether a name is known needs the daemon
 
         try:
             conflicts = conflicts_via_database(paths, project, agent, files)
@@ -155,7 +164,6 @@ def check(root: Path, repo: Path, hook: str, stdin: str, project_key: str | None
     for c in conflicts:
         print(f"agent-mail guard: {c['path']} is reserved by {c['agent']} ({c['path_pattern']}, until "
               f"{c['expires_ts']})", file=sys.stderr)
-    note = unknown_agent_note(paths, project, agent)
     if note:
         print(f"agent-mail guard: {note}", file=sys.stderr)
     if mode == "warn":

@@ -159,15 +159,15 @@ class Hook:
 
             self.project = project_key_for(repo)
         project = self.project
-        try:  # the fast path: one round trip to the running daemon (mailctl.guard loads only when it is down)
-            with DaemonClient(self.paths, autostart=False) as conn:
-                result = conn.call_tool("guard_check", {"paths": [relative], "agent_name": self.agent,
-                                                        "project_key": project})
-            conflicts: list[dict[str, Any]] | None = list(result["conflicts"])
+        from mailctl import guard
+
+        try:  # the fast path: the running daemon, one connection (the note is asked only on a conflict)
+            conflicts: list[dict[str, Any]] | None
+            conflicts, note = guard.conflicts_via_daemon(self.paths, project, self.agent, [relative])
         except (DaemonUnavailable, MailError, OSError):
             import sqlite3
 
-            from mailctl import guard
+            note = guard.NO_AGENT_NOTE if self.agent is None else ""
 
             try:
                 conflicts = guard.conflicts_via_database(self.paths, project, self.agent, [relative])
@@ -180,9 +180,6 @@ class Hook:
             return None
         held = "; ".join(f"{c['path']} is reserved by {c['agent']} (pattern {c['path_pattern']}, until "
                          f"{c['expires_ts']})" for c in conflicts)
-        from mailctl.guard import unknown_agent_note
-
-        note = unknown_agent_note(self.paths, project, self.agent)
         reason = (f"{held}. Do not edit it now: message {conflicts[0]['agent']} (send_message) to coordinate, wait "
                   "for the reservation to end, or work on other files." + (f" ({note})" if note else ""))
         if mode == "warn":
