@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import Any, BinaryIO
 
-from shared.client import connect
+from shared.client import connect, oversized_request
 from shared.errors import DaemonUnavailable
 from shared.paths import MailboxPaths
 from shared.protocol import HELLO_METHOD, INVALID_REQUEST, MAX_FRAME_BYTES, RETRYABLE_DISCONNECT
@@ -139,9 +139,8 @@ class Shim:
         request_id = frame.get("id") if isinstance(frame, dict) else None
         if isinstance(frame, dict) and "id" not in frame:
             return  # an oversized notification: nobody waits for an answer
-        error = {"code": INVALID_REQUEST, "message": f"request of {len(line):,} bytes refused: maild accepts at "
-                 f"most {MAX_FRAME_BYTES:,} bytes per request; put large content in a file and reference its path",
-                 "data": {"request_bytes": len(line), "limit_bytes": MAX_FRAME_BYTES}}
+        refused = oversized_request(len(line))
+        error = {"code": INVALID_REQUEST, "message": refused.message, "data": refused.data}
         self.write_out(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode())
 
     def _note_outgoing(self, line: bytes) -> None:

@@ -51,14 +51,19 @@ def request_timeout() -> float:
         return DEFAULT_REQUEST_TIMEOUT
 
 
+def oversized_request(size: int) -> InvalidArgument:
+    """The error for a request over maild's frame limit (the client raises it, the shim answers with it)."""
+    return InvalidArgument(
+        f"this request is {size:,} bytes; maild accepts at most {MAX_FRAME_BYTES:,} bytes per request. "
+        "Send less at once: put large content in a file and reference its path",
+        data={"request_bytes": size, "limit_bytes": MAX_FRAME_BYTES},
+    )
+
+
 def check_frame_size(frame: bytes) -> None:
     """Refuse a request maild would refuse (it answers those with `id: null`) before sending it."""
     if len(frame) > MAX_FRAME_BYTES:
-        raise InvalidArgument(
-            f"this request is {len(frame):,} bytes; maild accepts at most {MAX_FRAME_BYTES:,} bytes per request. "
-            "Send less at once: put large content in a file and reference its path",
-            data={"request_bytes": len(frame), "limit_bytes": MAX_FRAME_BYTES},
-        )
+        raise oversized_request(len(frame))
 
 # Daemons this process spawned. maild outlives us by design; keeping the handles avoids
 # Popen's "still running" warning when they would otherwise be garbage-collected, and lets a
