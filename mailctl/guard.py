@@ -16,7 +16,6 @@ how to bypass (`AGENT_MAIL_BYPASS=1`).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,8 @@ def project_slug(project_key: str) -> str:
 
 
 def _git_lines(repo: Path, *args: str) -> list[str]:
+    import subprocess  # the git hook needs it; the edit-time hook, which imports this module, does not
+
     out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
     return [line for line in out.split("\0" if "-z" in args else "\n") if line]
 

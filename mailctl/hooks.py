@@ -155,9 +155,9 @@ class Hook:
         if os.environ.get("AGENT_MAIL_BYPASS") == "1":
             return self.decision("allow", f"agent-mail edit guard BYPASSED (AGENT_MAIL_BYPASS=1) for {relative}")
         if self.project is None:
-            from shared.guard_install import project_key_for
+            from shared.guard_install import cached_project_key
 
-            self.project = project_key_for(repo)
+            self.project = cached_project_key(repo, self.paths.state_dir / HINT_DIR / ".project-key.json")
         project = self.project
         from mailctl import guard
 

@@ -9,12 +9,15 @@ runner and restores `.orig`. What the hook checks lives in `mailctl.guard` (the 
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    import subprocess
 
 MARKER = "# agent-mail guard chain runner"
 HOOKS = ("pre-commit", "pre-push")
@@ -22,6 +25,8 @@ PROJECT_CONFIG = "agentmail.project"
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    import subprocess  # not at import: the edit-time hook imports this module and rarely runs git
+
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
 
 
@@ -40,7 +45,60 @@ def project_key_for(repo: Path) -> str:
     return recorded or default_project_key(repo)
 
 
+def _git_config_files(repo: Path) -> list[Path]:
+    """The config files `git config` reads for this checkout (common dir and worktree), found
+    without running git: `.git` is a directory, or a `gitdir:` file whose `commondir` leads on."""
+    dot = repo / ".git"
+    if dot.is_dir():
+        return [dot / "config"]
+    try:
+        gitdir = Path(dot.read_text(encoding="utf-8").split("gitdir:", 1)[1].strip())
+    except (OSError, IndexError):
+        return []
+    gitdir = gitdir if gitdir.is_absolute() else repo / gitdir
+    try:
+        common = gitdir / (gitdir / "commondir").read_text(encoding="utf-8").strip()
+    except OSError:
+        common = gitdir
+    return [common / "config", gitdir / "config.worktree"]
+
+
+def cached_project_key(repo: Path, cache: Path) -> str:
+    """`project_key_for`, remembered in `cache` until the repository's git config files change
+    (one stat per file instead of two `git` processes: the edit-time hook runs on every edit)."""
+    import json
+
+    files = _git_config_files(repo)
+    signature = [[str(f), st.st_mtime_ns, st.st_size] for f in files if (st := _stat(f)) is not None]
+    entry = {"repo": str(repo), "config": signature}
+    try:
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        if signature and {k: stored.get(k) for k in entry} == entry and isinstance(stored.get("key"), str):
+            return str(stored["key"])
+    except (OSError, ValueError, AttributeError):
+        pass
+    key = project_key_for(repo)
+    if signature:
+        try:
+            cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({**entry, "key": key}), encoding="utf-8")
+            tmp.replace(cache)
+        except OSError:
+            pass  # a read-only state dir only costs the next hook the two git calls again
+    return key
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
 def hooks_dir(repo: Path) -> Path:
+    import subprocess
+
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-path", "hooks"], capture_output=True,
                              text=True, check=True).stdout.strip()

@@ -247,3 +247,24 @@ def test_the_guard_installs_and_runs_from_a_linked_worktree(mailbox: Mailbox, re
 @pytest.mark.parametrize("key", ["/home/me/App", "Backend", "my_repo.v2", "***", "  x  "])
 def test_the_hook_slugs_project_keys_exactly_as_the_daemon_does(key: str) -> None:
     assert project_slug(key) == slugify(key.strip())
+
+
+def test_the_cached_project_key_follows_git_config_changes_in_main_and_linked_worktrees(tmp_path: Path) -> None:
+    """The edit-time hook caches the project key by the config files' stat; a later
+    `git config agentmail.project` (what `guard install --project` records) must be seen at once."""
+    from shared.guard_install import PROJECT_CONFIG, cached_project_key, project_key_for
+
+    main = tmp_path / "main"
+    git_init(main)
+    subprocess.run(["git", "-C", str(main), "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    linked = tmp_path / "linked"
+    subprocess.run(["git", "-C", str(main), "worktree", "add", "-q", str(linked)], check=True)
+    cache = tmp_path / "state" / "key.json"
+    for checkout in (main, linked):
+        cache.unlink(missing_ok=True)
+        subprocess.run(["git", "-C", str(main), "config", "--unset", PROJECT_CONFIG], check=False)
+        assert cached_project_key(checkout, cache) == project_key_for(checkout) == str(main.resolve())
+        assert cached_project_key(checkout, cache) == str(main.resolve())  # from the cache file
+        subprocess.run(["git", "-C", str(checkout), "config", PROJECT_CONFIG, f"/elsewhere/{checkout.name}"],
+                       check=True)
+        assert cached_project_key(checkout, cache) == f"/elsewhere/{checkout.name}"
