@@ -357,12 +357,11 @@ class Archiver:
         if not batch.items:
             return 0
         skipped: list[int] = []
-        committed = await anyio.to_thread.run_sync(self._render_and_commit, batch, skipped)
+        committed, archived_at = await anyio.to_thread.run_sync(self._render_and_commit, batch, skipped)
         if committed:
             self._committed()
         await self._store.write(_delete, [item[0] for item in batch.items])
-        now = time.time()
-        self.lag_seconds.extend(now - _epoch(created) for *_, created in batch.items)
+        self.lag_seconds.extend(archived_at - _epoch(created) for *_, created in batch.items)
         self._lag_summary = None
         self.skipped += len(skipped)
         self.archived += len(batch.items)
@@ -370,8 +369,10 @@ class Archiver:
         self.ok, self.last_error = True, None
         return len(batch.items)
 
-    def _render_and_commit(self, batch: Batch, skipped: list[int]) -> bool:
-        """Render the batch's files and commit them (worker thread: pure rendering plus git)."""
+    def _render_and_commit(self, batch: Batch, skipped: list[int]) -> tuple[bool, float]:
+        """Render the batch's files and commit them (worker thread: pure rendering plus git).
+        Returns whether it committed and when git had it: the archive lag ends there, not when
+        the event loop next gets round to it or when the outbox rows are deleted."""
         files: formats.Files = {}
         lines: list[str] = []
         agents: list[str] = []
@@ -396,11 +397,11 @@ class Archiver:
         if first:  # the archive's first commit says which layout it is in
             files[formats.LAYOUT_FILE] = formats.layout_file()
         if not files:
-            return False
+            return False, time.time()
         self._committer.commit(files, commit_message(lines, agents))
         if first:
             self._layout = formats.LAYOUT
-        return True
+        return True, time.time()
 
 
 def _digest_files(digests: Digests) -> formats.Files:
