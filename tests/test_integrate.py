@@ -70,9 +70,10 @@ def test_each_client_is_written_merged_left_alone_and_removed(client_id: str, pa
     config.parent.mkdir(parents=True, exist_ok=True)
     original = existing_config(client_id)
     if config.suffix == ".toml":
-        import tomli_w
+        import tomlkit
 
-        config.write_text(tomli_w.dumps(original))
+        config.write_text("# my codex settings\n" + tomlkit.dumps(original).replace(
+            "[mcp_servers.other]", "# the server I use most\n[mcp_servers.other]"))
     else:
         config.write_text(json.dumps(original, indent=2))
     before = config.read_text()
@@ -107,9 +108,13 @@ def test_each_client_is_written_merged_left_alone_and_removed(client_id: str, pa
     assert second.agent == first.agent
     assert {path: Path(path).read_bytes() for path in second.files} == snapshot
 
+    if config.suffix == ".toml":  # tomlkit: the user's comments survive our edit
+        assert config.read_text().count("# ") == 2
     [removed] = engine.remove(paths, [client], dry_run=False, home=home)
     assert removed.status == "removed"
     assert read(config) == original
+    if config.suffix == ".toml":
+        assert config.read_text() == before  # byte for byte, comments included
     for path in first.files:
         if path != str(config):
             assert not Path(path).exists()  # files integrate created are gone again

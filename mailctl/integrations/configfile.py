@@ -90,8 +90,8 @@ def load(path: Path, fmt: str) -> tuple[str | None, dict[str, Any]]:
     if not text.strip():
         return text, {}
     try:
-        data = tomllib.loads(text) if fmt == "toml" else json.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        data = _parse_toml(text) if fmt == "toml" else json.loads(text)
+    except ValueError as exc:  # tomllib's and tomlkit's parse errors are ValueErrors too
         raise InvalidArgument(
             f"{path} is not valid {fmt.upper()} ({exc}); fix it (comments are not allowed in JSON configs) "
             "and run integrate again", data={"path": str(path)},
@@ -101,11 +101,21 @@ def load(path: Path, fmt: str) -> tuple[str | None, dict[str, Any]]:
     return text, data
 
 
+def _parse_toml(text: str) -> dict[str, Any]:
+    """A TOML document that keeps the user's comments and layout through our edits (tomlkit);
+    tomllib first, so a broken file gets the standard library's precise message."""
+    import tomlkit
+
+    tomllib.loads(text)
+    document: dict[str, Any] = tomlkit.parse(text)
+    return document
+
+
 def dump(data: dict[str, Any], fmt: str) -> str:
     if fmt == "toml":
-        import tomli_w
+        import tomlkit
 
-        return tomli_w.dumps(data)
+        return tomlkit.dumps(data).rstrip("\n") + "\n"  # a removed table leaves no blank tail
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -114,7 +124,8 @@ def _table(data: dict[str, Any], keys: KeyPath, created: list[KeyPath]) -> dict[
     for depth, key in enumerate(keys):
         child = node.get(key)
         if child is None:
-            child = node[key] = {}
+            node[key] = {}
+            child = node[key]  # a TOML document stores its own table type, not the dict given
             created.append(keys[: depth + 1])
         elif not isinstance(child, dict):
             raise InvalidArgument(f"expected a table at {'.'.join(keys[: depth + 1])}, found {type(child).__name__}; "
@@ -168,7 +179,8 @@ def apply_edits(data: dict[str, Any], edits: Sequence[Edit]) -> list[KeyPath]:
             parent = _table(data, edit.keys[:-1], created)
             items = parent.get(edit.keys[-1])
             if items is None:
-                items = parent[edit.keys[-1]] = []
+                parent[edit.keys[-1]] = []
+                items = parent[edit.keys[-1]]
                 created.append(edit.keys)
             if not isinstance(items, list):
                 raise InvalidArgument(f"{'.'.join(edit.keys)} must be a list; fix that entry by hand")
