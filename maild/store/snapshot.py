@@ -66,7 +66,7 @@ class Snapshot:
                 self.conn.execute(
                     f"DELETE FROM {table} WHERE message_id IN "
                     f"(SELECT id FROM messages WHERE project_id NOT IN ({marks}))", ids)
-            for table in ("attachments", "messages", "file_reservations"):
+            for table in ("attachments", "messages", "file_reservations", "build_slots"):
                 self.conn.execute(f"DELETE FROM {table} WHERE project_id NOT IN ({marks})", ids)
             self.conn.execute(f"DELETE FROM sessions WHERE agent_id IN (SELECT id FROM agents WHERE project_id NOT IN ({marks}))", ids)  # noqa: E501
             self.conn.execute(f"DELETE FROM agents WHERE project_id NOT IN ({marks})", ids)
@@ -86,7 +86,7 @@ class Snapshot:
             # Salted hashes of registration tokens: useless to readers, and a bundle is public.
             self.conn.execute("UPDATE agents SET token_hash = NULL WHERE token_hash IS NOT NULL")
             counts["token_hashes_cleared"] = self.conn.changes()
-            for table in ("file_reservations", "sessions", "archive_outbox"):
+            for table in ("file_reservations", "build_slots", "sessions", "archive_outbox"):
                 self.conn.execute(f"DELETE FROM {table}")
                 counts[f"{table}_deleted"] = self.conn.changes()
         return counts
