@@ -23,7 +23,7 @@ from mailctl.cli import output
 from mailctl.cli.common import add_identity_flags, add_subcommand, client, print_json, project_key
 from mailctl.cli.mail import operator_client
 from shared.client import DaemonClient
-from shared.errors import InvalidArgument, MailError
+from shared.errors import MailError
 
 EXIT_SLOT_BUSY = 75  # sysexits EX_TEMPFAIL: the slot is held by someone else; retry later (or --wait)
 WAIT_POLL_SECONDS = 2.0  # how often --wait asks again
@@ -143,9 +143,9 @@ def run_command(command: list[str]) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
-        raise InvalidArgument("give the command after `--`, e.g. mailctl run --slot build -- make test")
+        raise ValueError("give the command after `--`, e.g. mailctl run --slot build -- make test")
     if args.renew_every is not None and args.renew_every <= 0:
-        raise InvalidArgument(f"--renew-every must be a positive number of seconds (got {args.renew_every:g})")
+        raise ValueError(f"--renew-every must be a positive number of seconds (got {args.renew_every:g})")
     lease = {"project_key": project_key(args), "slot": args.slot,
              **({"branch": branch} if (branch := args.branch or current_branch()) else {})}
     conn = operator_client(args)
