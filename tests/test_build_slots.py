@@ -150,6 +150,14 @@ def test_leases_conflict_by_mode_and_branch_renew_never_shortens_and_release_is_
                 blue.call_tool("acquire_build_slot", {"project_key": str(mailbox.root), "slot": "ok", **bad})
         with pytest.raises(NotFound, match="ensure_project"):
             blue.call_tool("acquire_build_slot", {"project_key": "/no/such/project", "slot": "ok"})
+
+        # Retiring an agent releases its slots; deleting it for good deletes them.
+        green.call_tool("retire_agent", {"project_key": str(mailbox.root)})
+        assert db_execute(mailbox, "SELECT count(*) FROM build_slots s JOIN agents a ON a.id = s.agent_id"
+                                   " WHERE a.name = 'GreenCastle' AND s.released_ts IS NULL") == [(0,)]
+        deleted = blue.call_tool("hard_delete_agent", {"project_key": str(mailbox.root), "agent_name": "BlueLake",
+                                                       "confirmation": "I UNDERSTAND"})
+        assert deleted["build_slots_deleted"] == 2  # test-db, and bundle on feature/a (feature/b was refused)
     finally:
         blue.close()
         green.close()

@@ -66,8 +66,11 @@ class Snapshot:
                 self.conn.execute(
                     f"DELETE FROM {table} WHERE message_id IN "
                     f"(SELECT id FROM messages WHERE project_id NOT IN ({marks}))", ids)
-            for table in ("attachments", "messages", "file_reservations", "build_slots"):
+            for table in ("attachments", "messages", "file_reservations"):
                 self.conn.execute(f"DELETE FROM {table} WHERE project_id NOT IN ({marks})", ids)
+            # An agent may hold a build slot in another project: its lease goes with it.
+            self.conn.execute(f"DELETE FROM build_slots WHERE project_id NOT IN ({marks}) OR agent_id IN "
+                              f"(SELECT id FROM agents WHERE project_id NOT IN ({marks}))", ids + ids)
             self.conn.execute(f"DELETE FROM sessions WHERE agent_id IN (SELECT id FROM agents WHERE project_id NOT IN ({marks}))", ids)  # noqa: E501
             self.conn.execute(f"DELETE FROM agents WHERE project_id NOT IN ({marks})", ids)
             self.conn.execute(f"DELETE FROM projects WHERE id NOT IN ({marks})", ids)
