@@ -169,8 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             conn = renewer.conn
             try:
                 conn.call_tool("release_build_slot", lease)
-            except MailError as exc:  # the lease then ends at its expiry; say so instead of failing the run
-                warn(f"could not release slot {args.slot!r} ({exc.code}); it expires on its own")
+            except (MailError, KeyboardInterrupt) as exc:  # the lease then ends at its expiry: say so
+                reason = exc.code if isinstance(exc, MailError) else "interrupted"
+                warn(f"could not release slot {args.slot!r} ({reason}); it expires on its own")
         conn.close()
 
 
