@@ -29,6 +29,7 @@ from maild.mcp_surface.dispatch import LeanDispatcher
 from maild.mcp_surface.server import build_registries, sdk_factory
 from maild.services.agents import Agents
 from maild.services.attachments import Attachments
+from maild.services.build_slots import BuildSlots, with_slots
 from maild.services.changes import ChangeFeed
 from maild.services.contact_requests import Contacts
 from maild.services.health import Health
@@ -78,14 +79,16 @@ class IdleTimer:
                 await self._changed.wait()
 
 
-async def sweep_expired_reservations(reservations: Reservations, interval: float) -> None:
-    """Release expired leases periodically (reads also ignore them, so this only keeps state tidy)."""
+async def sweep_expired_reservations(reservations: Reservations, slots: BuildSlots, interval: float) -> None:
+    """Release expired file reservations and build slots periodically (neither blocks anybody once
+    expired, so this keeps state tidy and the archive showing their end)."""
     while True:
         await anyio.sleep(interval)
-        try:
-            await reservations.sweep()
-        except Exception:
-            log.exception("reservation sweep failed; retrying next interval")
+        for sweep in (reservations.sweep, slots.sweep):
+            try:
+                await sweep()
+            except Exception:
+                log.exception("lease sweep failed; retrying next interval")
 
 
 async def auto_retire_idle_agents(lifecycle: Lifecycle, days: float, interval: float = 3600.0) -> None:
@@ -152,7 +155,8 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
 
     agents = Agents(store, sessions, settings, paths.archive)
     sessions.on_hello = agents.bind_requested
-    agents.on_retire = release_all_of_agent  # agents must not import reservations (it imports agents)
+    # agents must not import reservations (it imports agents); retiring also frees build slots
+    agents.on_retire = with_slots(release_all_of_agent)
     sessions.on_hang_up.append(waiters.forget)
     return Services(
         settings=settings,
@@ -172,6 +176,7 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         contacts=Contacts(store),
         changes=changes,
         waiters=waiters,
+        build_slots=BuildSlots(store),
     )
 
 
@@ -266,7 +271,8 @@ def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Arc
     if mirror is not None:
         tg.start_soon(mirror.run)
     tg.start_soon(services.waiters.run)
-    tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
+    tg.start_soon(sweep_expired_reservations, services.reservations, services.build_slots,
+                  settings.reservation_sweep_seconds)
     tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)
 
 

@@ -74,6 +74,13 @@ class AlreadyBound(MailError):
     recoverable = True
 
 
+class SlotNotHeld(MailError):
+    """renew_build_slot on a lease the agent does not hold (never acquired, released or expired)."""
+
+    code = "SLOT_NOT_HELD"
+    recoverable = True
+
+
 class StorageError(MailError):
     """The database could not be opened or used (corrupt, foreign, future schema, unwritable)."""
 
@@ -127,6 +134,7 @@ _BY_CODE: dict[str, type[MailError]] = {
         ContactRequired,
         ContactBlocked,
         AlreadyBound,
+        SlotNotHeld,
         StorageError,
         DaemonUnavailable,
         UnsafeStateDir,

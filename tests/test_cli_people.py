@@ -285,8 +285,9 @@ def test_completion_scripts_know_every_command(shell: str) -> None:
 
 
 # Commands whose output is not a result: the shim (speaks MCP), completion (a script), logs (a file),
-# hook (answers a client's hook protocol, which is JSON already), guard check (the git hook's verdict).
-NO_JSON = {("mcp",), ("completion",), ("hook",), ("daemon", "logs"), ("guard", "check")}
+# hook (answers a client's hook protocol, which is JSON already), guard check (the git hook's verdict),
+# run (prints what its command prints).
+NO_JSON = {("mcp",), ("completion",), ("hook",), ("daemon", "logs"), ("guard", "check"), ("run",)}
 
 
 def leaves(parser: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:

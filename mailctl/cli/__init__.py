@@ -28,6 +28,7 @@ from mailctl.cli import (
     mcp,
     search,
     share,
+    slots,
     watch,
     web,
 )
@@ -42,6 +43,7 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     attachment.register,
     agents.register,
     watch.register,
+    slots.register,
     mcp.register,
     doctor.register,
     archive.register,

@@ -441,6 +441,8 @@ def render(kind: str, slug: str | None, payload: dict[str, Any], keys: dict[str,
         return formats.reservation_files(payload["reservations"], slug or "")
     if kind == "receipt":
         return formats.receipt_files(payload["receipt"], slug or "")
+    if kind == "build_slot":
+        return formats.build_slot_files(payload["leases"], slug or "")
     if kind == "contact":
         return formats.contact_files(payload["contact"], slug or "")
     if kind == "agent_deleted":

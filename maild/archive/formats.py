@@ -210,6 +210,22 @@ def reservation_files(reservations: list[dict[str, Any]], slug: str) -> Files:
     return files
 
 
+def build_slot_path(slug: str, slot: str, agent: str, branch: str) -> str:
+    """Upstream's lease file `build_slots/<slot>/<agent>__<branch>.json`. One file per holder and
+    branch, rewritten on acquire, renew and release: the folder grows with who builds, not how often.
+    A branch that is not a safe file name (`feature/x`) gets a hash suffix, as thread names do."""
+    name = branch
+    if not _SAFE_SEGMENT.match(branch) or ".." in branch:
+        digest = hashlib.sha1(branch.encode(), usedforsecurity=False).hexdigest()[:8]
+        name = f"{_SAFE_THREAD.sub('-', branch).strip('-.')[:80] or 'branch'}~{digest}"
+    return f"projects/{segment(slug)}/build_slots/{segment(slot)}/{segment(agent)}__{name}.json"
+
+
+def build_slot_files(leases: list[dict[str, Any]], slug: str) -> Files:
+    return {build_slot_path(slug, lease["slot"], lease["agent"], lease["branch"]): pretty_json(lease)
+            for lease in leases}
+
+
 def describe(kind: str, payload: dict[str, Any]) -> tuple[str, str | None]:
     """(one commit-message line, acting agent) for an outbox item."""
     if kind == "message":
@@ -222,6 +238,12 @@ def describe(kind: str, payload: dict[str, Any]) -> tuple[str, str | None]:
         more = f" (+{len(items) - 1} more)" if len(items) > 1 else ""
         holder = items[0]["agent"] if items else "?"
         return f"file_reservation: {holder} {items[0]['path_pattern'] if items else ''}{more}", holder
+    if kind == "build_slot":
+        leases = payload["leases"]
+        more = f" (+{len(leases) - 1} more)" if len(leases) > 1 else ""
+        first = leases[0] if leases else {"agent": "?", "slot": "", "branch": ""}
+        return f"build_slot: {first['agent']} {payload['action']} {first['slot']}@{first['branch']}{more}", \
+            first["agent"]
     if kind == "project":
         return f"project: {payload['project']['slug']}", None
     if kind == "receipt":

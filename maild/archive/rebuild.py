@@ -1,7 +1,7 @@
 """Rebuild the database from the archive alone (`mailctl doctor --rebuild`, `maild rebuild`).
 
 Reads the archive's current commit (projects, agent profiles, canonical message files,
-reservation files), writes a fresh database beside the old one, then swaps them, keeping the old
+reservation and build slot files), writes a fresh database beside the old one, then swaps them, keeping the old
 file as `mail.sqlite3.bak-<time>` (WAL checkpointed first). Retired agents come back retired, and
 mail and leases keep their original agent ids, read/ack state comes back from the receipts, and
 registration tokens keep working through the salted hash each profile carries (profiles archived
@@ -39,8 +39,9 @@ RESERVATION_FILE = re.compile(
 RECEIPT_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/receipts/(?:\d+xxx/)?\d+\.json$")
 CONTACT_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/contacts/\d+\.json$")
 TOMBSTONE_FILE = re.compile(r"^projects/[^/]+/deleted_agents/\d+\.json$")
+BUILD_SLOT_FILE = re.compile(r"^projects/(?P<slug>[^/]+)/build_slots/[^/]+/[^/]+__[^/]+\.json$")
 WANTED = (PROJECT_FILE, PROFILE_FILE, PROFILE_HISTORY_FILE, RESERVATION_FILE, RECEIPT_FILE, CONTACT_FILE,
-          TOMBSTONE_FILE, formats.MESSAGE_FILE)
+          TOMBSTONE_FILE, BUILD_SLOT_FILE, formats.MESSAGE_FILE)
 
 Progress = Callable[[str, int, int], None]
 
@@ -57,6 +58,7 @@ def collect(repo: Path) -> dict[str, list[Any]]:
     reservations: dict[int, tuple[bool, Any]] = {}
     receipts: list[Any] = []
     contacts: list[Any] = []
+    slots: list[Any] = []
     deleted: set[int] = set()
     for path, blob in sorted(blobs.items()):
         text = blob.decode()
@@ -76,6 +78,8 @@ def collect(repo: Path) -> dict[str, list[Any]]:
             contacts.append(json.loads(text))
         elif TOMBSTONE_FILE.match(path):
             deleted.add(int(json.loads(text)["id"]))
+        elif (match := BUILD_SLOT_FILE.match(path)) is not None:
+            slots.append({**json.loads(text), "project_slug": match["slug"]})
         else:
             meta, body = formats.parse_message(text)
             messages.append({**meta, "body_md": body})
@@ -91,7 +95,8 @@ def collect(repo: Path) -> dict[str, list[Any]]:
     return {"projects": projects, "agents": kept_agents, "messages": [m for m in messages if not gone(m)],
             "reservations": [r for _, r in reservations.values() if r.get("agent_id") not in deleted],
             "receipts": [r for r in receipts if r["agent_id"] not in deleted],
-            "contacts": [c for c in contacts if not {c["from_agent_id"], c["to_agent_id"]} & deleted]}
+            "contacts": [c for c in contacts if not {c["from_agent_id"], c["to_agent_id"]} & deleted],
+            "build_slots": [s for s in slots if s["agent_id"] not in deleted]}
 
 
 def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progress) -> dict[str, int]:
@@ -166,6 +171,12 @@ def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progres
         " expires_ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [(c["from_agent_id"], c["to_agent_id"], c["status"], c.get("reason", ""), c["created_ts"], c["updated_ts"],
           c.get("expires_ts")) for c in found["contacts"]],
+    )
+    conn.executemany(
+        "INSERT INTO build_slots(project_id, slot, agent_id, branch, exclusive, acquired_ts, expires_ts, released_ts)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(projects[s["project_slug"]], s["slot"], s["agent_id"], s["branch"], int(s["exclusive"]), s["acquired_ts"],
+          s["expires_ts"], s.get("released_ts")) for s in found["build_slots"] if s["agent_id"] in kept],
     )
     conn.execute("DELETE FROM archive_outbox")  # the archive already holds everything just read
     return {key: len(value) for key, value in found.items()}

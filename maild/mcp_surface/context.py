@@ -7,6 +7,7 @@ from pathlib import Path
 
 from maild.services.agents import Agents
 from maild.services.attachments import Attachments
+from maild.services.build_slots import BuildSlots
 from maild.services.changes import ChangeFeed
 from maild.services.contact_requests import Contacts
 from maild.services.health import Health
@@ -41,4 +42,5 @@ class Services:
     contacts: Contacts
     changes: ChangeFeed
     waiters: MailWaiters
+    build_slots: BuildSlots
     attachments: Attachments | None = None

@@ -25,6 +25,7 @@ from maild.mcp_surface import (
     tools_push,
     tools_reservations,
     tools_search,
+    tools_slots,
 )
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.registry import (
@@ -68,6 +69,7 @@ def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     tools_archive.register(tools)
     tools_reservations.register(tools, resources)
     tools_reservations.register_guard(tools)
+    tools_slots.register(tools, resources)
     resources_mail.register(resources)
     resources_attachments.register(resources)
     tools_search.register(tools, resources)

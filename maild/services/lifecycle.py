@@ -15,6 +15,7 @@ from typing import Any
 
 from maild.services import agents as ag
 from maild.services import names
+from maild.services.build_slots import with_slots
 from maild.services.projects import find_in, validate_project_key
 from maild.services.reservations import release_all_of_agent
 from maild.services.sessions import Session
@@ -53,7 +54,7 @@ def retire_in(conn: Connection, session: Session | None, project_key: str, name:
     project = find_in(conn, project_key)
     row = _target(conn, session, project, name, token)
     now = utcnow()
-    released = ag.retire_in(conn, row, now, release_all_of_agent)
+    released = ag.retire_in(conn, row, now, with_slots(release_all_of_agent))
     return {"status": "retired", "agent_name": row[1], "retired_ts": now, "released_reservations": released}
 
 
@@ -116,6 +117,9 @@ def hard_delete_in(conn: Connection, session: Session | None, project_key: str, 
         "file_reservations_deleted": conn.execute(
             "DELETE FROM file_reservations WHERE agent_id = ? RETURNING 1", (agent_id,)
         ).fetchall(),
+        "build_slots_deleted": conn.execute(
+            "DELETE FROM build_slots WHERE agent_id = ? RETURNING 1", (agent_id,)
+        ).fetchall(),
         "contacts_deleted": conn.execute(
             "DELETE FROM contacts WHERE from_agent_id = :a OR to_agent_id = :a RETURNING 1", {"a": agent_id}
         ).fetchall(),
@@ -140,7 +144,7 @@ def auto_retire_in(conn: Connection, days: float) -> list[str]:
     ).fetchall()
     now = utcnow()
     for row in rows:
-        ag.retire_in(conn, row, now, release_all_of_agent)
+        ag.retire_in(conn, row, now, with_slots(release_all_of_agent))
     return [str(row[1]) for row in rows]
 
 

@@ -222,6 +222,26 @@ CREATE TABLE attachments (
 CREATE INDEX attachments_blob ON attachments(sha256, project_id);
 """
 
+# Build slots (issue 17): leases on a named build resource ("frontend-build", "test-db"), exclusive or
+# shared. One row per (project, slot, agent, branch), reused by each acquire: the table (and the
+# archive, one file per row) stays as small as the set of who-builds-what, however many builds run.
+M008_BUILD_SLOTS = """
+CREATE TABLE build_slots (
+    id           INTEGER PRIMARY KEY,
+    project_id   INTEGER NOT NULL REFERENCES projects(id),
+    slot         TEXT NOT NULL,
+    agent_id     INTEGER NOT NULL REFERENCES agents(id),
+    branch       TEXT NOT NULL,
+    exclusive    INTEGER NOT NULL,
+    acquired_ts  TEXT NOT NULL,
+    expires_ts   TEXT NOT NULL,
+    released_ts  TEXT,
+    UNIQUE (project_id, slot, agent_id, branch)
+);
+CREATE INDEX build_slots_live ON build_slots(project_id, slot, expires_ts) WHERE released_ts IS NULL;
+CREATE INDEX build_slots_agent ON build_slots(agent_id);
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial", M001_INITIAL),
     (2, "unread_counts", M002_UNREAD_COUNTS),
@@ -229,6 +249,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (4, "send_keys", M004_SEND_KEYS),
     (5, "group_work", M005_GROUP_WORK),
     (7, "attachments", M007_ATTACHMENTS),
+    (8, "build_slots", M008_BUILD_SLOTS),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

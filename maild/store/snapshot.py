@@ -45,6 +45,10 @@ class Snapshot:
         self.conn = apsw.Connection(str(path))
         self.conn.execute("PRAGMA foreign_keys = OFF")  # rows are deleted across tables in bulk
 
+    def _has_table(self, name: str) -> bool:
+        return bool(self.conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                                      (name,)).fetchone())
+
     def close(self) -> None:
         self.conn.close()
 
@@ -68,6 +72,9 @@ class Snapshot:
                     f"(SELECT id FROM messages WHERE project_id NOT IN ({marks}))", ids)
             for table in ("attachments", "messages", "file_reservations"):
                 self.conn.execute(f"DELETE FROM {table} WHERE project_id NOT IN ({marks})", ids)
+            if self._has_table("build_slots"):  # an agent may hold a slot in another project: it goes too
+                self.conn.execute(f"DELETE FROM build_slots WHERE project_id NOT IN ({marks}) OR agent_id IN "
+                                  f"(SELECT id FROM agents WHERE project_id NOT IN ({marks}))", ids + ids)
             self.conn.execute(f"DELETE FROM sessions WHERE agent_id IN (SELECT id FROM agents WHERE project_id NOT IN ({marks}))", ids)  # noqa: E501
             self.conn.execute(f"DELETE FROM agents WHERE project_id NOT IN ({marks})", ids)
             self.conn.execute(f"DELETE FROM projects WHERE id NOT IN ({marks})", ids)
@@ -86,7 +93,9 @@ class Snapshot:
             # Salted hashes of registration tokens: useless to readers, and a bundle is public.
             self.conn.execute("UPDATE agents SET token_hash = NULL WHERE token_hash IS NOT NULL")
             counts["token_hashes_cleared"] = self.conn.changes()
-            for table in ("file_reservations", "sessions", "archive_outbox"):
+            for table in ("file_reservations", "build_slots", "sessions", "archive_outbox"):
+                if not self._has_table(table):
+                    continue  # a database copied before its daemon ran the migration that adds it
                 self.conn.execute(f"DELETE FROM {table}")
                 counts[f"{table}_deleted"] = self.conn.changes()
         return counts
