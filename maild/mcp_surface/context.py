@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from maild.services.acks import AckDeadlines
 from maild.services.agents import Agents
 from maild.services.attachments import Attachments
 from maild.services.changes import ChangeFeed
@@ -42,3 +43,4 @@ class Services:
     changes: ChangeFeed
     waiters: MailWaiters
     attachments: Attachments | None = None
+    acks: AckDeadlines | None = None  # the ack-deadline scanner (ACK_TTL_ENABLED)

@@ -1,0 +1,238 @@
+"""Ack deadlines: the scanner that finds acknowledgements overdue past ACK_TTL_SECONDS, logs each
+`ack_overdue` once and escalates it once (ACK_ESCALATION_MODE: message, file_reservation or log).
+
+It owns the `ack_escalations` record: one row per overdue (message, recipient), written in the same
+transaction as the escalation, so a daemon restart never repeats one and two scans never race.
+Escalations are ordinary mail (send_in) and leases (reservations.grant_in), so they archive and
+wake waiters like any other. The views over pending acks live in mail_views.py, not here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from maild.services import agents as ag
+from maild.services import names
+from maild.services.messaging import MAX_SUBJECT_CHARS, Outgoing, send_in
+from maild.services.reservations import grant_in
+from maild.services.sessions import Session
+from maild.store import Connection, Store, format_ts, utcnow
+from shared.config import Settings
+from shared.errors import MailError
+
+log = logging.getLogger(__name__)
+
+SCAN_BATCH = 200  # overdue messages escalated per scan; the next scan takes the rest
+_PAIR_COLUMNS = (
+    "m.id, r.agent_id, r.kind, a.name, m.project_id, p.slug, p.human_key, m.created_ts, m.subject,"
+    " m.sender_id, s.name, s.is_active, m.thread_id"
+)
+_OVERDUE = (
+    "FROM messages m JOIN message_recipients r ON r.message_id = m.id JOIN agents a ON a.id = r.agent_id"
+    " JOIN agents s ON s.id = m.sender_id JOIN projects p ON p.id = m.project_id"
+    " WHERE m.ack_required = 1 AND m.created_ts < :cutoff AND r.ack_ts IS NULL AND a.is_active = 1"
+    " AND NOT EXISTS (SELECT 1 FROM ack_escalations e WHERE e.message_id = m.id AND e.agent_id = r.agent_id)"
+)
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """One recipient who owes an acknowledgement past the deadline."""
+
+    message_id: int
+    agent_id: int
+    kind: str
+    recipient: str
+    project_id: int
+    slug: str
+    human_key: str
+    created_ts: str
+    subject: str
+    sender_id: int
+    sender: str
+    sender_active: bool
+    thread_id: str | None
+
+    @classmethod
+    def of(cls, row: Any) -> Overdue:
+        return cls(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+                   bool(row[11]), row[12])
+
+
+def overdue_messages(conn: Connection, cutoff: str, limit: int) -> list[int]:
+    """Ids of messages with at least one overdue, not yet handled recipient, oldest first."""
+    return [r[0] for r in conn.execute(
+        f"SELECT DISTINCT m.id {_OVERDUE} ORDER BY m.id LIMIT :limit", {"cutoff": cutoff, "limit": limit})]
+
+
+def _pairs(conn: Connection, message_id: int, cutoff: str) -> list[Overdue]:
+    rows = conn.execute(f"SELECT {_PAIR_COLUMNS} {_OVERDUE} AND m.id = :id ORDER BY a.name",
+                        {"cutoff": cutoff, "id": message_id}).fetchall()
+    return [Overdue.of(r) for r in rows]
+
+
+def _record(conn: Connection, pairs: list[Overdue], action: str, detail: str) -> None:
+    now = utcnow()
+    conn.executemany(
+        "INSERT INTO ack_escalations(message_id, agent_id, action, detail, created_ts) VALUES (?, ?, ?, ?, ?)",
+        [(p.message_id, p.agent_id, action, detail, now) for p in pairs],
+    )
+
+
+def _ops_agent(conn: Connection, name: str, project: dict[str, Any], purpose: str) -> Any:
+    """The named ops agent, created (program `ops`, as upstream) in this project if it does not exist."""
+    row = ag.find_active(conn, name)
+    if row is None:
+        row, _token = ag._create(conn, project, name, {"program": "ops", "model": "maild",
+                                                       "task_description": purpose, "attachments_policy": "auto"})
+    return row
+
+
+def _age(created_ts: str) -> str:
+    seconds = int((dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(created_ts.replace("Z", "+00:00")))
+                  .total_seconds())
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def _system_mail(conn: Connection, pairs: list[Overdue]) -> str:
+    """`message` mode: a reminder to each overdue recipient and one notice to the sender, from AckWatch.
+
+    A bcc recipient's reminder goes as bcc (private to it), and a notice naming a bcc recipient goes to
+    the sender as bcc, so no reminder shows who was bcc'd to anyone the original did not show it to."""
+    first = pairs[0]
+    project = {"id": first.project_id, "slug": first.slug}
+    ops = _ops_agent(conn, ag.SYSTEM_NAME, project, "Reminds agents of overdue acknowledgements")
+    session = Session(id="system:ack-watch", client="system", agent_id=ops[0])
+    thread = first.thread_id or str(first.message_id)
+    age = _age(first.created_ts)
+    sent = 0
+    for pair in pairs:
+        if pair.agent_id == ops[0]:
+            continue
+        where = "bcc" if pair.kind == "bcc" else "to"
+        out = Outgoing(
+            project_key=pair.human_key, subject=f"Reminder: please acknowledge: {pair.subject}"[:MAX_SUBJECT_CHARS],
+            body_md=(f"{pair.sender} asked you to acknowledge message {pair.message_id} (\"{pair.subject}\", sent "
+                     f"{pair.created_ts}); it is still unacknowledged after {age}.\n\nRead it "
+                     f"(resource://message/{pair.message_id}), act on it, then call `acknowledge_message` with "
+                     f"message_id={pair.message_id}. This is the only reminder."),
+            to=[pair.recipient] if where == "to" else [], bcc=[pair.recipient] if where == "bcc" else [],
+            importance="high", thread_id=thread, contact_intro=True)
+        send_in(conn, session, out, None, None, False, mentions=False)
+        sent += 1
+    if first.sender_active and first.sender_id != ops[0] and any(p.agent_id != first.sender_id for p in pairs):
+        owing = [p.recipient for p in pairs if p.agent_id != first.sender_id]
+        private = any(p.kind == "bcc" for p in pairs)
+        out = Outgoing(
+            project_key=first.human_key, subject=f"Not yet acknowledged: {first.subject}"[:MAX_SUBJECT_CHARS],
+            body_md=(f"Your message {first.message_id} (\"{first.subject}\", sent {first.created_ts}) asked for an "
+                     f"acknowledgement. After {age}, still pending from: {', '.join(owing)}.\n\n{ag.SYSTEM_NAME} "
+                     "reminded them once; resource://views/acks-stale/<agent> lists what is still pending."),
+            to=[] if private else [first.sender], bcc=[first.sender] if private else [],
+            thread_id=thread, contact_intro=True)
+        send_in(conn, session, out, None, None, False, mentions=False)
+        sent += 1
+    return f"{sent} mail(s) from {ag.SYSTEM_NAME}"
+
+
+def _claim(conn: Connection, pairs: list[Overdue], settings: Settings) -> str:
+    """`file_reservation` mode (upstream): a lease on each recipient's archive inbox folder of that month,
+    held by ACK_ESCALATION_CLAIM_HOLDER_NAME (an ops agent, created if needed) or by the recipient."""
+    leases = []
+    holder_name = names.sanitize(settings.ack_escalation_claim_holder_name)
+    for pair in pairs:
+        project = {"id": pair.project_id, "slug": pair.slug}
+        holder_id = pair.agent_id
+        if holder_name:
+            holder_id = _ops_agent(conn, holder_name, project, "Holds leases on overdue acknowledgements")[0]
+        pattern = f"agents/{pair.recipient}/inbox/{pair.created_ts[:4]}/{pair.created_ts[5:7]}/*.md"
+        lease = grant_in(conn, project, holder_id, pattern, exclusive=settings.ack_escalation_claim_exclusive,
+                         reason=f"ack overdue: message {pair.message_id}",
+                         ttl_seconds=settings.ack_escalation_claim_ttl_seconds)
+        leases.append(f"#{lease['id']} {pattern}")
+    return "lease " + ", ".join(leases)
+
+
+@dataclass
+class AckDeadlines:
+    """The scanner over one store; `statistics()` feeds health_check."""
+
+    store: Store
+    settings: Settings
+    scans: int = 0
+    handled: dict[str, int] = field(default_factory=dict)
+    last_scan_ts: str | None = None
+    last_error: str | None = None
+
+    @property
+    def action(self) -> str:
+        return self.settings.ack_escalation_mode if self.settings.ack_escalation_enabled else "log"
+
+    def statistics(self) -> dict[str, Any]:
+        return {"enabled": self.settings.ack_ttl_enabled, "ttl_seconds": self.settings.ack_ttl_seconds,
+                "escalation": self.action, "scans": self.scans, "handled": dict(self.handled),
+                "last_scan_ts": self.last_scan_ts, "last_error": self.last_error}
+
+    async def run(self) -> None:
+        """Scan at start, then every ACK_TTL_SCAN_INTERVAL_SECONDS, until cancelled."""
+        while True:
+            try:
+                await self.scan_once()
+            except Exception as exc:
+                self.last_error = str(exc)
+                log.exception("ack scan failed; retrying next interval")
+            await anyio.sleep(self.settings.ack_ttl_scan_interval_seconds)
+
+    async def scan_once(self) -> int:
+        """Handle every overdue pair found now (up to SCAN_BATCH messages); returns how many pairs."""
+        cutoff = format_ts(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.ack_ttl_seconds))
+        handled = 0
+        for message_id in await self.store.read(overdue_messages, cutoff, SCAN_BATCH):
+            handled += await self._handle(message_id, cutoff)
+        self.scans += 1
+        self.last_scan_ts = utcnow()
+        return handled
+
+    async def _handle(self, message_id: int, cutoff: str) -> int:
+        action = self.action
+
+        def escalate(conn: Connection) -> tuple[list[Overdue], str]:
+            # Re-read inside the write: a pair acknowledged (or handled) since the scan's read is skipped.
+            pairs = _pairs(conn, message_id, cutoff)
+            if not pairs:
+                return pairs, ""
+            detail = ""
+            if action == "message":
+                detail = _system_mail(conn, pairs)
+            elif action == "file_reservation":
+                detail = _claim(conn, pairs, self.settings)
+            _record(conn, pairs, action, detail)
+            return pairs, detail
+
+        def skip(conn: Connection, reason: str) -> tuple[list[Overdue], str]:
+            pairs = _pairs(conn, message_id, cutoff)
+            _record(conn, pairs, "skipped", reason)
+            return pairs, reason
+
+        try:
+            pairs, detail = await self.store.write(escalate)
+        except MailError as exc:  # e.g. a recipient who blocks all mail: recorded, never retried
+            log.warning("ack escalation of message %d (%s) not made: %s", message_id, action, exc.message)
+            pairs, detail = await self.store.write(skip, f"{exc.code}: {exc.message}"[:500])
+            action = "skipped"
+        for pair in pairs:
+            log.warning("ack_overdue message=%d recipient=%s sender=%s project=%s created=%s action=%s%s",
+                        pair.message_id, pair.recipient, pair.sender, pair.slug, pair.created_ts, action,
+                        f" ({detail})" if detail else "")
+        if pairs:
+            self.handled[action] = self.handled.get(action, 0) + len(pairs)
+        return len(pairs)

