@@ -9,6 +9,8 @@ Scanner tests run with a 1 s deadline and a 0.2 s scan interval (config.toml in 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,8 +18,8 @@ from typing import Any
 import apsw
 import pytest
 
-from shared.errors import NameTaken
-from tests.conftest import Mailbox
+from shared.errors import MailError, NameTaken
+from tests.conftest import Mailbox, git_init
 from tests.test_archive import wait_drained
 
 PROJECT = "/work/acks"
@@ -129,8 +131,6 @@ def test_message_mode_reminds_each_recipient_and_tells_the_sender_once_even_acro
 
 @pytest.fixture(scope="module")
 def claim_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailbox]:
-    from tests.conftest import git_init
-
     box = Mailbox(git_init(tmp_path_factory.mktemp("claims") / "repo"), "trio")
     configure(box, ack_ttl_enabled=True, ack_ttl_seconds=1, ack_ttl_scan_interval_seconds=0.2,
               ack_escalation_enabled=True, ack_escalation_mode="file_reservation",
@@ -163,3 +163,90 @@ def test_file_reservation_mode_leases_the_recipients_inbox_folder_to_the_claim_h
 def test_the_daemon_identity_cannot_be_registered_by_an_agent(claim_box: Mailbox) -> None:
     with claim_box.client(hello={"session": "s-x", "client": "test", "pid": 1}) as conn, pytest.raises(NameTaken):
         conn.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m", "name": "ack-watch"})
+
+
+def test_acks_stale_lists_what_is_overdue_with_its_age_read_time_and_escalation(claim_box: Mailbox) -> None:
+    blue, green = Agent(claim_box, "OliveOwl"), Agent(claim_box, "PearlPine")
+    try:
+        owed = blue.send(to=["PearlPine"], subject="Stale one", ack_required=True)
+        done = blue.send(to=["PearlPine"], subject="Acked one", ack_required=True)
+        blue.send(to=["PearlPine"], subject="Plain")
+        green.call("acknowledge_message", message_id=done["id"])
+        green.call("mark_message_read", message_id=owed["id"])
+        fresh = green.conn.read_resource("resource://views/acks-stale/PearlPine?ttl_seconds=3600")
+        assert fresh["messages"] == [], "nothing is an hour old"
+        deadline = time.monotonic() + 30
+        while True:  # overdue after 1 s, escalated by the next scan
+            stale = green.conn.read_resource("resource://views/acks-stale/PearlPine")
+            if stale["messages"] and stale["messages"][0]["escalation"]:
+                break
+            assert time.monotonic() < deadline, stale
+            time.sleep(0.05)
+        [item] = stale["messages"]
+        assert stale["ttl_seconds"] == 1
+        assert item["id"] == owed["id"]
+        assert item["read_at"] is not None
+        assert item["age_seconds"] >= 1
+        assert item["escalation"]["action"] == "file_reservation"
+        with pytest.raises(MailError) as refused:
+            blue.conn.read_resource("resource://views/acks-stale/PearlPine")
+        assert refused.value.code == "AUTHENTICATION_REQUIRED", "another agent's pending acks need its token"
+        token = green.info["registration_token"]
+        assert blue.conn.read_resource(f"resource://views/acks-stale/PearlPine?agent_token={token}")["count"] == 1
+        with pytest.raises(MailError) as bad:
+            green.conn.read_resource("resource://views/acks-stale/PearlPine?ttl_seconds=soon")
+        assert bad.value.code == "INVALID_ARGUMENT"
+    finally:
+        blue.conn.close()
+        green.conn.close()
+
+
+def test_mailbox_with_commits_names_the_archive_commit_holding_each_message(claim_box: Mailbox) -> None:
+    blue, green = Agent(claim_box, "RubyRaven"), Agent(claim_box, "SageSwan")
+    try:
+        first = blue.send(to=["SageSwan"], subject="First archived")
+        wait_drained(claim_box)
+        second = blue.send(to=["SageSwan"], subject="Second archived")
+        wait_drained(claim_box)
+        box = green.conn.read_resource("resource://mailbox-with-commits/SageSwan")
+        by_id = {m["id"]: m for m in box["messages"]}
+        assert {by_id[first["id"]]["archive_status"], by_id[second["id"]]["archive_status"]} == {"committed"}
+        commits = {i: by_id[i]["commit"]["hexsha"] for i in (first["id"], second["id"])}
+        assert commits[first["id"]] != commits[second["id"]], "drained one at a time: two commits"
+        for message_id, sha in commits.items():
+            shown = subprocess.run(["git", "--git-dir", str(claim_box.paths.archive), "show", "--name-only",
+                                    "--format=", sha], capture_output=True, text=True, check=True).stdout
+            assert re.search(rf"^projects/work-acks/messages/.*__{message_id}\.md$", shown, re.MULTILINE), shown
+
+        plain = green.conn.read_resource("resource://mailbox/SageSwan?limit=5")
+        assert plain["archive_head"] == subprocess.run(
+            ["git", "--git-dir", str(claim_box.paths.archive), "rev-parse", "HEAD"],
+            capture_output=True, text=True, check=True).stdout.strip()
+        assert all(m["archive_status"] == "committed" and "commit" not in m for m in plain["messages"])
+        with pytest.raises(MailError) as refused:
+            blue.conn.read_resource("resource://mailbox-with-commits/SageSwan")
+        assert refused.value.code == "AUTHENTICATION_REQUIRED", "an inbox is personal"
+    finally:
+        blue.conn.close()
+        green.conn.close()
+
+
+def test_a_message_not_yet_archived_says_so_until_its_commit(claim_box: Mailbox) -> None:
+    blue, green = Agent(claim_box, "TealTrail"), Agent(claim_box, "VividVale")
+    wait_drained(claim_box)
+    held = claim_box.paths.archive / "refs/heads/main.lock"
+    held.write_text("another git process moves the branch\n")  # the archiver cannot commit meanwhile
+    try:
+        sent = blue.send(to=["VividVale"], subject="Not archived yet")
+        [item] = green.conn.read_resource("resource://mailbox-with-commits/VividVale")["messages"]
+        assert item["archive_status"] == "pending"
+        assert item["commit"] is None
+    finally:
+        held.unlink()
+    wait_drained(claim_box, timeout=60)
+    [item] = green.conn.read_resource("resource://mailbox-with-commits/VividVale")["messages"]
+    assert item["id"] == sent["id"]
+    assert item["archive_status"] == "committed"
+    assert len(item["commit"]["hexsha"]) == 40
+    blue.conn.close()
+    green.conn.close()

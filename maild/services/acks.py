@@ -236,3 +236,17 @@ class AckDeadlines:
         if pairs:
             self.handled[action] = self.handled.get(action, 0) + len(pairs)
         return len(pairs)
+
+
+def stale_details(conn: Connection, agent_id: int, items: list[dict[str, Any]], now: dt.datetime) -> None:
+    """The acks-stale view's extras per item: `read_at`, `age_seconds`, and `escalation` (what the
+    scanner did about it, or None)."""
+    ids = [item["id"] for item in items]
+    done = {r[0]: {"action": r[1], "detail": r[2], "at": r[3]} for r in conn.execute(
+        "SELECT message_id, action, detail, created_ts FROM ack_escalations WHERE agent_id = ?"
+        f" AND message_id IN ({','.join('?' * len(ids))})", [agent_id, *ids])} if ids else {}
+    for item in items:
+        created = dt.datetime.fromisoformat(item["created_ts"].replace("Z", "+00:00"))
+        item["read_at"] = item["read_ts"]
+        item["age_seconds"] = int((now - created).total_seconds())
+        item["escalation"] = done.get(item["id"])

@@ -442,6 +442,10 @@ class Agents:
     def settings(self) -> Settings:
         return self._settings
 
+    @property
+    def archive(self) -> Path:
+        return self._archive
+
     async def project_key_of(self, agent_id: int) -> str | None:
         """The human key of an agent's project (the default project_key of its session)."""
         key = await self._store.read(
