@@ -21,6 +21,7 @@ import pytest
 from shared.errors import MailError, NameTaken
 from tests.conftest import Mailbox, git_init
 from tests.test_archive import wait_drained
+from tests.test_cli_people import on_terminal
 
 PROJECT = "/work/acks"
 
@@ -250,3 +251,88 @@ def test_a_message_not_yet_archived_says_so_until_its_commit(claim_box: Mailbox)
     assert len(item["commit"]["hexsha"]) == 40
     blue.conn.close()
     green.conn.close()
+
+
+def test_mailctl_acks_lists_who_owes_what_for_a_person_and_for_a_script(claim_box: Mailbox) -> None:
+    project = "/work/acks-cli"
+    for name in ("JadeJay", "KeenKite"):
+        claim_box.mailctl("register", "--program", "p", "--model", "m", "--name", name, "--project", project)
+    sent = json.loads(claim_box.mailctl("send", "JadeJay,KeenKite", "Sign off the release", "body", "--ack",
+                                        "--project", project, "--json").stdout)["deliveries"][0]["payload"]
+    claim_box.mailctl("send", "JadeJay", "FYI only", "body", "--project", project)
+
+    text = claim_box.mailctl("acks", "--project", project).stdout.splitlines()
+    assert text[0] == "2 pending acknowledgement(s) in work-acks-cli"
+    rows = [line.split() for line in text[1:3]]
+    assert [row[0] for row in rows] == [f"#{sent['id']}"] * 2
+    assert [row[5:7] for row in rows] == [["HumanOperator", "JadeJay"], ["HumanOperator", "KeenKite"]]  # after the age
+    assert "FYI only" not in "\n".join(text)
+
+    mine = json.loads(claim_box.mailctl("acks", "--agent", "KeenKite", "--project", project, "--json").stdout)
+    assert [(a["message_id"], a["recipient"], a["from"]) for a in mine["acks"]] == [
+        (sent["id"], "KeenKite", "HumanOperator")]
+    assert mine["state"] == "pending"
+
+    deadline = time.monotonic() + 30
+    while True:  # the daemon's deadline is 1 s, and its scanner leases overdue inboxes (this module's mode)
+        overdue = json.loads(claim_box.mailctl("acks", "overdue", "--project", project, "--json").stdout)
+        if overdue["count"] == 2 and all(a["escalation"] for a in overdue["acks"]):
+            break
+        assert time.monotonic() < deadline, overdue
+        time.sleep(0.1)
+    assert all(a["overdue"] for a in overdue["acks"])
+    assert "overdue, inbox leased" in claim_box.mailctl("acks", "overdue", "--project", project).stdout
+    assert json.loads(claim_box.mailctl("acks", "overdue", "--ttl", "3600", "--project", project,
+                                        "--json").stdout)["acks"] == []
+
+    code, screen, _err = on_terminal(claim_box, "acks", "--project", project)
+    assert code == 0
+    assert "owed by" in screen
+    assert "\x1b[" in screen, "a table with colour on a terminal"
+    bad = claim_box.mailctl("acks", "--agent", "NoSuchAgent", "--project", project, check=False)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("mailctl: NOT_FOUND: ")
+
+
+def test_mailctl_reserve_list_renew_and_release_as_text_and_json(claim_box: Mailbox) -> None:
+    project = ["--project", "/work/leases-cli"]
+    text = claim_box.mailctl("reserve", "src/auth/**", "docs/auth.md", "--ttl", "600", "--reason", "auth work",
+                             *project).stdout.splitlines()
+    assert len(text) == 2
+    assert re.fullmatch(r"reserved #\d+ src/auth/\*\* \(exclusive\) until \d{4}-\d\d-\d\d \d\d:\d\d", text[0])
+    first = int(text[0].split()[1][1:])
+
+    shared = json.loads(claim_box.mailctl("reserve", "README.md", "--shared", *project, "--json").stdout)
+    assert shared["granted"][0]["exclusive"] is False
+
+    listing = claim_box.mailctl("reservations", *project).stdout.splitlines()
+    assert listing[0] == "3 active reservation(s)"
+    assert [line.split()[1:4] for line in listing[1:]] == [
+        ["HumanOperator", "src/auth/**", "exclusive"], ["HumanOperator", "docs/auth.md", "exclusive"],
+        ["HumanOperator", "README.md", "shared"]]
+
+    other = Agent(claim_box, "LunarLynx")
+    try:
+        other.conn.call_tool("register_agent", {"project_key": "/work/leases-cli", "program": "p", "model": "m",
+                                                "name": "LunarLynx"})
+        refused = claim_box.mailctl("reserve", "src/auth/login.py", "--fail-on-conflict", "--as", "LunarLynx",
+                                    f"--token={other.info['registration_token']}", *project, check=False)
+    finally:
+        other.conn.close()
+    assert refused.returncode == 1
+    assert "overlaps src/auth/** held exclusively by HumanOperator" in refused.stderr
+    assert refused.stdout == ""
+
+    renewed = json.loads(claim_box.mailctl("renew", "--ttl", "900", "docs/auth.md", *project, "--json").stdout)
+    assert [r["path_pattern"] for r in renewed["file_reservations"]] == ["docs/auth.md"]
+    assert renewed["file_reservations"][0]["new_expires_ts"] > renewed["file_reservations"][0]["old_expires_ts"]
+
+    assert claim_box.mailctl("release", "--id", str(first), *project).stdout == "released 1 reservation(s)\n"
+    assert json.loads(claim_box.mailctl("release", "README.md", *project, "--json").stdout)["released"] == 1
+    everything = json.loads(claim_box.mailctl("reservations", "--all", *project, "--json").stdout)
+    assert {(r["path_pattern"], r["released_ts"] is not None) for r in everything} == {
+        ("src/auth/**", True), ("docs/auth.md", False), ("README.md", True)}
+    assert "released" in claim_box.mailctl("reservations", "--all", *project).stdout
+    usage = claim_box.mailctl("release", *project, check=False)
+    assert usage.returncode == 2
+    assert "--id N" in usage.stderr

@@ -53,6 +53,14 @@ def register(resources: ResourceRegistry) -> None:
     mailbox("mailbox-with-commits", "An agent's inbox with the archive commit holding each message "
             "(commit: hexsha, summary, authored_ts; null while still pending). ?project=&limit=20")
 
+    @resources.resource("resource://views/acks/{project}", "acks")
+    async def acks(services: Services, project: str, state: str | None = None, agent: str | None = None,
+                   ttl_seconds: str | None = None, limit: str | None = None) -> Any:
+        """Who owes which acknowledgement in a project (one row per message and recipient, oldest first).
+        ?state=pending|overdue (older than ttl_seconds, default ACK_TTL_SECONDS)&agent=&limit=200"""
+        return await services.views.acks(current_session.get(), project, {
+            "state": state, "agent": agent, "ttl_seconds": ttl_seconds, "limit": limit})
+
     @resources.resource("resource://message/{message_id}", "message")
     async def message(
         services: Services, message_id: str, project: str | None = None, include_attachments: str | None = None

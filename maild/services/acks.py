@@ -4,7 +4,8 @@
 It owns the `ack_escalations` record: one row per overdue (message, recipient), written in the same
 transaction as the escalation, so a daemon restart never repeats one and two scans never race.
 Escalations are ordinary mail (send_in) and leases (reservations.grant_in), so they archive and
-wake waiters like any other. The views over pending acks live in mail_views.py, not here.
+wake waiters like any other. It also holds the queries behind the ack views (who owes what); the
+resources that show them are mail_views.py's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import anyio
 
 from maild.services import agents as ag
-from maild.services import names
+from maild.services import names, visibility
 from maild.services.messaging import MAX_SUBJECT_CHARS, Outgoing, send_in
 from maild.services.reservations import grant_in
 from maild.services.sessions import Session
@@ -250,3 +251,27 @@ def stale_details(conn: Connection, agent_id: int, items: list[dict[str, Any]], 
         item["read_at"] = item["read_ts"]
         item["age_seconds"] = int((now - created).total_seconds())
         item["escalation"] = done.get(item["id"])
+
+
+def pending_in(conn: Connection, viewer: visibility.Viewer, project_id: int, *, cutoff: str | None,
+               agent_id: int | None, limit: int, now: dt.datetime) -> list[dict[str, Any]]:
+    """Who owes which acknowledgement in a project, one row per (message, recipient), oldest first:
+    all pending ones, or (`cutoff`) those sent before it. `viewer` reads what visibility.py allows,
+    and a bcc recipient's row only if it is that recipient or the sender (the operator sees all)."""
+    params: dict[str, Any] = {"project": project_id, "limit": limit, "cutoff": cutoff or "9999",
+                              "agent": agent_id}
+    where = visibility.clause(viewer, params, project_id=project_id)
+    if not viewer.is_operator:
+        where += " AND (r.kind != 'bcc' OR m.sender_id = :viewer OR r.agent_id = :viewer)"
+    rows: list[Any] = conn.execute(
+        "SELECT m.id, m.subject, m.created_ts, s.name, a.name, r.kind, r.read_ts, m.importance, m.thread_id,"
+        " e.action, e.created_ts FROM messages m JOIN agents s ON s.id = m.sender_id"
+        " JOIN message_recipients r ON r.message_id = m.id JOIN agents a ON a.id = r.agent_id"
+        " LEFT JOIN ack_escalations e ON e.message_id = m.id AND e.agent_id = r.agent_id"
+        " WHERE m.project_id = :project AND m.ack_required = 1 AND r.ack_ts IS NULL AND m.created_ts < :cutoff"
+        f" AND (:agent IS NULL OR r.agent_id = :agent) AND {where} ORDER BY m.id, a.name LIMIT :limit",
+        params).fetchall()
+    return [{"message_id": r[0], "subject": r[1], "created_ts": r[2], "from": r[3], "recipient": r[4],
+             "kind": r[5], "read_at": r[6], "importance": r[7], "thread_id": r[8],
+             "age_seconds": int((now - dt.datetime.fromisoformat(r[2].replace("Z", "+00:00"))).total_seconds()),
+             "escalation": {"action": r[9], "at": r[10]} if r[9] else None} for r in rows]

@@ -149,6 +149,35 @@ class MailViews:
             await _with_commits(self._agents.archive, found["messages"])
         return found
 
+    async def acks(self, session: Session | None, project_key: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A project's pending acknowledgements, one per (message, recipient): `state` pending (all) or
+        overdue (older than ttl_seconds, default ACK_TTL_SECONDS); `agent` keeps one recipient's."""
+        state = params.get("state") or "pending"
+        if state not in ("pending", "overdue"):
+            raise InvalidArgument(f"state must be pending or overdue, got {state!r}")
+        ttl = to_int(params.get("ttl_seconds"), "ttl_seconds", self._agents.settings.ack_ttl_seconds, 0, 10**8)
+        limit = to_int(params.get("limit"), "limit", 200)
+        key = validate_project_key(project_key)
+        now = dt.datetime.now(dt.UTC)
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            project = find_in(conn, key)
+            viewer = self._viewer(conn, session)
+            if viewer is None:
+                ag.acting_agent(conn, session, None, None)  # explains how to get an identity
+                raise AssertionError("unreachable")
+            agent_id = None
+            if params.get("agent"):
+                agent_id = ag.require_active(conn, ag.validate_name(params["agent"], "agent"))[0]
+            cutoff = format_ts(now - dt.timedelta(seconds=ttl)) if state == "overdue" else None
+            rows = acks.pending_in(conn, viewer, project["id"], cutoff=cutoff, agent_id=agent_id, limit=limit,
+                                   now=now)
+            for row in rows:
+                row["overdue"] = row["age_seconds"] >= ttl
+            return {"project": project["slug"], "state": state, "ttl_seconds": ttl, "count": len(rows), "acks": rows}
+
+        return await self._store.read(unit)
+
     def _viewer(self, conn: Connection, session: Session | None) -> visibility.Viewer | None:
         """Who reads: the operator (a Viewer with no agent), the session's agent, or None (nobody)."""
         mode = self._agents.settings.message_visibility
