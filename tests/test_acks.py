@@ -83,7 +83,7 @@ def overdue_log_lines(mailbox: Mailbox) -> list[str]:
 def agents(mailbox: Mailbox) -> Iterator[dict[str, Agent]]:
     configure(mailbox, ack_ttl_enabled=True, ack_ttl_seconds=1, ack_ttl_scan_interval_seconds=0.2,
               ack_escalation_enabled=True, ack_escalation_mode="message")
-    crew = {name: Agent(mailbox, name) for name in ("BlueLake", "GreenCastle", "RedFox", "SwiftOtter")}
+    crew = {name: Agent(mailbox, name) for name in ("BlueLake", "GreenCastle", "RedFox", "SwiftOtter", "TidyTide")}
     yield crew
     for agent in crew.values():
         agent.conn.close()
@@ -93,11 +93,14 @@ def test_message_mode_reminds_each_recipient_and_tells_the_sender_once_even_acro
     mailbox: Mailbox, agents: dict[str, Agent]
 ) -> None:
     blue = agents["BlueLake"]
-    owed = blue.send(to=["GreenCastle", "SwiftOtter"], bcc=["RedFox"], subject="Deploy plan", ack_required=True)
+    owed = blue.send(to=["GreenCastle", "SwiftOtter"], cc=["TidyTide"], bcc=["RedFox"], subject="Deploy plan",
+                     ack_required=True)
     blue.send(to=["GreenCastle"], subject="No ack needed")
     agents["SwiftOtter"].call("acknowledge_message", message_id=owed["id"])
+    agents["TidyTide"].call("set_contact_policy", policy="block_all")  # it takes no reminder either
 
-    wait_for_scans(mailbox, 1, handled=2)
+    report = wait_for_scans(mailbox, 1, handled=3)
+    assert report["handled"] == {"message": 2, "skipped": 1}
     reminders = mail_from(mailbox, "AckWatch")
     assert reminders == [
         ("GreenCastle", "to", "Reminder: please acknowledge: Deploy plan"),
@@ -111,11 +114,16 @@ def test_message_mode_reminds_each_recipient_and_tells_the_sender_once_even_acro
     assert f"message_id={owed['id']}" in reminder["body_md"]
     assert reminder["ack_required"] is False, "a reminder never asks for an ack itself (no escalation loop)"
     notice = blue.call("fetch_inbox", include_bodies=True)["result"][0]
-    assert "GreenCastle, RedFox" in notice["body_md"]
+    assert "still pending from: GreenCastle, RedFox, TidyTide" in notice["body_md"]
+    assert "AckWatch reminded GreenCastle, RedFox once" in notice["body_md"]
+    assert "Not reminded (they refuse AckWatch's mail): TidyTide" in notice["body_md"]
+    assert db_rows(mailbox, "SELECT a.name, e.action FROM ack_escalations e JOIN agents a ON a.id = e.agent_id"
+                   " ORDER BY a.name") == [("GreenCastle", "message"), ("RedFox", "message"), ("TidyTide", "skipped")]
     assert db_rows(mailbox, "SELECT program FROM agents WHERE name = 'AckWatch'") == [("ops",)]
     lines = overdue_log_lines(mailbox)
-    assert len(lines) == 2
-    assert all(f"message={owed['id']}" in line and "action=message" in line for line in lines)
+    assert len(lines) == 3
+    assert all(f"message={owed['id']}" in line for line in lines)
+    assert sum("action=message" in line for line in lines) == 2
 
     for agent in agents.values():
         agent.conn.close()
@@ -124,7 +132,7 @@ def test_message_mode_reminds_each_recipient_and_tells_the_sender_once_even_acro
     assert before["handled"] == {}, "nothing left to handle after the restart"
     assert mail_from(mailbox, "AckWatch") == reminders
     assert overdue_log_lines(mailbox) == lines
-    assert db_rows(mailbox, "SELECT count(*), min(action) FROM ack_escalations") == [(2, "message")]
+    assert db_rows(mailbox, "SELECT count(*) FROM ack_escalations") == [(3,)]
     wait_drained(mailbox)
     archived = db_rows(mailbox, "SELECT count(*) FROM archive_outbox")
     assert archived == [(0,)], "reminders archive like any mail"

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from maild.services import agents as ag
-from maild.services import names, visibility
+from maild.services import contacts, names, visibility
 from maild.services.messaging import MAX_SUBJECT_CHARS, Outgoing, send_in
 from maild.services.reservations import grant_in
 from maild.services.sessions import Session
@@ -104,8 +104,18 @@ def _age(created_ts: str) -> str:
     return f"{seconds // 3600} h"
 
 
-def _system_mail(conn: Connection, pairs: list[Overdue]) -> str:
+def _accepts(conn: Connection, ops: Any, agent_id: int) -> bool:
+    """Whether the agent takes AckWatch's mail (a `block_all` policy or a blocked link refuses it)."""
+    row = ag.get_by_id(conn, agent_id)
+    return row is not None and contacts.refusal(conn, ops, row, utcnow(), intro=True) is None
+
+
+REFUSED = "CONTACT_BLOCKED: the recipient's contact policy refuses AckWatch's mail; not reminded"
+
+
+def _system_mail(conn: Connection, pairs: list[Overdue]) -> tuple[str, set[int]]:
     """`message` mode: a reminder to each overdue recipient and one notice to the sender, from AckWatch.
+    Returns the detail to record and the recipients who refuse its mail (recorded as skipped).
 
     A bcc recipient's reminder goes as bcc (private to it), and a notice naming a bcc recipient goes to
     the sender as bcc, so no reminder shows who was bcc'd to anyone the original did not show it to."""
@@ -115,9 +125,10 @@ def _system_mail(conn: Connection, pairs: list[Overdue]) -> str:
     session = Session(id="system:ack-watch", client="system", agent_id=ops[0])
     thread = first.thread_id or str(first.message_id)
     age = _age(first.created_ts)
+    refused = {p.agent_id for p in pairs if p.agent_id != ops[0] and not _accepts(conn, ops, p.agent_id)}
     sent = 0
     for pair in pairs:
-        if pair.agent_id == ops[0]:
+        if pair.agent_id == ops[0] or pair.agent_id in refused:
             continue
         where = "bcc" if pair.kind == "bcc" else "to"
         out = Outgoing(
@@ -130,19 +141,25 @@ def _system_mail(conn: Connection, pairs: list[Overdue]) -> str:
             importance="high", thread_id=thread, contact_intro=True)
         send_in(conn, session, out, None, None, False, mentions=False)
         sent += 1
-    if first.sender_active and first.sender_id != ops[0] and any(p.agent_id != first.sender_id for p in pairs):
-        owing = [p.recipient for p in pairs if p.agent_id != first.sender_id]
-        private = any(p.kind == "bcc" for p in pairs)
+    owing = [p for p in pairs if p.agent_id != first.sender_id]
+    if first.sender_active and first.sender_id != ops[0] and owing and _accepts(conn, ops, first.sender_id):
+        reminded = [p.recipient for p in owing if p.agent_id not in refused]
+        not_reminded = [p.recipient for p in owing if p.agent_id in refused]
+        private = any(p.kind == "bcc" for p in owing)
         out = Outgoing(
             project_key=first.human_key, subject=f"Not yet acknowledged: {first.subject}"[:MAX_SUBJECT_CHARS],
             body_md=(f"Your message {first.message_id} (\"{first.subject}\", sent {first.created_ts}) asked for an "
-                     f"acknowledgement. After {age}, still pending from: {', '.join(owing)}.\n\n{ag.SYSTEM_NAME} "
-                     "reminded them once; resource://views/acks-stale/<agent> lists what is still pending."),
+                     f"acknowledgement. After {age}, it is still pending from: "
+                     f"{', '.join(p.recipient for p in owing)}.\n\n"
+                     + (f"{ag.SYSTEM_NAME} reminded {', '.join(reminded)} once. " if reminded else "")
+                     + (f"Not reminded (they refuse {ag.SYSTEM_NAME}'s mail): {', '.join(not_reminded)}. "
+                        if not_reminded else "")
+                     + "resource://views/acks/<project> lists who still owes what."),
             to=[] if private else [first.sender], bcc=[first.sender] if private else [],
             thread_id=thread, contact_intro=True)
         send_in(conn, session, out, None, None, False, mentions=False)
         sent += 1
-    return f"{sent} mail(s) from {ag.SYSTEM_NAME}"
+    return f"{sent} mail(s) from {ag.SYSTEM_NAME}", refused
 
 
 def _claim(conn: Connection, pairs: list[Overdue], settings: Settings) -> str:
@@ -206,37 +223,37 @@ class AckDeadlines:
     async def _handle(self, message_id: int, cutoff: str) -> int:
         action = self.action
 
-        def escalate(conn: Connection) -> tuple[list[Overdue], str]:
+        def escalate(conn: Connection) -> list[tuple[Overdue, str, str]]:
             # Re-read inside the write: a pair acknowledged (or handled) since the scan's read is skipped.
             pairs = _pairs(conn, message_id, cutoff)
             if not pairs:
-                return pairs, ""
-            detail = ""
+                return []
+            detail, refused = "", set[int]()
             if action == "message":
-                detail = _system_mail(conn, pairs)
+                detail, refused = _system_mail(conn, pairs)
             elif action == "file_reservation":
                 detail = _claim(conn, pairs, self.settings)
-            _record(conn, pairs, action, detail)
-            return pairs, detail
+            done = [(p, "skipped", REFUSED) if p.agent_id in refused else (p, action, detail) for p in pairs]
+            for pair, what, why in done:
+                _record(conn, [pair], what, why)
+            return done
 
-        def skip(conn: Connection, reason: str) -> tuple[list[Overdue], str]:
+        def skip(conn: Connection, reason: str) -> list[tuple[Overdue, str, str]]:
             pairs = _pairs(conn, message_id, cutoff)
             _record(conn, pairs, "skipped", reason)
-            return pairs, reason
+            return [(p, "skipped", reason) for p in pairs]
 
         try:
-            pairs, detail = await self.store.write(escalate)
-        except MailError as exc:  # e.g. a recipient who blocks all mail: recorded, never retried
+            done = await self.store.write(escalate)
+        except MailError as exc:  # an escalation that can never be made: recorded, never retried
             log.warning("ack escalation of message %d (%s) not made: %s", message_id, action, exc.message)
-            pairs, detail = await self.store.write(skip, f"{exc.code}: {exc.message}"[:500])
-            action = "skipped"
-        for pair in pairs:
+            done = await self.store.write(skip, f"{exc.code}: {exc.message}"[:500])
+        for pair, what, detail in done:
             log.warning("ack_overdue message=%d recipient=%s sender=%s project=%s created=%s action=%s%s",
-                        pair.message_id, pair.recipient, pair.sender, pair.slug, pair.created_ts, action,
+                        pair.message_id, pair.recipient, pair.sender, pair.slug, pair.created_ts, what,
                         f" ({detail})" if detail else "")
-        if pairs:
-            self.handled[action] = self.handled.get(action, 0) + len(pairs)
-        return len(pairs)
+            self.handled[what] = self.handled.get(what, 0) + 1
+        return len(done)
 
 
 def stale_details(conn: Connection, agent_id: int, items: list[dict[str, Any]], now: dt.datetime) -> None:
