@@ -18,6 +18,7 @@ from typing import Any
 import apsw
 import pytest
 
+from shared.config import ConfigError, load_settings
 from shared.errors import MailError, NameTaken
 from tests.conftest import Mailbox, git_init
 from tests.test_archive import wait_drained
@@ -54,6 +55,25 @@ class Agent:
 
     def call(self, tool: str, **args: Any) -> Any:
         return self.conn.call_tool(tool, {"project_key": PROJECT, **args})
+
+
+def test_upstream_ack_settings_are_read_and_a_bad_mode_is_refused_with_the_choices() -> None:
+    settings = load_settings(None, environ={
+        "ACK_TTL_ENABLED": "true", "ACK_TTL_SECONDS": "600", "ACK_TTL_SCAN_INTERVAL_SECONDS": "5",
+        "ACK_ESCALATION_ENABLED": "1", "ACK_ESCALATION_MODE": "File_Reservation",
+        "ACK_ESCALATION_CLAIM_TTL_SECONDS": "900", "ACK_ESCALATION_CLAIM_EXCLUSIVE": "yes",
+        "ACK_ESCALATION_CLAIM_HOLDER_NAME": "OpsBot"})
+    assert settings.ack_ttl_enabled is True
+    assert (settings.ack_ttl_seconds, settings.ack_ttl_scan_interval_seconds) == (600, 5)
+    assert (settings.ack_escalation_enabled, settings.ack_escalation_mode) == (True, "file_reservation")
+    assert (settings.ack_escalation_claim_ttl_seconds, settings.ack_escalation_claim_exclusive) == (900, True)
+    assert settings.ack_escalation_claim_holder_name == "OpsBot"
+    defaults = load_settings(None, environ={})
+    assert (defaults.ack_ttl_enabled, defaults.ack_escalation_mode, defaults.ack_ttl_seconds) == (False, "log", 1800)
+    with pytest.raises(ConfigError, match="must be one of log, message, file_reservation"):
+        load_settings(None, environ={"ACK_ESCALATION_MODE": "email"})
+    with pytest.raises(ConfigError, match=r"ack_ttl_seconds .* must be between 1"):
+        load_settings(None, environ={"ACK_TTL_SECONDS": "0"})
 
 
 def wait_for_scans(mailbox: Mailbox, count: int, handled: int = 0, timeout: float = 30) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from shared.errors import MailError
 log = logging.getLogger(__name__)
 
 SCAN_BATCH = 200  # overdue messages escalated per scan; the next scan takes the rest
+MIN_SCAN_INTERVAL_SECONDS = 0.05  # an interval of 0 must not turn the scanner into a busy loop
 _PAIR_COLUMNS = (
     "m.id, r.agent_id, r.kind, a.name, m.project_id, p.slug, p.human_key, m.created_ts, m.subject,"
     " m.sender_id, s.name, s.is_active, m.thread_id"
@@ -208,7 +209,7 @@ class AckDeadlines:
             except Exception as exc:
                 self.last_error = str(exc)
                 log.exception("ack scan failed; retrying next interval")
-            await anyio.sleep(self.settings.ack_ttl_scan_interval_seconds)
+            await anyio.sleep(max(MIN_SCAN_INTERVAL_SECONDS, self.settings.ack_ttl_scan_interval_seconds))
 
     async def scan_once(self) -> int:
         """Handle every overdue pair found now (up to SCAN_BATCH messages); returns how many pairs."""
