@@ -29,6 +29,9 @@ from shared.errors import MailError
 log = logging.getLogger(__name__)
 
 SCAN_BATCH = 200  # overdue messages escalated per scan; the next scan takes the rest
+# A message committed late (a slow write) still has its send time: look back this far past the last
+# full scan's cutoff, so it cannot fall behind the mark.
+RESCAN_MARGIN_SECONDS = 300
 MIN_SCAN_INTERVAL_SECONDS = 0.05  # an interval of 0 must not turn the scanner into a busy loop
 _PAIR_COLUMNS = (
     "m.id, r.agent_id, r.kind, a.name, m.project_id, p.slug, p.human_key, m.created_ts, m.subject,"
@@ -66,10 +69,12 @@ class Overdue:
                    bool(row[11]), row[12])
 
 
-def overdue_messages(conn: Connection, cutoff: str, limit: int) -> list[int]:
-    """Ids of messages with at least one overdue, not yet handled recipient, oldest first."""
+def overdue_messages(conn: Connection, cutoff: str, limit: int, since: str = "") -> list[int]:
+    """Ids of messages sent in [since, cutoff) with at least one overdue, not yet handled recipient,
+    oldest first."""
     return [r[0] for r in conn.execute(
-        f"SELECT DISTINCT m.id {_OVERDUE} ORDER BY m.id LIMIT :limit", {"cutoff": cutoff, "limit": limit})]
+        f"SELECT DISTINCT m.id {_OVERDUE} AND m.created_ts >= :since ORDER BY m.id LIMIT :limit",
+        {"cutoff": cutoff, "limit": limit, "since": since})]
 
 
 def _pairs(conn: Connection, message_id: int, cutoff: str) -> list[Overdue]:
@@ -191,6 +196,7 @@ class AckDeadlines:
     handled: dict[str, int] = field(default_factory=dict)
     last_scan_ts: str | None = None
     last_error: str | None = None
+    _checked_until: str = ""  # every overdue pair sent before this was handled (see scan_once)
 
     @property
     def action(self) -> str:
@@ -212,11 +218,19 @@ class AckDeadlines:
             await anyio.sleep(max(MIN_SCAN_INTERVAL_SECONDS, self.settings.ack_ttl_scan_interval_seconds))
 
     async def scan_once(self) -> int:
-        """Handle every overdue pair found now (up to SCAN_BATCH messages); returns how many pairs."""
-        cutoff = format_ts(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.ack_ttl_seconds))
+        """Handle every overdue pair found now (up to SCAN_BATCH messages); returns how many pairs.
+
+        The first scan of a daemon looks at all ack-required mail; once a scan found less than a batch,
+        later ones start RESCAN_MARGIN_SECONDS before its cutoff (pairs older than that were handled,
+        acknowledged, or belong to retired agents), so the steady cost follows new mail, not history."""
+        moment = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.ack_ttl_seconds)
+        cutoff = format_ts(moment)
         handled = 0
-        for message_id in await self.store.read(overdue_messages, cutoff, SCAN_BATCH):
+        found = await self.store.read(overdue_messages, cutoff, SCAN_BATCH, self._checked_until)
+        for message_id in found:
             handled += await self._handle(message_id, cutoff)
+        if len(found) < SCAN_BATCH:
+            self._checked_until = format_ts(moment - dt.timedelta(seconds=RESCAN_MARGIN_SECONDS))
         self.scans += 1
         self.last_scan_ts = utcnow()
         return handled

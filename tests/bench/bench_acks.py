@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,8 @@ def populate(conn: Any, messages: int) -> None:
 async def scanner(messages: int) -> dict[str, Any]:
     paths = temp_mailbox("acks-scan")
     paths.state_dir.mkdir(parents=True, exist_ok=True)
+    # The ack_overdue lines go to a file, as the daemon's do (maild.log), not to this terminal.
+    logging.basicConfig(filename=paths.log_file, level=logging.INFO, force=True)
     settings = Settings(ack_ttl_enabled=True, ack_ttl_seconds=60)
     async with open_store(paths.db, settings) as store:
         await store.write(populate, messages)
