@@ -140,6 +140,13 @@ def test_message_mode_reminds_each_recipient_and_tells_the_sender_once_even_acro
     assert db_rows(mailbox, "SELECT a.name, e.action FROM ack_escalations e JOIN agents a ON a.id = e.agent_id"
                    " ORDER BY a.name") == [("GreenCastle", "message"), ("RedFox", "message"), ("TidyTide", "skipped")]
     assert db_rows(mailbox, "SELECT program FROM agents WHERE name = 'AckWatch'") == [("ops",)]
+    def owed_as_seen_by(name: str) -> list[str]:
+        seen = agents[name].conn.read_resource("resource://views/acks/work-acks?state=overdue")
+        return [a["recipient"] for a in seen["acks"]]
+
+    assert owed_as_seen_by("BlueLake") == ["GreenCastle", "RedFox", "TidyTide"], "the sender sees its bcc"
+    assert owed_as_seen_by("GreenCastle") == ["GreenCastle", "TidyTide"], "another recipient does not"
+    assert owed_as_seen_by("RedFox") == ["GreenCastle", "RedFox", "TidyTide"], "the bcc recipient sees itself"
     lines = overdue_log_lines(mailbox)
     assert len(lines) == 3
     assert all(f"message={owed['id']}" in line for line in lines)
