@@ -27,6 +27,7 @@ from maild.lifecycle import StartupError, remove_status, write_status
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.dispatch import LeanDispatcher
 from maild.mcp_surface.server import build_registries, sdk_factory
+from maild.services.acks import AckDeadlines
 from maild.services.agents import Agents
 from maild.services.attachments import Attachments
 from maild.services.build_slots import BuildSlots, with_slots
@@ -141,10 +142,11 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
     attachments = Attachments(store, settings, paths.root, blobs, paths.archive)
     summaries = Summaries(store, settings)
     waiters = MailWaiters(store, changes)
+    acks = AckDeadlines(store, settings)
 
     def subsystem_health() -> dict[str, Any]:
         report: dict[str, Any] = {"llm": summaries.llm.statistics(), "instance": instance,
-                                  "wait_for_mail": waiters.statistics()}
+                                  "wait_for_mail": waiters.statistics(), "ack_deadlines": acks.statistics()}
         if bridge is not None:
             report["http"] = bridge.describe()
         if archiver is not None:
@@ -177,6 +179,7 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         changes=changes,
         waiters=waiters,
         build_slots=BuildSlots(store),
+        acks=acks,
     )
 
 
@@ -262,7 +265,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
 def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Archiver | None,
                       mirror: Mirror | None, paths: MailboxPaths, stop: anyio.Event) -> None:
     """The daemon's background tasks: signals, the state-dir watch, the archiver (and its mirror),
-    the mail waiters' router and the sweeps."""
+    the mail waiters' router, the sweeps and the ack-deadline scanner."""
     settings = services.settings
     tg.start_soon(_wait_for_signal, stop)
     tg.start_soon(watch_state_dir, paths, settings.root_check_seconds, stop)
@@ -274,6 +277,8 @@ def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Arc
     tg.start_soon(sweep_expired_reservations, services.reservations, services.build_slots,
                   settings.reservation_sweep_seconds)
     tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)
+    if settings.ack_ttl_enabled and services.acks is not None:
+        tg.start_soon(services.acks.run)
 
 
 async def _stop_bridge(stop: anyio.Event, done: anyio.Event) -> None:

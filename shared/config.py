@@ -139,7 +139,19 @@ class Settings:
     web_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_WEB"))
     web_login_ttl_seconds: float = field(default=600.0, metadata=_env("AGENT_MAIL_WEB_LOGIN_TTL"))
     web_session_seconds: float = field(default=12 * 3600.0, metadata=_env("AGENT_MAIL_WEB_SESSION_SECONDS"))
-    ack_ttl_seconds: int = field(default=1800, metadata=_env("ACK_TTL_SECONDS"))  # upstream's ack-overdue age
+    # Ack deadlines (docs/messaging.md, "Ack deadlines"): an ack_required message still unacknowledged
+    # ACK_TTL_SECONDS after it was sent is overdue. With ACK_TTL_ENABLED a background scanner logs
+    # `ack_overdue` for each (message, recipient) once and, with ACK_ESCALATION_ENABLED, escalates it
+    # once: `message` reminds the recipient and tells the sender, `file_reservation` reserves the
+    # recipient's archive inbox folder (upstream), `log` only logs.
+    ack_ttl_seconds: int = field(default=1800, metadata=_env("ACK_TTL_SECONDS"))
+    ack_ttl_enabled: bool = field(default=False, metadata=_env("ACK_TTL_ENABLED"))
+    ack_ttl_scan_interval_seconds: float = field(default=60.0, metadata=_env("ACK_TTL_SCAN_INTERVAL_SECONDS"))
+    ack_escalation_enabled: bool = field(default=False, metadata=_env("ACK_ESCALATION_ENABLED"))
+    ack_escalation_mode: str = field(default="log", metadata=_env("ACK_ESCALATION_MODE"))
+    ack_escalation_claim_ttl_seconds: int = field(default=3600, metadata=_env("ACK_ESCALATION_CLAIM_TTL_SECONDS"))
+    ack_escalation_claim_exclusive: bool = field(default=False, metadata=_env("ACK_ESCALATION_CLAIM_EXCLUSIVE"))
+    ack_escalation_claim_holder_name: str = field(default="", metadata=_env("ACK_ESCALATION_CLAIM_HOLDER_NAME"))
     # Search: bm25 ranks only the newest N matches a caller may see (cost grows with matches).
     search_rank_window: int = field(default=2000, metadata=_env("AGENT_MAIL_SEARCH_RANK_WINDOW"))
     # LLM summaries (litellm). Off unless LLM_ENABLED and a model are set: no provider is ever
@@ -164,9 +176,11 @@ _CHOICES = {
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "http_rate_limit_backend": ("memory", "redis"),
     "llm_cache_backend": ("memory",),
+    "ack_escalation_mode": ("log", "message", "file_reservation"),
 }
 _RANGES = {"reader_connections": (1, 64), "webp_method": (0, 6), "webp_quality": (1, 100),
-           "broadcast_max_recipients": (1, 10_000), "log_max_bytes": (4096, 2**40), "log_backups": (1, 100)}
+           "broadcast_max_recipients": (1, 10_000), "log_max_bytes": (4096, 2**40), "log_backups": (1, 100),
+           "ack_ttl_seconds": (1, 10**8), "ack_escalation_claim_ttl_seconds": (60, 10**8)}
 # Upstream treats an invalid tools mode as `core`; we keep that lenience for this one key only.
 _LENIENT = {"tools_mode": "core"}
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mailctl.cli import (
+    acks,
     agents,
     archive,
     attachment,
@@ -26,6 +27,7 @@ from mailctl.cli import (
     integrate,
     mail,
     mcp,
+    reservations,
     search,
     share,
     slots,
@@ -42,6 +44,8 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     mail.register,
     attachment.register,
     agents.register,
+    acks.register,
+    reservations.register,
     watch.register,
     slots.register,
     mcp.register,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from maild.services.acks import AckDeadlines
 from maild.services.agents import Agents
 from maild.services.attachments import Attachments
 from maild.services.build_slots import BuildSlots
@@ -44,3 +45,4 @@ class Services:
     waiters: MailWaiters
     build_slots: BuildSlots
     attachments: Attachments | None = None
+    acks: AckDeadlines | None = None  # the ack-deadline scanner (ACK_TTL_ENABLED)

@@ -34,9 +34,11 @@ def register(resources: ResourceRegistry) -> None:
         view.__doc__ = doc
         # Declared parameters (for the registry's unknown-parameter check).
         view.__signature__ = _signature(  # type: ignore[attr-defined]
-            ["project", "limit", "since_ts", "include_bodies", "urgent_only", "ttl_minutes", "agent_token"]
+            ["project", "limit", "since_ts", "include_bodies", "urgent_only", "ttl_minutes", "ttl_seconds",
+             "agent_token"]
         )
-        template = f"resource://{box}/{{agent}}" if box in ("inbox", "outbox") else f"resource://views/{box}/{{agent}}"
+        top = ("inbox", "outbox", "mailbox", "mailbox-with-commits")
+        template = f"resource://{box}/{{agent}}" if box in top else f"resource://views/{box}/{{agent}}"
         resources.resource(template, box)(view)
 
     mailbox("inbox", "An agent's inbox, newest first (never marks read). ?project=&limit=20&since_ts=")
@@ -44,6 +46,20 @@ def register(resources: ResourceRegistry) -> None:
     mailbox("urgent-unread", "High/urgent messages not yet read. ?project=&limit=20")
     mailbox("ack-required", "Messages awaiting your acknowledgement. ?project=&limit=20")
     mailbox("ack-overdue", "Acknowledgements pending longer than ttl_minutes (default 60). ?project=")
+    mailbox("acks-stale", "Acknowledgements pending longer than ttl_seconds (default ACK_TTL_SECONDS), with "
+            "read_at, age_seconds and what the ack scanner did (escalation). ?project=&ttl_seconds=&limit=20")
+    mailbox("mailbox", "An agent's inbox with each message's archive_status (committed, pending, disabled) "
+            "and the archive's head commit. ?project=&limit=20")
+    mailbox("mailbox-with-commits", "An agent's inbox with the archive commit holding each message "
+            "(commit: hexsha, summary, authored_ts; null while still pending). ?project=&limit=20")
+
+    @resources.resource("resource://views/acks/{project}", "acks")
+    async def acks(services: Services, project: str, state: str | None = None, agent: str | None = None,
+                   ttl_seconds: str | None = None, limit: str | None = None) -> Any:
+        """Who owes which acknowledgement in a project (one row per message and recipient, oldest first).
+        ?state=pending|overdue (older than ttl_seconds, default ACK_TTL_SECONDS)&agent=&limit=200"""
+        return await services.views.acks(current_session.get(), project, {
+            "state": state, "agent": agent, "ttl_seconds": ttl_seconds, "limit": limit})
 
     @resources.resource("resource://message/{message_id}", "message")
     async def message(

@@ -32,6 +32,8 @@ from shared.errors import AlreadyBound, AuthenticationRequired, InvalidArgument,
 OPERATOR_CLIENT = "mailctl"
 # The identity the CLI speaks as for the person at the keyboard; reserved for operator sessions.
 OPERATOR_NAME = "HumanOperator"
+# The daemon's own identity for system mail (ack reminders, services/acks.py): nobody may register it.
+SYSTEM_NAME = "AckWatch"
 ATTACHMENT_POLICIES = ("auto", "inline", "file")
 MAX_FIELD_CHARS = {"program": 128, "model": 128, "task_description": 2048}
 
@@ -257,6 +259,12 @@ def _create(
     return row, token
 
 
+def _refuse_system_name(clean: str | None) -> None:
+    if clean is not None and names.lookup_key(clean) == names.lookup_key(SYSTEM_NAME):
+        raise NameTaken(f"{SYSTEM_NAME} is the daemon's own identity (ack reminders); choose another name",
+                        data={"name": SYSTEM_NAME})
+
+
 def register_in(
     conn: Connection,
     session: Session | None,
@@ -287,6 +295,7 @@ def register_in(
             f"{OPERATOR_NAME} is reserved for the person at the command line (mailctl); choose another name",
             data={"name": OPERATOR_NAME},
         )
+    _refuse_system_name(clean)
     if mode == "always_auto" and not operator:
         clean = None  # the operator keeps its name, or every CLI call would mint a new identity
     # Registered under the name this session's hello gave (the editor config): see hello_refusal.
@@ -432,6 +441,10 @@ class Agents:
     @property
     def settings(self) -> Settings:
         return self._settings
+
+    @property
+    def archive(self) -> Path:
+        return self._archive
 
     async def project_key_of(self, agent_id: int) -> str | None:
         """The human key of an agent's project (the default project_key of its session)."""

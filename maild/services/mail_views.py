@@ -1,8 +1,8 @@
 """Read models behind the mail resources: inbox/outbox/views, a message, a thread, agent lists.
 
-Agent-scoped views (inbox, outbox, ack views) obey the identity rule of `agents.acting_agent` (own
-session or token); messages and threads obey visibility.py (the operator, mailctl, reads all).
-Nothing here writes.
+Agent-scoped views (inbox, outbox, ack views, the mailbox with archive commits) obey the identity
+rule of `agents.acting_agent` (own session or token); messages and threads obey visibility.py
+(the operator, mailctl, reads all). Nothing here writes; the archive is read through git (history.py).
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import anyio.to_thread
+
+from maild.archive import history
+from maild.services import acks, visibility
 from maild.services import agents as ag
-from maild.services import visibility
 from maild.services.messaging import (
     MESSAGE_COLUMNS,
     TOPIC,
@@ -95,12 +98,15 @@ class MailViews:
     async def mailbox(
         self, session: Session | None, agent: str, params: dict[str, Any], *, box: str
     ) -> dict[str, Any]:
-        """inbox / outbox / urgent-unread / ack-required / ack-overdue for one agent."""
+        """inbox / outbox / urgent-unread / ack-required / ack-overdue / acks-stale / mailbox /
+        mailbox-with-commits for one agent."""
         limit = to_int(params.get("limit"), "limit", 50 if box == "ack-overdue" else 20)
         include_bodies = to_bool(params.get("include_bodies"), "include_bodies")
         urgent_only = to_bool(params.get("urgent_only"), "urgent_only")
         since = parse_ts(params.get("since_ts"))
         ttl_minutes = to_int(params.get("ttl_minutes"), "ttl_minutes", 60, 0, 10**6)
+        ttl_seconds = to_int(params.get("ttl_seconds"), "ttl_seconds", self._agents.settings.ack_ttl_seconds, 0, 10**8)
+        now = dt.datetime.now(dt.UTC)
         project_key = params.get("project")
 
         def unit(conn: Connection) -> dict[str, Any]:
@@ -115,17 +121,60 @@ class MailViews:
                     "urgent-unread": "m.importance IN ('high', 'urgent') AND r.read_ts IS NULL",
                     "ack-required": "m.ack_required = 1 AND r.ack_ts IS NULL",
                     "ack-overdue": "m.ack_required = 1 AND r.ack_ts IS NULL AND m.created_ts < "
-                    + _quote(format_ts(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=ttl_minutes))),
+                    + _quote(format_ts(now - dt.timedelta(minutes=ttl_minutes))),
+                    "acks-stale": "m.ack_required = 1 AND r.ack_ts IS NULL AND m.created_ts < "
+                    + _quote(format_ts(now - dt.timedelta(seconds=ttl_seconds))),
+                    "mailbox": "",
+                    "mailbox-with-commits": "",
                 }[box]
                 items = inbox_rows(conn, me[0], project_id, limit, urgent_only, include_bodies, since,
                                    extra_where=extra)
+            if box == "acks-stale":
+                acks.stale_details(conn, me[0], items, now)
+            elif box in ("mailbox", "mailbox-with-commits"):
+                _archive_state(conn, items, enabled=self._agents.settings.archive_enabled)
             return {
                 "project": project["slug"] if project else None,
                 "agent": me[1],
                 "count": len(items),
                 "unread_count": unread_count(conn, me[0]),
+                **({"ttl_seconds": ttl_seconds} if box == "acks-stale" else {}),
                 "messages": items,
             }
+
+        found = await self._store.read(unit)
+        if box == "mailbox":
+            found["archive_head"] = await anyio.to_thread.run_sync(history.head, self._agents.archive)
+        elif box == "mailbox-with-commits":
+            await _with_commits(self._agents.archive, found["messages"])
+        return found
+
+    async def acks(self, session: Session | None, project_key: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A project's pending acknowledgements, one per (message, recipient): `state` pending (all) or
+        overdue (older than ttl_seconds, default ACK_TTL_SECONDS); `agent` keeps one recipient's."""
+        state = params.get("state") or "pending"
+        if state not in ("pending", "overdue"):
+            raise InvalidArgument(f"state must be pending or overdue, got {state!r}")
+        ttl = to_int(params.get("ttl_seconds"), "ttl_seconds", self._agents.settings.ack_ttl_seconds, 0, 10**8)
+        limit = to_int(params.get("limit"), "limit", 200)
+        key = validate_project_key(project_key)
+        now = dt.datetime.now(dt.UTC)
+
+        def unit(conn: Connection) -> dict[str, Any]:
+            project = find_in(conn, key)
+            viewer = self._viewer(conn, session)
+            if viewer is None:
+                ag.acting_agent(conn, session, None, None)  # explains how to get an identity
+                raise AssertionError("unreachable")
+            agent_id = None
+            if params.get("agent"):
+                agent_id = ag.require_active(conn, ag.validate_name(params["agent"], "agent"))[0]
+            cutoff = format_ts(now - dt.timedelta(seconds=ttl)) if state == "overdue" else None
+            rows = acks.pending_in(conn, viewer, project["id"], cutoff=cutoff, agent_id=agent_id, limit=limit,
+                                   now=now)
+            for row in rows:
+                row["overdue"] = row["age_seconds"] >= ttl
+            return {"project": project["slug"], "state": state, "ttl_seconds": ttl, "count": len(rows), "acks": rows}
 
         return await self._store.read(unit)
 
@@ -220,3 +269,35 @@ def _outbox(
         (*params, limit),
     ).fetchall()
     return [{**message_row_dict(r, include_body=include_bodies), **recipients_of(conn, r[0])} for r in rows]
+
+
+def _archive_state(conn: Connection, items: list[dict[str, Any]], *, enabled: bool) -> None:
+    """Each item's `archive_status`: committed (in git), pending (still in the archive outbox: the
+    archiver commits it within moments), or disabled (AGENT_MAIL_ARCHIVE_ENABLED=false). Adds the
+    project slug the archive path needs, as `project`."""
+    if not items:
+        return
+    ids = [item["id"] for item in items]
+    marks = ",".join("?" * len(ids))
+    pending = {r[0] for r in conn.execute(
+        "SELECT json_extract(payload, '$.message.id') FROM archive_outbox WHERE kind = 'message'"
+        f" AND json_extract(payload, '$.message.id') IN ({marks})", ids)}
+    projects = {item["project_id"] for item in items}
+    slugs: dict[int, str] = {r[0]: r[1] for r in conn.execute(
+        f"SELECT id, slug FROM projects WHERE id IN ({','.join('?' * len(projects))})", list(projects))}
+    for item in items:
+        item["project"] = slugs[item["project_id"]]
+        item["archive_status"] = "disabled" if not enabled else "pending" if item["id"] in pending else "committed"
+
+
+async def _with_commits(archive: Any, items: list[dict[str, Any]]) -> None:
+    """Each committed item's `commit` {hexsha, summary, authored_ts}: the archive commit holding its
+    canonical file (None while pending, or `missing` when git does not have it)."""
+    paths = {item["id"]: history.message_path(item["project"], item) for item in items
+             if item["archive_status"] == "committed"}
+    found = await anyio.to_thread.run_sync(history.commits_holding, archive, list(paths.values()))
+    for item in items:
+        path = paths.get(item["id"])
+        item["commit"] = found.get(path) if path is not None else None
+        if path is not None and item["commit"] is None:
+            item["archive_status"] = "missing"

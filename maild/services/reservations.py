@@ -135,6 +135,30 @@ def release_all_of_agent(conn: Connection, agent_id: int, now: str) -> int:
     return len(released)
 
 
+def grant_in(conn: Connection, project: dict[str, Any], agent_id: int, pattern: str, *, exclusive: bool,
+             reason: str, ttl_seconds: int) -> dict[str, Any]:
+    """A lease made by the daemon itself (the ack escalation's): no conflict check, since it blocks
+    nobody's mail; a live lease of the same holder and pattern is refreshed instead of doubled."""
+    now_dt = dt.datetime.now(dt.UTC)
+    now, expires = format_ts(now_dt), format_ts(now_dt + dt.timedelta(seconds=ttl_seconds))
+    mine = conn.execute(
+        "SELECT id FROM file_reservations WHERE agent_id = ? AND project_id = ? AND path_pattern = ?"
+        " AND released_ts IS NULL AND expires_ts > ?", (agent_id, project["id"], pattern, now),
+    ).fetchone()
+    if mine is not None:
+        conn.execute("UPDATE file_reservations SET expires_ts = max(expires_ts, ?) WHERE id = ?", (expires, mine[0]))
+        rid = mine[0]
+    else:
+        rid = conn.execute(
+            "INSERT INTO file_reservations(project_id, agent_id, path_pattern, exclusive, reason, created_ts,"
+            " expires_ts) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (project["id"], agent_id, pattern, int(exclusive), reason, now, expires),
+        ).get
+    row: Any = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.id = ?", (rid,)).fetchone()
+    _archive(conn, project["slug"], [row])
+    return reservation_dict(row)
+
+
 def release_expired(conn: Connection, now: str) -> int:
     rows = conn.execute(
         "UPDATE file_reservations SET released_ts = expires_ts WHERE released_ts IS NULL AND expires_ts <= ?"

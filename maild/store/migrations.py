@@ -242,6 +242,22 @@ CREATE INDEX build_slots_live ON build_slots(project_id, slot, expires_ts) WHERE
 CREATE INDEX build_slots_agent ON build_slots(agent_id);
 """
 
+# Ack deadlines (issue 17): each overdue (message, recipient) pair is handled once, across restarts:
+# `action` says what the scanner did (log, message, file_reservation, or skipped when the escalation
+# could not be made, e.g. the recipient blocks all mail). The partial index keeps the scan to
+# ack-required mail, which is a small part of a mailbox.
+M009_ACK_ESCALATIONS = """
+CREATE TABLE ack_escalations (
+    message_id  INTEGER NOT NULL REFERENCES messages(id),
+    agent_id    INTEGER NOT NULL REFERENCES agents(id),
+    action      TEXT NOT NULL CHECK (action IN ('log', 'message', 'file_reservation', 'skipped')),
+    detail      TEXT NOT NULL DEFAULT '',
+    created_ts  TEXT NOT NULL,
+    PRIMARY KEY (message_id, agent_id)
+) WITHOUT ROWID;
+CREATE INDEX messages_ack_required ON messages(created_ts) WHERE ack_required = 1;
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial", M001_INITIAL),
     (2, "unread_counts", M002_UNREAD_COUNTS),
@@ -250,6 +266,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (5, "group_work", M005_GROUP_WORK),
     (7, "attachments", M007_ATTACHMENTS),
     (8, "build_slots", M008_BUILD_SLOTS),
+    (9, "ack_escalations", M009_ACK_ESCALATIONS),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
