@@ -35,6 +35,7 @@ from maild.services.health import Health
 from maild.services.lifecycle import Lifecycle
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
+from maild.services.metrics import ToolMetrics
 from maild.services.projects import Projects
 from maild.services.reservations import Reservations, release_all_of_agent
 from maild.services.search import Search
@@ -138,10 +139,12 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
     attachments = Attachments(store, settings, paths.root, blobs, paths.archive)
     summaries = Summaries(store, settings)
     waiters = MailWaiters(store, changes)
+    metrics = ToolMetrics(store, enabled=settings.tool_metrics_enabled,
+                          flush_seconds=settings.tool_metrics_flush_seconds)
 
     def subsystem_health() -> dict[str, Any]:
         report: dict[str, Any] = {"llm": summaries.llm.statistics(), "instance": instance,
-                                  "wait_for_mail": waiters.statistics()}
+                                  "wait_for_mail": waiters.statistics(), "tools": metrics.summary()}
         if bridge is not None:
             report["http"] = bridge.describe()
         if archiver is not None:
@@ -172,6 +175,8 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         contacts=Contacts(store),
         changes=changes,
         waiters=waiters,
+        metrics=metrics,
+        paths=paths,
     )
 
 
@@ -266,6 +271,7 @@ def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Arc
     if mirror is not None:
         tg.start_soon(mirror.run)
     tg.start_soon(services.waiters.run)
+    tg.start_soon(services.metrics.run)  # loads the kept history, flushes periodically and at shutdown
     tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
     tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)
 

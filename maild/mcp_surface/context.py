@@ -13,6 +13,7 @@ from maild.services.health import Health
 from maild.services.lifecycle import Lifecycle
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
+from maild.services.metrics import ToolMetrics
 from maild.services.projects import Projects
 from maild.services.reservations import Reservations
 from maild.services.search import Search
@@ -21,6 +22,7 @@ from maild.services.summaries import Summaries
 from maild.services.waiting import MailWaiters
 from maild.store import Store
 from shared.config import Settings
+from shared.paths import MailboxPaths
 
 
 @dataclass
@@ -41,4 +43,6 @@ class Services:
     contacts: Contacts
     changes: ChangeFeed
     waiters: MailWaiters
+    metrics: ToolMetrics
+    paths: MailboxPaths
     attachments: Attachments | None = None
