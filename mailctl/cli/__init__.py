@@ -28,6 +28,7 @@ from mailctl.cli import (
     mcp,
     search,
     share,
+    stats,
     watch,
     web,
 )
@@ -44,6 +45,7 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     watch.register,
     mcp.register,
     doctor.register,
+    stats.register,
     archive.register,
     guard.register,
     http.register,

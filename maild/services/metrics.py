@@ -142,7 +142,8 @@ class ToolMetrics:
         session = current_session.get()
         agent_id = session.agent_id if session is not None else None
         name = None if agent_id is not None else _short(arguments.get("agent_name") or arguments.get("sender_name"))
-        self._ring.append(RecentCall(now, tool, ok, _short(arguments.get("project_key")), agent_id, name))
+        self._ring.append(RecentCall(now, tool, ok, _short(arguments.get("project_key") or arguments.get("human_key")),
+                                    agent_id, name))
 
     # --- reading ------------------------------------------------------------------------------
 
