@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -63,7 +63,7 @@ def percentile_ms(buckets: Mapping[int, int], total: int, fraction: float) -> fl
     return round(bucket_value(max(buckets)) / 1000, 3)
 
 
-@dataclass
+@dataclass(slots=True)
 class ToolStats:
     calls: int = 0
     errors: int = 0
@@ -87,8 +87,9 @@ class ToolStats:
         }
 
 
-@dataclass(frozen=True)
-class RecentCall:
+class RecentCall(NamedTuple):
+    """One ring entry. The ring holds plain tuples of these fields (cheapest to build per call)."""
+
     at: float
     tool: str
     ok: bool
@@ -117,7 +118,7 @@ class ToolMetrics:
         self._flush_seconds = flush_seconds
         self._stats: dict[str, ToolStats] = {}
         self._dirty: set[str] = set()
-        self._ring: deque[RecentCall] = deque(maxlen=ring_size)
+        self._ring: deque[tuple[float, str, bool, str | None, int | None, str | None]] = deque(maxlen=ring_size)
         self.flushes = 0
         self._persist = True
 
@@ -134,7 +135,8 @@ class ToolMetrics:
         if not ok:
             stats.errors += 1
         stats.total_us += micros
-        stats.max_us = max(stats.max_us, micros)
+        if micros > stats.max_us:  # noqa: PLR1730 - max() is a call more per tool call
+            stats.max_us = micros
         index = bucket_of(micros)
         stats.buckets[index] = stats.buckets.get(index, 0) + 1
         stats.last = now
@@ -142,8 +144,8 @@ class ToolMetrics:
         session = current_session.get()
         agent_id = session.agent_id if session is not None else None
         name = None if agent_id is not None else _short(arguments.get("agent_name") or arguments.get("sender_name"))
-        self._ring.append(RecentCall(now, tool, ok, _short(arguments.get("project_key") or arguments.get("human_key")),
-                                    agent_id, name))
+        project = _short(arguments.get("project_key") or arguments.get("human_key"))
+        self._ring.append((now, tool, ok, project, agent_id, name))
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -170,10 +172,10 @@ class ToolMetrics:
         """Calls of the last `window_seconds`, newest first."""
         cutoff = time.time() - window_seconds
         out = []
-        for call in reversed(self._ring):
-            if call.at < cutoff:
+        for entry in reversed(self._ring):
+            if entry[0] < cutoff:
                 break
-            out.append(call)
+            out.append(RecentCall(*entry))
         return out
 
     def statistics(self) -> dict[str, Any]:
