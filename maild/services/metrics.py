@@ -50,17 +50,20 @@ def bucket_value(index: int) -> float:
     return low + ((1 << shift) - 1) / 2
 
 
-def percentile_ms(buckets: Mapping[int, int], total: int, fraction: float) -> float:
-    """The `fraction` quantile (0.5: p50) of a histogram, in ms (0.0 for no calls)."""
-    if total <= 0:
+def percentile_ms(buckets: Mapping[int, int], total: int, fraction: float, max_us: int) -> float:
+    """The `fraction` quantile (0.5: p50) of a histogram, in ms (0.0 for no calls), never above the
+    largest latency seen (a bucket's middle may be)."""
+    if total <= 0 or not buckets:
         return 0.0
     rank = max(1, round(fraction * total))
     seen = 0
+    found = max(buckets)
     for index in sorted(buckets):
         seen += buckets[index]
         if seen >= rank:
-            return round(bucket_value(index) / 1000, 3)
-    return round(bucket_value(max(buckets)) / 1000, 3)
+            found = index
+            break
+    return round(min(bucket_value(found), float(max_us)) / 1000, 3)
 
 
 @dataclass(slots=True)
@@ -78,8 +81,8 @@ class ToolStats:
             "name": name,
             "calls": self.calls,
             "errors": self.errors,
-            "p50_ms": percentile_ms(self.buckets, self.calls, 0.50),
-            "p95_ms": percentile_ms(self.buckets, self.calls, 0.95),
+            "p50_ms": percentile_ms(self.buckets, self.calls, 0.50, self.max_us),
+            "p95_ms": percentile_ms(self.buckets, self.calls, 0.95, self.max_us),
             "mean_ms": round(self.total_us / self.calls / 1000, 3) if self.calls else 0.0,
             "max_ms": round(self.max_us / 1000, 3),
             "first_call_ts": _stamp(self.first),
@@ -164,8 +167,10 @@ class ToolMetrics:
             for index, count in stats.buckets.items():
                 merged[index] = merged.get(index, 0) + count
         first = min((s.first for s in self._stats.values() if s.first), default=0.0)
+        slowest = max((s.max_us for s in self._stats.values()), default=0)
         return {"calls": calls, "errors": errors, "tools": len(self._stats),
-                "p50_ms": percentile_ms(merged, calls, 0.50), "p95_ms": percentile_ms(merged, calls, 0.95),
+                "p50_ms": percentile_ms(merged, calls, 0.50, slowest),
+                "p95_ms": percentile_ms(merged, calls, 0.95, slowest),
                 "since": _stamp(first), "recording": self.enabled}
 
     def recent(self, window_seconds: float) -> list[RecentCall]:

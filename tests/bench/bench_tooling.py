@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
@@ -66,13 +67,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--rounds", type=int, help="alternating blocks of 50 sends per daemon (default 60)")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument("--control", action="store_true",
+                        help="A/A run: recording off in both daemons (the noise floor of the comparison)")
     args = parser.parse_args()
     os.environ["AGENT_MAIL_BACKEND"] = args.backend
     rounds = args.rounds or (12 if args.quick else 60)
     block = 50
-    off_paths, on_paths = daemon(False), daemon(True)
+    off_paths, on_paths = daemon(False), daemon(not args.control)
     os.environ["BENCH_TMP"] = str(off_paths.root)
-    figures: dict[str, object] = {"backend": args.backend, "rounds": rounds, "block": block}
+    figures: dict[str, object] = {"backend": args.backend, "rounds": rounds, "block": block, "control": args.control}
     try:
         off, on = sender(off_paths), sender(on_paths)
         message = {"project_key": "/bench", "to": "Bob", "subject": "status", "body_md": BODY}
@@ -106,7 +109,8 @@ def main() -> None:
         cost = recorder_cost(200_000)
         figures["recorder_us_per_call"] = round(cost, 3)
         kept = on.read_resource("resource://tooling/metrics")
-        send_row = next(row for row in kept["tools"] if row["name"] == "send_message")
+        send_row: dict[str, Any] = next((row for row in kept["tools"] if row["name"] == "send_message"), {
+            "calls": 0, "p50_ms": p50_off * 1000, "p95_ms": None, "max_ms": None})  # --control: nothing recorded
         figures["daemon_side_send"] = {k: send_row[k] for k in ("calls", "p50_ms", "p95_ms", "max_ms")}
         # What recording adds, as a share of the send's p50 inside the daemon and at the client.
         figures["recorder_share_of_daemon_send_p50_percent"] = round(cost / (send_row["p50_ms"] * 1000) * 100, 3)
@@ -118,7 +122,7 @@ def main() -> None:
         stop(off_paths)
         stop(on_paths)
     figures["target"] = "recording adds <= 2 % to send_message p50"
-    path = write_report("bench_tooling", figures)
+    path = write_report("bench_tooling_control" if args.control else "bench_tooling", figures)
     for key, value in figures.items():
         print(f"{key}: {value}")
     print(f"report: {path}")
