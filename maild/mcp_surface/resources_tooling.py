@@ -76,6 +76,16 @@ def _summary(description: str) -> str:
 
 
 def register(tools: ToolRegistry, resources: ResourceRegistry) -> None:
+    # Building every tool's JSON Schema costs ~30-100 ms (pydantic); the registry is complete once
+    # the daemon serves, so each tool's parameter summary is made once.
+    summaries: dict[str, dict[str, Any]] = {}
+
+    def parameters(spec: ToolSpec) -> dict[str, Any]:
+        found = summaries.get(spec.name)
+        if found is None:
+            found = summaries[spec.name] = _parameters(spec)
+        return found
+
     def category_of() -> dict[str, str]:
         return {spec.name: spec.category for spec in tools.all()}
 
@@ -91,7 +101,7 @@ def register(tools: ToolRegistry, resources: ResourceRegistry) -> None:
                 "core": spec.core,
                 "read_only": spec.read_only,
                 "idempotent": spec.idempotent,
-                "required": sorted(_parameters(spec)["required"]),
+                "required": sorted(parameters(spec)["required"]),
                 "calls": calls.get(spec.name, 0),
             })
         known = {spec.name for spec in tools.all()}
@@ -109,7 +119,7 @@ def register(tools: ToolRegistry, resources: ResourceRegistry) -> None:
     @resources.resource("resource://tooling/schemas", "tooling-schemas")
     async def schemas(services: Services) -> Any:
         """Every tool's parameters in a line each: required and optional names with their types."""
-        return {"tools": {spec.name: {"core": spec.core, **_parameters(spec)} for spec in tools.all()},
+        return {"tools": {spec.name: {"core": spec.core, **parameters(spec)} for spec in tools.all()},
                 "full_schemas": "tools/list (or list_extended_tools in core mode)"}
 
     @resources.resource("resource://tooling/metrics", "tooling-metrics")
