@@ -206,7 +206,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
         mirror = mirror_for(archiver, paths, settings)
         services = build_services(store, settings, paths, archiver, blobs, changes, instance, bridge, mirror)
         sessions = services.sessions
-        await sessions.mark_all_disconnected()
+        await _before_serving(services)
         tools, resources = build_registries()
         sdk = sdk_factory(services, tools, resources)  # the SDK is imported when first needed
         dispatcher = LeanDispatcher(services, tools, resources)  # the HTTP bridge's stateless calls use it too
@@ -259,6 +259,13 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
         raise StartupError(fatal)
 
 
+async def _before_serving(services: Services) -> None:
+    """State the first request must already see: nobody connected yet (whatever a crashed daemon
+    left), and the tool metrics the last daemon kept."""
+    await services.sessions.mark_all_disconnected()
+    await services.metrics.load()
+
+
 def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Archiver | None,
                       mirror: Mirror | None, paths: MailboxPaths, stop: anyio.Event) -> None:
     """The daemon's background tasks: signals, the state-dir watch, the archiver (and its mirror),
@@ -271,7 +278,7 @@ def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Arc
     if mirror is not None:
         tg.start_soon(mirror.run)
     tg.start_soon(services.waiters.run)
-    tg.start_soon(services.metrics.run)  # loads the kept history, flushes periodically and at shutdown
+    tg.start_soon(services.metrics.run)  # flushes periodically and at shutdown
     tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
     tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)
 

@@ -121,6 +121,7 @@ class ToolMetrics:
         self._flush_seconds = flush_seconds
         self._stats: dict[str, ToolStats] = {}
         self._dirty: set[str] = set()
+        self._writing: set[str] = set()  # tools whose rows a flush is writing now (not yet kept)
         self._ring: deque[tuple[float, str, bool, str | None, int | None, str | None]] = deque(maxlen=ring_size)
         self.flushes = 0
         self._persist = True
@@ -185,7 +186,7 @@ class ToolMetrics:
 
     def statistics(self) -> dict[str, Any]:
         return {"ring": len(self._ring), "capacity": self._ring.maxlen, "flushes": self.flushes,
-                "unflushed_tools": len(self._dirty), "flush_seconds": self._flush_seconds}
+                "unflushed_tools": len(self._dirty | self._writing), "flush_seconds": self._flush_seconds}
 
     async def describe_recent(
         self, window_seconds: float, agent: str | None, project: str | None
@@ -226,13 +227,21 @@ class ToolMetrics:
     # --- persistence --------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Add the history the last daemon flushed (to whatever calls came in before this ran)."""
+        """Add the history the last daemon flushed. Called before the daemon serves (a read right
+        after a restart sees the history). Never fails the start: without it, counting starts at
+        zero and nothing is saved (a shorter history must not overwrite the kept one)."""
 
         def rows(conn: Connection) -> list[Any]:
             return list(conn.execute(
                 "SELECT tool, calls, errors, total_us, max_us, buckets, first_ts, last_ts FROM tool_metrics"))
 
-        for tool, calls, errors, total_us, max_us, buckets, first_ts, last_ts in await self._store.read(rows):
+        try:
+            kept = await self._store.read(rows)
+        except MailError as exc:
+            log.warning("reading the kept tool metrics failed (%s); counting from zero, not saving", exc.message)
+            self._persist = False
+            return
+        for tool, calls, errors, total_us, max_us, buckets, first_ts, last_ts in kept:
             try:
                 histogram = {int(k): int(v) for k, v in json.loads(buckets).items()}
             except (ValueError, TypeError, AttributeError):
@@ -253,6 +262,7 @@ class ToolMetrics:
         if not self._dirty or not self._persist:
             return 0
         dirty, self._dirty = self._dirty, set()
+        self._writing = dirty
         rows = [(name, s.calls, s.errors, s.total_us, s.max_us,
                  json.dumps({str(k): v for k, v in sorted(s.buckets.items())}, separators=(",", ":")),
                  _stamp(s.first), _stamp(s.last))
@@ -270,18 +280,15 @@ class ToolMetrics:
         except BaseException:
             self._dirty |= dirty  # written next time (or lost with the process, never half-written)
             raise
+        finally:
+            self._writing = set()
         self.flushes += 1
         return len(rows)
 
     async def run(self) -> None:
-        """The daemon's metrics task: load the kept history, flush every `flush_seconds`, and flush
-        once more when cancelled at shutdown (the store closes only after the task group has ended)."""
+        """The daemon's metrics task: flush every `flush_seconds`, and once more when cancelled at
+        shutdown (the store closes only after the task group has ended)."""
         try:
-            try:
-                await self.load()
-            except MailError as exc:  # never overwrite a history we could not read with a shorter one
-                log.warning("reading the kept tool metrics failed (%s); counting from zero, not saving", exc.message)
-                self._persist = False
             while True:
                 await anyio.sleep(self._flush_seconds)
                 await self._flush_logged()
