@@ -37,6 +37,7 @@ from maild.services.health import Health
 from maild.services.lifecycle import Lifecycle
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
+from maild.services.metrics import ToolMetrics
 from maild.services.projects import Projects
 from maild.services.reservations import Reservations, release_all_of_agent
 from maild.services.search import Search
@@ -143,10 +144,13 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
     summaries = Summaries(store, settings)
     waiters = MailWaiters(store, changes)
     acks = AckDeadlines(store, settings)
+    metrics = ToolMetrics(store, enabled=settings.tool_metrics_enabled,
+                          flush_seconds=settings.tool_metrics_flush_seconds)
 
     def subsystem_health() -> dict[str, Any]:
         report: dict[str, Any] = {"llm": summaries.llm.statistics(), "instance": instance,
-                                  "wait_for_mail": waiters.statistics(), "ack_deadlines": acks.statistics()}
+                                  "wait_for_mail": waiters.statistics(), "ack_deadlines": acks.statistics(),
+                                  "tools": metrics.summary()}
         if bridge is not None:
             report["http"] = bridge.describe()
         if archiver is not None:
@@ -180,6 +184,8 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         waiters=waiters,
         build_slots=BuildSlots(store),
         acks=acks,
+        metrics=metrics,
+        paths=paths,
     )
 
 
@@ -209,7 +215,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
         mirror = mirror_for(archiver, paths, settings)
         services = build_services(store, settings, paths, archiver, blobs, changes, instance, bridge, mirror)
         sessions = services.sessions
-        await sessions.mark_all_disconnected()
+        await _before_serving(services)
         tools, resources = build_registries()
         sdk = sdk_factory(services, tools, resources)  # the SDK is imported when first needed
         dispatcher = LeanDispatcher(services, tools, resources)  # the HTTP bridge's stateless calls use it too
@@ -262,6 +268,13 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
         raise StartupError(fatal)
 
 
+async def _before_serving(services: Services) -> None:
+    """State the first request must already see: nobody connected yet (whatever a crashed daemon
+    left), and the tool metrics the last daemon kept."""
+    await services.sessions.mark_all_disconnected()
+    await services.metrics.load()
+
+
 def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Archiver | None,
                       mirror: Mirror | None, paths: MailboxPaths, stop: anyio.Event) -> None:
     """The daemon's background tasks: signals, the state-dir watch, the archiver (and its mirror),
@@ -274,6 +287,7 @@ def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Arc
     if mirror is not None:
         tg.start_soon(mirror.run)
     tg.start_soon(services.waiters.run)
+    tg.start_soon(services.metrics.run)  # flushes periodically and at shutdown
     tg.start_soon(sweep_expired_reservations, services.reservations, services.build_slots,
                   settings.reservation_sweep_seconds)
     tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)

@@ -45,6 +45,10 @@ class Settings:
     # Serve tools/call, tools/list and resources/read through the lean dispatcher (false: the SDK
     # answers everything, for comparison; the answers are the same JSON).
     transport_fast_path: bool = field(default=True, metadata=_env("AGENT_MAIL_TRANSPORT_FAST_PATH"))
+    # Tool metrics (resource://tooling/metrics): recorded in memory per call, flushed to the database
+    # this often and at shutdown. false records nothing (the bench's baseline).
+    tool_metrics_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_TOOL_METRICS"))
+    tool_metrics_flush_seconds: float = field(default=30.0, metadata=_env("AGENT_MAIL_TOOL_METRICS_FLUSH_SECONDS"))
     # Identity and messaging (used by the messaging services)
     name_enforcement_mode: str = field(default="coerce", metadata=_env("AGENT_NAME_ENFORCEMENT_MODE"))
     auto_register_recipients: bool = field(

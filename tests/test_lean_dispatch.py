@@ -180,7 +180,7 @@ def context(daemon: MailboxPaths) -> dict[str, Any]:
             "to": ["GoldenBob"], "subject": "Golden", "body_md": "body", "message_id": 1, "thread_id": "golden-thread",
             "program": "test", "model": "m", "name": "GoldenCarol", "query": "golden",
             "paths": ["src/*.py"], "tool_name": "health_check", "agent": "GoldenBob", "project": "golden",
-            "id": "1", "uri": "resource://agents/golden",
+            "id": "1", "uri": "resource://agents/golden", "window_seconds": 3600,
             "_as": ("GoldenAlice", registered["result"]["structuredContent"]["registration_token"])}
 
 

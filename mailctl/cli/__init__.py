@@ -31,6 +31,7 @@ from mailctl.cli import (
     search,
     share,
     slots,
+    stats,
     watch,
     web,
 )
@@ -50,6 +51,7 @@ GROUPS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], Non
     slots.register,
     mcp.register,
     doctor.register,
+    stats.register,
     archive.register,
     guard.register,
     http.register,

@@ -15,6 +15,7 @@ from maild.services.health import Health
 from maild.services.lifecycle import Lifecycle
 from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
+from maild.services.metrics import ToolMetrics
 from maild.services.projects import Projects
 from maild.services.reservations import Reservations
 from maild.services.search import Search
@@ -23,6 +24,7 @@ from maild.services.summaries import Summaries
 from maild.services.waiting import MailWaiters
 from maild.store import Store
 from shared.config import Settings
+from shared.paths import MailboxPaths
 
 
 @dataclass
@@ -44,5 +46,7 @@ class Services:
     changes: ChangeFeed
     waiters: MailWaiters
     build_slots: BuildSlots
+    metrics: ToolMetrics
+    paths: MailboxPaths
     attachments: Attachments | None = None
     acks: AckDeadlines | None = None  # the ack-deadline scanner (ACK_TTL_ENABLED)

@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -158,11 +159,28 @@ class ToolRegistry:
                 f"unknown tool {name!r}; call tools/list (or list_extended_tools) to see the available tools",
                 data={"tool": name},
             )
-        check_values(arguments or {})
+        arguments = arguments or {}
+        metrics = services.metrics
+        if not metrics.enabled:
+            return await self._run(services, spec, arguments)
+        # The one place every call passes (lean and SDK dispatch, HTTP, call_extended_tool's inner
+        # call): count it here. A cancelled call (a client gone) is neither a result nor an error.
+        started = time.perf_counter_ns()
         try:
-            args = spec.args.model_validate(arguments or {})
+            result = await self._run(services, spec, arguments)
+        except Exception:
+            metrics.record(name, time.perf_counter_ns() - started, False, arguments)
+            raise
+        metrics.record(name, time.perf_counter_ns() - started, True, arguments)
+        return result
+
+    @staticmethod
+    async def _run(services: Any, spec: ToolSpec, arguments: dict[str, Any]) -> Any:
+        check_values(arguments)
+        try:
+            args = spec.args.model_validate(arguments)
         except ValidationError as exc:
-            raise describe_validation_error(name, exc, spec.args) from None
+            raise describe_validation_error(spec.name, exc, spec.args) from None
         return await spec.handler(services, args)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from maild.mcp_surface import (
     resources_attachments,
     resources_mail,
+    resources_tooling,
     tools_archive,
     tools_contacts,
     tools_identity,
@@ -73,6 +74,7 @@ def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     resources_mail.register(resources)
     resources_attachments.register(resources)
     tools_search.register(tools, resources)
+    resources_tooling.register(tools, resources)
     return tools, resources
 
 

@@ -533,6 +533,17 @@ class Agents:
             )
         return result
 
+    async def profile(self, agent_name: str, project_key: str | None) -> dict[str, Any]:
+        """An active agent by name (in `project_key`'s project when one is given): agent_dict and presence."""
+        validate_name(agent_name, "agent")
+        key = validate_project_key(project_key) if project_key else None
+
+        def lookup(conn: Connection) -> Any:
+            return require_active(conn, agent_name, find_in(conn, key) if key is not None else None)
+
+        row = await self._store.read(lookup)
+        return {**agent_dict(row), **self.presence(row, None)}
+
     def presence(self, row: Any, last_session_ts: str | None) -> dict[str, Any]:
         online = row[0] in self.online_ids()
         last_seen = max(filter(None, [last_session_ts, row[6]]), default=None)

@@ -258,6 +258,22 @@ CREATE TABLE ack_escalations (
 CREATE INDEX messages_ack_required ON messages(created_ts) WHERE ack_required = 1;
 """
 
+# Tool metrics (issue 17, tooling resources): per tool, calls, errors and a latency histogram
+# (`buckets`: JSON {bucket index: count}, log-scaled microseconds; see maild/services/metrics.py).
+# Written by a periodic flush and at shutdown, never per call, so a restart keeps the history.
+M010_TOOL_METRICS = """
+CREATE TABLE tool_metrics (
+    tool        TEXT PRIMARY KEY,
+    calls       INTEGER NOT NULL,
+    errors      INTEGER NOT NULL,
+    total_us    INTEGER NOT NULL,
+    max_us      INTEGER NOT NULL,
+    buckets     TEXT NOT NULL,
+    first_ts    TEXT NOT NULL,
+    last_ts     TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial", M001_INITIAL),
     (2, "unread_counts", M002_UNREAD_COUNTS),
@@ -267,6 +283,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (7, "attachments", M007_ATTACHMENTS),
     (8, "build_slots", M008_BUILD_SLOTS),
     (9, "ack_escalations", M009_ACK_ESCALATIONS),
+    (10, "tool_metrics", M010_TOOL_METRICS),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
