@@ -39,6 +39,7 @@ from maild.services.projects import Projects
 from maild.services.reservations import Reservations, release_all_of_agent
 from maild.services.search import Search
 from maild.services.sessions import Sessions
+from maild.services.siblings import Siblings
 from maild.services.summaries import Summaries
 from maild.services.waiting import MailWaiters
 from maild.store import open_store
@@ -138,10 +139,11 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
     attachments = Attachments(store, settings, paths.root, blobs, paths.archive)
     summaries = Summaries(store, settings)
     waiters = MailWaiters(store, changes)
+    siblings = Siblings(store, summaries.llm)
 
     def subsystem_health() -> dict[str, Any]:
         report: dict[str, Any] = {"llm": summaries.llm.statistics(), "instance": instance,
-                                  "wait_for_mail": waiters.statistics()}
+                                  "wait_for_mail": waiters.statistics(), "siblings": siblings.statistics()}
         if bridge is not None:
             report["http"] = bridge.describe()
         if archiver is not None:
@@ -172,6 +174,7 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         contacts=Contacts(store),
         changes=changes,
         waiters=waiters,
+        siblings=siblings,
     )
 
 
@@ -257,7 +260,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
 def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Archiver | None,
                       mirror: Mirror | None, paths: MailboxPaths, stop: anyio.Event) -> None:
     """The daemon's background tasks: signals, the state-dir watch, the archiver (and its mirror),
-    the mail waiters' router and the sweeps."""
+    the mail waiters' router, the sibling scorer and the sweeps."""
     settings = services.settings
     tg.start_soon(_wait_for_signal, stop)
     tg.start_soon(watch_state_dir, paths, settings.root_check_seconds, stop)
@@ -266,6 +269,7 @@ def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Arc
     if mirror is not None:
         tg.start_soon(mirror.run)
     tg.start_soon(services.waiters.run)
+    tg.start_soon(services.siblings.run)
     tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
     tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)
 

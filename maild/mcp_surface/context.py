@@ -17,6 +17,7 @@ from maild.services.projects import Projects
 from maild.services.reservations import Reservations
 from maild.services.search import Search
 from maild.services.sessions import Sessions
+from maild.services.siblings import Siblings
 from maild.services.summaries import Summaries
 from maild.services.waiting import MailWaiters
 from maild.store import Store
@@ -41,4 +42,5 @@ class Services:
     contacts: Contacts
     changes: ChangeFeed
     waiters: MailWaiters
+    siblings: Siblings
     attachments: Attachments | None = None

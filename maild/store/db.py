@@ -38,7 +38,7 @@ apsw.bestpractice.apply(apsw.bestpractice.recommended)
 Connection = apsw.Connection
 # Tables whose committed changes are announced (see Store.on_commit); others are not worth a wakeup.
 # (WITHOUT ROWID tables such as message_recipients are never reported by SQLite's update hook.)
-WATCHED_TABLES = frozenset({"messages", "agents", "sessions", "file_reservations", "archive_outbox"})
+WATCHED_TABLES = frozenset({"messages", "agents", "sessions", "file_reservations", "archive_outbox", "projects"})
 CommitListener = Callable[[dict[str, list[int]]], object]
 # A constraint (e.g. the unique active-name index) refused a write; services catch this one.
 IntegrityError = apsw.ConstraintError

@@ -222,6 +222,28 @@ CREATE TABLE attachments (
 CREATE INDEX attachments_blob ON attachments(sha256, project_id);
 """
 
+# Issue 17, project siblings (the fork's project_sibling_suggestions): one row per unordered pair of
+# projects (a < b) that the heuristic (or the LLM, `source`) found related, with what a person or an
+# agent decided about it. Pairs scoring below the suggestion floor are not stored at all.
+M011_PROJECT_SIBLINGS = """
+CREATE TABLE project_sibling_suggestions (
+    id            INTEGER PRIMARY KEY,
+    project_a_id  INTEGER NOT NULL REFERENCES projects(id),
+    project_b_id  INTEGER NOT NULL REFERENCES projects(id),
+    score         REAL NOT NULL,
+    status        TEXT NOT NULL DEFAULT 'suggested' CHECK (status IN ('suggested', 'confirmed', 'dismissed')),
+    rationale     TEXT NOT NULL DEFAULT '',
+    source        TEXT NOT NULL DEFAULT 'heuristic' CHECK (source IN ('heuristic', 'llm')),
+    created_ts    TEXT NOT NULL,
+    evaluated_ts  TEXT NOT NULL,
+    confirmed_ts  TEXT,
+    dismissed_ts  TEXT,
+    CHECK (project_a_id < project_b_id),
+    UNIQUE (project_a_id, project_b_id)
+);
+CREATE INDEX project_siblings_b ON project_sibling_suggestions(project_b_id, project_a_id);
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial", M001_INITIAL),
     (2, "unread_counts", M002_UNREAD_COUNTS),
@@ -229,6 +251,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (4, "send_keys", M004_SEND_KEYS),
     (5, "group_work", M005_GROUP_WORK),
     (7, "attachments", M007_ATTACHMENTS),
+    (11, "project_siblings", M011_PROJECT_SIBLINGS),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
