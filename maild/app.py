@@ -42,6 +42,7 @@ from maild.services.projects import Projects
 from maild.services.reservations import Reservations, release_all_of_agent
 from maild.services.search import Search
 from maild.services.sessions import Sessions
+from maild.services.siblings import Siblings
 from maild.services.summaries import Summaries
 from maild.services.waiting import MailWaiters
 from maild.store import open_store
@@ -144,13 +145,15 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
     summaries = Summaries(store, settings)
     waiters = MailWaiters(store, changes)
     acks = AckDeadlines(store, settings)
+    siblings = Siblings(store, summaries.llm)
     metrics = ToolMetrics(store, enabled=settings.tool_metrics_enabled,
                           flush_seconds=settings.tool_metrics_flush_seconds)
 
     def subsystem_health() -> dict[str, Any]:
         report: dict[str, Any] = {"llm": summaries.llm.statistics(), "instance": instance,
                                   "wait_for_mail": waiters.statistics(), "ack_deadlines": acks.statistics(),
-                                  "tools": metrics.summary()}
+                                  "tools": metrics.summary(),
+                                  "siblings": siblings.statistics()}
         if bridge is not None:
             report["http"] = bridge.describe()
         if archiver is not None:
@@ -186,6 +189,7 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         acks=acks,
         metrics=metrics,
         paths=paths,
+        siblings=siblings,
     )
 
 
@@ -278,7 +282,7 @@ async def _before_serving(services: Services) -> None:
 def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Archiver | None,
                       mirror: Mirror | None, paths: MailboxPaths, stop: anyio.Event) -> None:
     """The daemon's background tasks: signals, the state-dir watch, the archiver (and its mirror),
-    the mail waiters' router, the sweeps and the ack-deadline scanner."""
+    the mail waiters' router, the sibling scorer, the sweeps and the ack-deadline scanner."""
     settings = services.settings
     tg.start_soon(_wait_for_signal, stop)
     tg.start_soon(watch_state_dir, paths, settings.root_check_seconds, stop)
@@ -287,6 +291,7 @@ def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Arc
     if mirror is not None:
         tg.start_soon(mirror.run)
     tg.start_soon(services.waiters.run)
+    tg.start_soon(services.siblings.run)
     tg.start_soon(services.metrics.run)  # flushes periodically and at shutdown
     tg.start_soon(sweep_expired_reservations, services.reservations, services.build_slots,
                   settings.reservation_sweep_seconds)

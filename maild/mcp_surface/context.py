@@ -20,6 +20,7 @@ from maild.services.projects import Projects
 from maild.services.reservations import Reservations
 from maild.services.search import Search
 from maild.services.sessions import Sessions
+from maild.services.siblings import Siblings
 from maild.services.summaries import Summaries
 from maild.services.waiting import MailWaiters
 from maild.store import Store
@@ -48,5 +49,6 @@ class Services:
     build_slots: BuildSlots
     metrics: ToolMetrics
     paths: MailboxPaths
+    siblings: Siblings
     attachments: Attachments | None = None
     acks: AckDeadlines | None = None  # the ack-deadline scanner (ACK_TTL_ENABLED)

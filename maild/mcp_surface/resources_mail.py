@@ -19,8 +19,9 @@ def register(resources: ResourceRegistry) -> None:
 
     @resources.resource("resource://project/{slug}", "project")
     async def project(services: Services, slug: str) -> Any:
-        """One project with its active agents."""
-        return await services.views.project(slug)
+        """One project with its active agents and its sibling projects (score, rationale, status)."""
+        found = await services.views.project(slug)
+        return {**found, "siblings": await services.siblings.for_project(found["id"])}
 
     @resources.resource("resource://agents/{project}", "agents")
     async def agents(services: Services, project: str, include_retired: str | None = None) -> Any:

@@ -38,7 +38,7 @@ class Change:
     kinds: tuple[str, ...]
     message_ids: tuple[int, ...] = ()
     agent_ids: tuple[int, ...] = ()  # agents rows written (unread counters move with them)
-    # time.monotonic() when the commit was announced: the bench measures commit -> browser from it.
+    # time.monotonic() of the commit (taken on the writer thread): benches time commit -> client from it.
     at: float = field(default_factory=time.monotonic)
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,7 +57,7 @@ class ChangeFeed:
     def following(cls, store: Store) -> ChangeFeed:
         """A feed fed by every commit of `store`."""
         feed = cls()
-        store.on_commit(feed.publish)
+        store.on_commit(lambda changed: feed.publish(changed, store.last_commit_at))
         return feed
 
     def listen(self, listener: Callable[[Change], object]) -> None:
@@ -65,14 +65,16 @@ class ChangeFeed:
         wait_for_mail and resource subscriptions are woken by the same commits the web UI follows."""
         self._listeners.append(listener)
 
-    def publish(self, changed: dict[str, list[int]]) -> Change | None:
-        """Called by the store after a commit (on the event loop). Returns the event, if any."""
+    def publish(self, changed: dict[str, list[int]], at: float | None = None) -> Change | None:
+        """Called by the store after a commit (on the event loop), `at` its time.monotonic() (now
+        if not given). Returns the event, if any."""
         kinds = sorted({kind for t in changed for kind in KIND_OF_TABLE.get(t, ())})
         if not kinds:
             return None
         self._seq += 1
         change = Change(
-            self._seq, tuple(kinds), tuple(changed.get("messages", ())), tuple(changed.get("agents", ()))
+            self._seq, tuple(kinds), tuple(changed.get("messages", ())), tuple(changed.get("agents", ())),
+            time.monotonic() if at is None else at,
         )
         self._ring.append(change)
         wakeup, self._wakeup = self._wakeup, anyio.Event()

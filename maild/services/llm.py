@@ -166,9 +166,10 @@ class LLM:
             **stats,
         }
 
-    async def complete(self, model: str, prompt: str) -> LLMResult:
+    async def complete(self, model: str, prompt: str, system: str = SYSTEM_PROMPT) -> LLMResult:
+        """One completion asked for a JSON object (`system` says which; summaries by default)."""
         key = hashlib.sha256(
-            json.dumps([model, self.settings.llm_temperature, self.settings.llm_max_tokens, prompt]).encode()
+            json.dumps([model, self.settings.llm_temperature, self.settings.llm_max_tokens, system, prompt]).encode()
         ).hexdigest()
         if self.settings.llm_cache_enabled:
             with self._lock:
@@ -188,7 +189,7 @@ class LLM:
         outcome: LLMResult | None = None
         with anyio.move_on_after(deadline):
             outcome = await anyio.to_thread.run_sync(
-                self._call, model, prompt, limiter=self._limiter, abandon_on_cancel=True
+                self._call, model, prompt, system, limiter=self._limiter, abandon_on_cancel=True
             )
         if outcome is None:
             outcome = LLMResult("timeout", error=f"no answer within {self.settings.llm_timeout_seconds:g} s")
@@ -206,14 +207,14 @@ class LLM:
                     self._cache.popitem(last=False)
         return outcome
 
-    def _call(self, model: str, prompt: str) -> LLMResult:
+    def _call(self, model: str, prompt: str, system: str) -> LLMResult:
         """Runs in a worker thread (litellm already imported). Every failure becomes a status."""
         import litellm
         from litellm.exceptions import Timeout as LLMTimeout
 
         kwargs: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
             "temperature": self.settings.llm_temperature,
             "max_tokens": self.settings.llm_max_tokens,
             "timeout": self.settings.llm_timeout_seconds,

@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,7 +39,7 @@ apsw.bestpractice.apply(apsw.bestpractice.recommended)
 Connection = apsw.Connection
 # Tables whose committed changes are announced (see Store.on_commit); others are not worth a wakeup.
 # (WITHOUT ROWID tables such as message_recipients are never reported by SQLite's update hook.)
-WATCHED_TABLES = frozenset({"messages", "agents", "sessions", "file_reservations", "archive_outbox"})
+WATCHED_TABLES = frozenset({"messages", "agents", "sessions", "file_reservations", "archive_outbox", "projects"})
 CommitListener = Callable[[dict[str, list[int]]], object]
 # A constraint (e.g. the unique active-name index) refused a write; services catch this one.
 IntegrityError = apsw.ConstraintError
@@ -108,6 +109,10 @@ class Store:
         self._writes = 0
         self._changed: dict[str, list[int]] = {}  # filled by the writer's update hook, on its thread
         self._listeners: list[CommitListener] = []
+        # time.monotonic() on the writer thread right after the commit being announced (listeners
+        # read it): CLOCK_MONOTONIC is one clock for every process of the machine, so a benchmark
+        # can time "from the commit" to what its client receives.
+        self.last_commit_at = 0.0
 
     def on_commit(self, listener: CommitListener) -> None:
         """Call `listener({table: [rowids]})` on the event loop after each write that changed a
@@ -123,20 +128,21 @@ class Store:
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` in one IMMEDIATE transaction on the single writer connection."""
 
-        def unit(conn: apsw.Connection) -> tuple[T, dict[str, list[int]]]:
+        def unit(conn: apsw.Connection) -> tuple[T, dict[str, list[int]], float]:
             try:
                 with conn:
                     result = fn(conn, *args)
             finally:  # committed or rolled back: either way these rows are no longer pending
                 changed, self._changed = self._changed, {}
-            return result, changed
+            return result, changed, time.monotonic()
 
         # Shielded: a write that has been submitted always completes (and commits or rolls back
         # whole); cancelling the caller must not abort SQLite mid-transaction.
         with anyio.CancelScope(shield=True):
-            result, changed = await self._run(self._writer, unit)
+            result, changed, committed_at = await self._run(self._writer, unit)
         self._writes += 1
         if changed:
+            self.last_commit_at = committed_at
             for listener in self._listeners:
                 listener(changed)
         return result

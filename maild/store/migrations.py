@@ -274,6 +274,28 @@ CREATE TABLE tool_metrics (
 ) WITHOUT ROWID;
 """
 
+# Issue 17, project siblings (the fork's project_sibling_suggestions): one row per unordered pair of
+# projects (a < b) that the heuristic (or the LLM, `source`) found related, with what a person or an
+# agent decided about it. Pairs scoring below the suggestion floor are not stored at all.
+M011_PROJECT_SIBLINGS = """
+CREATE TABLE project_sibling_suggestions (
+    id            INTEGER PRIMARY KEY,
+    project_a_id  INTEGER NOT NULL REFERENCES projects(id),
+    project_b_id  INTEGER NOT NULL REFERENCES projects(id),
+    score         REAL NOT NULL,
+    status        TEXT NOT NULL DEFAULT 'suggested' CHECK (status IN ('suggested', 'confirmed', 'dismissed')),
+    rationale     TEXT NOT NULL DEFAULT '',
+    source        TEXT NOT NULL DEFAULT 'heuristic' CHECK (source IN ('heuristic', 'llm')),
+    created_ts    TEXT NOT NULL,
+    evaluated_ts  TEXT NOT NULL,
+    confirmed_ts  TEXT,
+    dismissed_ts  TEXT,
+    CHECK (project_a_id < project_b_id),
+    UNIQUE (project_a_id, project_b_id)
+);
+CREATE INDEX project_siblings_b ON project_sibling_suggestions(project_b_id, project_a_id);
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial", M001_INITIAL),
     (2, "unread_counts", M002_UNREAD_COUNTS),
@@ -284,6 +306,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (8, "build_slots", M008_BUILD_SLOTS),
     (9, "ack_escalations", M009_ACK_ESCALATIONS),
     (10, "tool_metrics", M010_TOOL_METRICS),
+    (11, "project_siblings", M011_PROJECT_SIBLINGS),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

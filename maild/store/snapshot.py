@@ -77,6 +77,9 @@ class Snapshot:
                                   f"(SELECT id FROM agents WHERE project_id NOT IN ({marks}))", ids + ids)
             self.conn.execute(f"DELETE FROM sessions WHERE agent_id IN (SELECT id FROM agents WHERE project_id NOT IN ({marks}))", ids)  # noqa: E501
             self.conn.execute(f"DELETE FROM agents WHERE project_id NOT IN ({marks})", ids)
+            # A sibling pair names both projects: it goes when either side is out of scope.
+            self.conn.execute(f"DELETE FROM project_sibling_suggestions WHERE project_a_id NOT IN ({marks})"
+                              f" OR project_b_id NOT IN ({marks})", ids + ids)
             self.conn.execute(f"DELETE FROM projects WHERE id NOT IN ({marks})", ids)
             self.conn.execute("DELETE FROM attachment_blobs WHERE sha256 NOT IN (SELECT sha256 FROM attachments)")
         return [p["slug"] for p in kept]
