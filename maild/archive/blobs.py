@@ -67,6 +67,10 @@ class BlobStore:
             raise
         return digest
 
+    def remove(self, sha256: str) -> None:
+        """Drop a blob no row names any more (an original replaced by its converted image)."""
+        self.path(sha256).unlink(missing_ok=True)
+
     def read(self, sha256: str) -> bytes | None:
         try:
             return self.path(sha256).read_bytes()
