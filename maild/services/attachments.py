@@ -317,11 +317,11 @@ class Attachments:
         if converted is not None:
             return converted, "converted"
         if state == "failed":  # its encode failed before (an encoder limit): it is kept as it is
-            images.verify(data)
+            anyio.from_thread.run(self._verify, data)
             return self._put(prepared, data, media_type, ext, width, height), "as_is"
         if policy == "inline" or width * height <= INLINE_CONVERT_MAX_PIXELS:
             return self._convert(prepared, data), "converted"
-        width, height = images.verify(data)
+        width, height = anyio.from_thread.run(self._verify, data)
         original = self._put(prepared, data, media_type, ext, width, height)
         prepared.deferred.append(original)
         return original, PENDING
@@ -333,6 +333,11 @@ class Attachments:
         blob = self._put(prepared, converted.data, "image/webp", "webp", converted.width, converted.height)
         self.converter.remember(key, blob)
         return blob
+
+    async def _verify(self, data: bytes) -> tuple[int, int]:
+        # A worker process, not this thread: Pillow's decoders hold the GIL (images.py).
+        size: tuple[int, int] = await anyio.to_process.run_sync(images.verify_in_worker, data, limiter=self._limiter)
+        return size
 
     async def _encode(self, data: bytes) -> images.Converted:
         # A worker process, not this thread: Pillow holds the GIL for parts of a conversion (tens

@@ -14,7 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,9 +61,7 @@ class Converter:
         self._settings = settings
         self._blobs = blobs
         self._wake = anyio.Event()
-        # One conversion at a time, in its own process at low priority: on 2 cores a second
-        # concurrent encode only takes CPU from the daemon's loop and writer (other agents' sends).
-        self._limiter = anyio.CapacityLimiter(1)
+        self._worker = LowPriorityWorker()
         self.cache: OrderedDict[Key, Blob] = OrderedDict()
         self.converted = 0
         self.failed = 0
@@ -103,6 +104,12 @@ class Converter:
 
     async def run(self) -> None:
         """Forever: convert what is pending (first what a crash left), then wait for the next send."""
+        try:
+            await self._run()
+        finally:
+            self._worker.close()
+
+    async def _run(self) -> None:
         while True:
             self._wake = anyio.Event()
             try:
@@ -130,8 +137,7 @@ class Converter:
                 error = f"the original {original} is missing from {self._blobs.root}"
             else:
                 try:
-                    result: images.Converted = await anyio.to_process.run_sync(
-                        images.to_webp_in_worker, data, method, quality, cancellable=True, limiter=self._limiter)
+                    result = await self._worker.to_webp(data, method, quality)
                     sha = hashlib.sha256(result.data).hexdigest()
                     await anyio.to_thread.run_sync(self._blobs.put, result.data, sha)
                     blob = Blob(sha, "webp", "image/webp", len(result.data), result.width, result.height)
@@ -152,6 +158,39 @@ class Converter:
 
     def statistics(self) -> dict[str, int]:
         return {"converted": self.converted, "failed": self.failed}
+
+
+class LowPriorityWorker:
+    """One process, started on first use, at nice 19 (images.lower_priority), for deferred encodes.
+    Not anyio's worker pool: its processes also verify images during sends, which must not wait
+    behind a lowered priority. One conversion at a time: on 2 cores a second concurrent encode
+    would only take CPU from the daemon's loop and writer (other agents' sends)."""
+
+    def __init__(self) -> None:
+        self._executor: ProcessPoolExecutor | None = None
+
+    async def to_webp(self, data: bytes, method: int, quality: int) -> images.Converted:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=images.lower_priority)
+        future = self._executor.submit(images.to_webp, data, method=method, quality=quality)
+        try:
+            # A thread waits for the process, so the loop stays free; on cancellation (the daemon
+            # stopping) the wait is abandoned and close() ends the process.
+            converted: images.Converted = await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        except BrokenProcessPool:
+            self._executor = None  # the process died (killed, out of memory): a new one next time
+            raise OSError("the converter process died") from None
+        return converted
+
+    def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        processes = list(getattr(executor, "_processes", {}).values())  # shutdown() would wait for the encode
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()
 
 
 def record_pending(conn: Connection, original: Blob, method: int, quality: int) -> None:

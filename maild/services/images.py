@@ -1,8 +1,8 @@
 """Image handling for attachments: sniff a media type from content, and convert images to WebP.
 
-Pure functions over bytes, run on worker threads (Pillow releases the GIL while it decodes and
-encodes). Only the formats below are ever opened, so a crafted file cannot reach Pillow's riskier
-plugins (EPS runs Ghostscript). Knows nothing of paths, storage or messages; the only module that
+Pure functions over bytes, run in worker processes (Pillow holds the GIL while it decodes). Only
+the formats below are ever opened, so a crafted file cannot reach Pillow's riskier plugins (EPS
+runs Ghostscript). Knows nothing of paths, storage or messages; the only module that
 imports Pillow.
 """
 
@@ -22,8 +22,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # an attachment is refused at the warning already.
 warnings.simplefilter("error", Image.DecompressionBombWarning)
 
-# The converter process's niceness: other agents' sends (the daemon at nice 0) always go first.
-WORKER_NICENESS = 10
+# The deferred converter's niceness: other agents' sends (the daemon at nice 0) always go first.
+DEFERRED_NICENESS = 19
 _PR_SET_PDEATHSIG = 1
 
 CONVERTIBLE = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
@@ -131,18 +131,35 @@ def to_webp(data: bytes, *, method: int, quality: int) -> Converted:
     return Converted(out.getvalue(), pixels.width, pixels.height)
 
 
-_niced = False
+_started = False
+
+
+def verify_in_worker(data: bytes) -> tuple[int, int]:
+    """`verify` in one of anyio's worker processes (to_process): Pillow holds the GIL while it
+    decodes (≈ 36 ms in one piece for a 2 MB PNG here), which would stall the daemon's loop and so
+    every other agent's send. These workers run at normal priority: the send waits for them."""
+    _once_per_process()
+    return verify(data)
 
 
 def to_webp_in_worker(data: bytes, method: int, quality: int) -> Converted:
-    """`to_webp` in a worker process (anyio.to_process): its own GIL, and nice 10, so a conversion
-    never holds up the daemon's event loop or writer — other agents' sends go first."""
-    global _niced  # noqa: PLW0603 - once per worker process
-    if not _niced:
-        _niced = True
-        os.nice(WORKER_NICENESS)
-        _die_with_parent()
+    """`to_webp` in one of anyio's worker processes (a small image, converted during the send)."""
+    _once_per_process()
     return to_webp(data, method=method, quality=quality)
+
+
+def lower_priority() -> None:
+    """Initializer of the deferred converter's process: nice 19, so the daemon (nice 0) always runs
+    first when both want the CPU — a deferred conversion has no one waiting on it."""
+    os.nice(DEFERRED_NICENESS)
+    _once_per_process()
+
+
+def _once_per_process() -> None:
+    global _started  # noqa: PLW0603 - once per worker process
+    if not _started:
+        _started = True
+        _die_with_parent()
 
 
 def _die_with_parent() -> None:
