@@ -318,11 +318,11 @@ class Attachments:
             return converted, "converted"
         if state == "failed":  # its encode failed before (an encoder limit): it is kept as it is
             anyio.from_thread.run(self._verify, data)
-            return self._put(prepared, data, media_type, ext, width, height), "as_is"
+            return self._put(prepared, data, media_type, ext, width, height, sha), "as_is"
         if policy == "inline" or width * height <= INLINE_CONVERT_MAX_PIXELS:
             return self._convert(prepared, data), "converted"
         width, height = anyio.from_thread.run(self._verify, data)
-        original = self._put(prepared, data, media_type, ext, width, height)
+        original = self._put(prepared, data, media_type, ext, width, height, sha)
         prepared.deferred.append(original)
         return original, PENDING
 
@@ -354,8 +354,8 @@ class Attachments:
 
     @staticmethod
     def _put(prepared: Prepared, data: bytes, media_type: str, ext: str, width: int | None,
-             height: int | None) -> Blob:
-        sha = hashlib.sha256(data).hexdigest()
+             height: int | None, sha: str | None = None) -> Blob:
+        sha = sha or hashlib.sha256(data).hexdigest()
         prepared.pending[sha] = data
         return Blob(sha, ext, media_type, len(data), width, height)
 
