@@ -204,3 +204,38 @@ def test_a_daemon_killed_mid_conversion_finishes_on_restart(tmp_path: Any) -> No
         b.conn.close()
     finally:
         box.stop()
+
+
+def test_doctor_checks_blobs_against_the_database_and_fixes_what_the_archive_has(
+    box: Mailbox, pair: tuple[Agent, Agent]
+) -> None:
+    a, b = pair
+    lost, broken = (a.send(b.name, attachment_paths=[write(box, f"doc/{name}.txt", f"{name} notes\n".encode())])
+                    ["attachments"][0]["sha256"] for name in ("lost", "broken"))
+    wait_drained(box)
+    (box.paths.blobs / lost[:2] / lost).unlink()
+    (box.paths.blobs / broken[:2] / broken).write_bytes(b"BROKEN notes\n")  # same size, other content
+    stale, fresh = box.paths.blobs / "ab" / ("ab" + "0" * 62), box.paths.blobs / "cd" / ".tmp-in-flight"
+    for orphan in (stale, fresh):
+        orphan.parent.mkdir(exist_ok=True)
+        orphan.write_bytes(b"left behind")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+
+    checked = box.mailctl("doctor", "--json", check=False)
+    report = json.loads(checked.stdout)["blobs"]
+    assert checked.returncode == 1
+    assert (report["missing"], report["corrupt"], report["orphans"]) == ([lost], [broken], [f"ab/{stale.name}"])
+    assert report["recent_unlinked_files"] == 1, "a file younger than an hour may be a send in flight"
+    human = box.mailctl("doctor", check=False).stdout
+    assert "missing: 1, content not matching its sha256: 1" in human
+    assert "run `mailctl doctor --fix` to copy them back from the archive" in human
+    assert "run `mailctl doctor --fix` to delete them" in human
+
+    fixed = json.loads(box.mailctl("doctor", "--fix", "--json", check=False).stdout)["blobs"]["fixed"]
+    assert fixed == {"restored": 2, "orphans_removed": 1, "unrecoverable": []}
+    assert (box.paths.blobs / broken[:2] / broken).read_bytes() == b"broken notes\n"
+    assert b.blob(lost) == ("text/plain", b"lost notes\n")
+    assert not stale.exists()
+    assert fresh.exists()
+    assert json.loads(box.mailctl("doctor", "--json", check=False).stdout)["blobs"]["ok"]
+    fresh.unlink()

@@ -67,6 +67,19 @@ class BlobStore:
             raise
         return digest
 
+    def scratch(self, data: bytes) -> Path:
+        """A private temporary file holding `data` (the caller deletes it): how a worker process gets
+        a large image to check without the bytes crossing a pipe in 64 KiB round trips."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=self.root, prefix=".tmp-check-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return Path(temp)
+
     def remove(self, sha256: str) -> None:
         """Drop a blob no row names any more (an original replaced by its converted image)."""
         self.path(sha256).unlink(missing_ok=True)

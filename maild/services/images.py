@@ -15,6 +15,7 @@ import signal
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -134,12 +135,12 @@ def to_webp(data: bytes, *, method: int, quality: int) -> Converted:
 _started = False
 
 
-def verify_in_worker(data: bytes) -> tuple[int, int]:
-    """`verify` in one of anyio's worker processes (to_process): Pillow holds the GIL while it
-    decodes (≈ 36 ms in one piece for a 2 MB PNG here), which would stall the daemon's loop and so
-    every other agent's send. These workers run at normal priority: the send waits for them."""
+def verify_file_in_worker(path: str) -> tuple[int, int]:
+    """`verify` of a file's bytes in one of anyio's worker processes (to_process): Pillow holds the
+    GIL while it decodes (≈ 36 ms in one piece for a 2 MB PNG here), which would stall the daemon's
+    loop and so every other agent's send. These workers run at normal priority: the send waits."""
     _once_per_process()
-    return verify(data)
+    return verify(Path(path).read_bytes())
 
 
 def to_webp_in_worker(data: bytes, method: int, quality: int) -> Converted:
