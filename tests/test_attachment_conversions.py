@@ -201,6 +201,21 @@ def test_a_daemon_killed_mid_conversion_finishes_on_restart(tmp_path: Any) -> No
         assert b.blob(original) == ("image/png", png), "KEEP_ORIGINAL_IMAGES keeps the original readable"
         assert decode(b.blob(final["sha256"])[1]).size == (1280, 720)
         assert {original, final["sha256"]} <= blob_files(box)
+
+        # Killed again while an image is pending, and the database rebuilt from the archive: the
+        # archive's front matter says "pending", so the rebuilt daemon converts it too.
+        later = b.send(a.name, attachment_paths=[write(box, "crash/later.png", big_picture())])
+        wait_drained(box)
+        status = box.status()
+        assert status is not None
+        os.kill(status["pid"], signal.SIGKILL)
+        b.conn.close()
+        assert db_rows(box, f"SELECT status FROM attachment_conversions WHERE original_sha256 = "
+                            f"'{later['attachments'][0]['sha256']}'") == [("pending",)], "precondition"
+        wait_dead(int(status["pid"]))
+        box.mailctl("doctor", "--rebuild", "--yes")
+        b = Agent(box, "GreenCastle")
+        assert settled(b, later["id"], timeout=120)["attachments"][0]["media_type"] == "image/webp"
         b.conn.close()
     finally:
         box.stop()

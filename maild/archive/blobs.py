@@ -138,6 +138,19 @@ def link_rows(message: dict[str, Any], project_id: int, created_ts: str) -> tupl
     return blobs, links
 
 
+def pending_rows(message: dict[str, Any], created_ts: str, method: int = 6, quality: int = 80) -> Rows:
+    """Rebuild: `attachment_conversions` rows for images the archive shows still waiting for their
+    WebP (`"conversion": "pending"`), so the converter finishes them once the daemon runs (from the
+    blob store; an original it lost cannot be converted and is marked failed)."""
+    rows: Rows = []
+    for meta in message.get("attachments") or []:
+        where = ARCHIVE_FILE.match(str(meta.get("path") or ""))
+        if meta.get("conversion") == "pending" and where is not None and isinstance(meta.get("sha256"), str):
+            rows.append((meta["sha256"], where["ext"], meta.get("media_type", OCTETS), method, quality,
+                         created_ts, created_ts))
+    return rows
+
+
 def restore_from_archive(repo: Path, blobs: BlobStore, chunk: int = 64) -> int:
     """Copy the archive's attachment files that the blob store lacks back into it (rebuild)."""
     from maild.archive.committer import head_files, read_blobs
