@@ -18,6 +18,7 @@ import io
 import json
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -146,9 +147,29 @@ def measure_send(method: int, samples: int) -> dict[str, Any]:
         stop(paths)
 
 
+def converter_pids(paths: MailboxPaths) -> list[int]:
+    """The daemon's deferred-conversion process (a multiprocessing child; not its resource tracker)."""
+    status = json.loads(paths.status_file.read_text())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == status["pid"] and "spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
 def measure_interference(text_n: int, image_n: int) -> dict[str, Any]:
-    """Carol's text sends idle, then while Alice's images convert (sent first: each send answers in
-    tens of ms, and the conversions queue up behind them in the converter process)."""
+    """Carol's text sends with no conversion running vs while Alice's images convert. The images are
+    sent first (each send answers in tens of ms; the conversions queue up in the converter process).
+    Two baselines: runs before and after the conversion window, and paired blocks inside it — the
+    converter is paused (SIGSTOP) for every other block of 25 sends — since on a shared machine the
+    load drifts more over a minute than a conversion moves it."""
     paths = mailbox(6)
     try:
         alice, bob, carol = agent(paths, "Alice"), agent(paths, "Bob"), agent(paths, "Carol")
@@ -160,18 +181,34 @@ def measure_interference(text_n: int, image_n: int) -> dict[str, Any]:
         send_images(alice, names[1:])
         time.sleep(0.2)  # the first conversion is under way
         busy: list[float] = []
+        paused: list[float] = []
+        converter = converter_pids(paths)
         window = time.monotonic()
-        while pending_conversions(paths) and time.monotonic() - window < 300:  # the whole conversion window
-            busy += text_sends(carol, 25)
+        try:
+            while pending_conversions(paths) and time.monotonic() - window < 300:  # the whole window
+                busy += text_sends(carol, 25)
+                for pid in converter:
+                    os.kill(pid, signal.SIGSTOP)
+                try:
+                    paused += text_sends(carol, 25)
+                finally:
+                    for pid in converter:
+                        os.kill(pid, signal.SIGCONT)
+        finally:
+            for pid in converter:
+                os.kill(pid, signal.SIGCONT)
         window = time.monotonic() - window
         left = pending_conversions(paths)
-        idle += text_sends(carol, text_n // 2)  # the baseline brackets the window: load drifts on a shared box
-        idle_s, busy_s = summarise(idle), summarise(busy)
+        idle += text_sends(carol, text_n // 2)  # the baseline brackets the window
+        idle_s, busy_s, paused_s = summarise(idle), summarise(busy), summarise(paused)
         for c in (alice, bob, carol):
             c.close()
-        return {"idle": idle_s, "while_converting": busy_s, "conversions": image_n - left,
-                "window_s": round(window, 1), "p99_ratio": round(busy_s["p99_ms"] / idle_s["p99_ms"], 3),
-                "p50_ratio": round(busy_s["p50_ms"] / idle_s["p50_ms"], 3)}
+        return {"idle": idle_s, "while_converting": busy_s, "paired_converter_paused": paused_s,
+                "conversions": image_n - left, "window_s": round(window, 1), "converter_processes": len(converter),
+                "p99_ratio": round(busy_s["p99_ms"] / idle_s["p99_ms"], 3),
+                "p50_ratio": round(busy_s["p50_ms"] / idle_s["p50_ms"], 3),
+                "paired_p99_ratio": round(busy_s["p99_ms"] / paused_s["p99_ms"], 3),
+                "paired_p50_ratio": round(busy_s["p50_ms"] / paused_s["p50_ms"], 3)}
     finally:
         stop(paths)
 
