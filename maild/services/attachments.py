@@ -337,8 +337,8 @@ class Attachments:
 
     def _check(self, data: bytes) -> tuple[int, int]:
         """images.verify in a worker process, not this thread (Pillow's decoders hold the GIL). The
-        bytes go through a scratch file: through the worker's pipe, 2 MB took 32 round trips, each a
-        wake-up of both processes — 100-400 ms on our loaded 2-core machine."""
+        bytes go through a scratch file rather than the worker's pipe, which would take 2 MB in 64 KiB
+        round trips, each a wake-up of both processes on a busy machine."""
         try:
             scratch = self.blobs.scratch(data)
         except OSError as exc:
@@ -422,8 +422,9 @@ class Attachments:
 
 
 def _authorised(conn: Connection, session: Session | None, sha: str, mode: str) -> tuple[str, str, str, str]:
-    """The blob's (media type, ext, a project slug carrying it, the sha256 to serve), if the caller may read one message
-    that carries it — the message resource's own check, so the two can never disagree."""
+    """The blob's (media type, ext, a project slug carrying it, the sha256 to serve), if the caller
+    may read one message that carries it — the message resource's own check, so the two can never
+    disagree."""
     missing = NotFound(f"no attachment {sha} in a message you can read", data={"sha256": sha})
     try:
         return _authorised_blob(conn, session, sha, mode, missing)
