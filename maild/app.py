@@ -291,6 +291,8 @@ def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Arc
     if mirror is not None:
         tg.start_soon(mirror.run)
     tg.start_soon(services.waiters.run)
+    if services.attachments is not None:
+        tg.start_soon(services.attachments.converter.run)  # deferred image conversions (and a crash's leftovers)
     tg.start_soon(services.siblings.run)
     tg.start_soon(services.metrics.run)  # flushes periodically and at shutdown
     tg.start_soon(sweep_expired_reservations, services.reservations, services.build_slots,

@@ -1,5 +1,6 @@
 """`mailctl doctor [--fix] [--rebuild [--yes]]`: check the setup (daemon, permissions, guard, client
-configs, nested mailboxes) and the database against the Git archive.
+configs, nested mailboxes), the database against the Git archive, and attachment blobs against the
+database.
 
 `--rebuild` replaces the database with one rebuilt from the archive (the old file is kept as a
 backup), so it asks first; `--yes` is for scripts, and without a terminal to ask on it refuses.
@@ -11,6 +12,7 @@ import argparse
 import json
 import subprocess
 import sys
+from typing import Any
 
 from mailctl.cli import output
 from mailctl.cli.common import add_json_flag, add_subcommand, client, mailbox, print_json
@@ -54,6 +56,30 @@ def rebuild(paths: MailboxPaths, *, as_json: bool, from_url: str | None = None) 
     return 0
 
 
+def show_blobs(blobs: dict[str, Any], *, fixing: bool) -> None:
+    """Attachment blobs against the database: what is wrong and how to fix it."""
+    if blobs["ok"]:
+        output.say(f"attachment blobs: ok ({blobs['checked']} checked)", "green")
+        return
+    output.say(f"attachment blobs: {blobs['checked']} checked", "bold red")
+    fixed = blobs.get("fixed")
+    if blobs["missing_count"] or blobs["corrupt_count"]:
+        print(f"  missing: {blobs['missing_count']}, content not matching its sha256: {blobs['corrupt_count']} "
+              f"(e.g. {(blobs['missing'] + blobs['corrupt'])[:3]})")
+        if fixed is None:
+            print("  run `mailctl doctor --fix` to copy them back from the archive")
+        else:
+            print(f"  restored {fixed['restored']} from the archive")
+            lost = fixed["unrecoverable"]
+            if lost:
+                print(f"  not in the archive either: {len(lost)} (e.g. {lost[:3]}); "
+                      "the messages keep their metadata, the bytes are lost — ask the sender to send them again")
+    if blobs["orphan_count"]:
+        print(f"  files no message carries: {blobs['orphan_count']} (e.g. {blobs['orphans'][:3]})")
+        print(f"  removed {fixed['orphans_removed']}" if fixed is not None
+              else "  run `mailctl doctor --fix` to delete them")
+
+
 def run(args: argparse.Namespace) -> int:
     paths = mailbox(args)
     if args.rebuild:
@@ -84,19 +110,24 @@ def run(args: argparse.Namespace) -> int:
         if report["extra_count"]:
             print(f"archive files without a database row: {report['extra_count']}; `mailctl doctor --rebuild` "
                   "rebuilds the database from the archive")
+        if "blobs" in report:
+            show_blobs(report["blobs"], fixing=args.fix)
     if any(c.level == "fail" for c in checks):
         return EXIT_TOOL_ERROR
-    return 0 if report["ok"] or (args.fix and not report["extra_count"]) else EXIT_TOOL_ERROR
+    blobs_lost = bool(report.get("blobs", {}).get("fixed", {}).get("unrecoverable"))
+    return 0 if report["ok"] or (args.fix and not report["extra_count"] and not blobs_lost) else EXIT_TOOL_ERROR
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = add_subcommand(
         sub, "doctor",
-        "Check the setup (daemon, permissions, guard, client configs, nested mailboxes) and the database against "
-        "the Git archive; repair what is safe.",
+        "Check the setup (daemon, permissions, guard, client configs, nested mailboxes), the database against "
+        "the Git archive and attachment blobs against the database; repair what is safe.",
         "mailctl doctor --fix   # mailctl doctor --rebuild --yes in a script",
     )
-    parser.add_argument("--fix", action="store_true", help="re-queue archive writes for missing messages")
+    parser.add_argument("--fix", action="store_true",
+                        help="re-queue archive writes for missing messages; restore missing or corrupt attachment "
+                             "blobs from the archive and delete orphan blobs")
     parser.add_argument("--rebuild", action="store_true",
                         help="stop maild and rebuild the database from the archive alone (keeps a backup)")
     parser.add_argument("--from", dest="from_url", metavar="URL",

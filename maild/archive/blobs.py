@@ -67,6 +67,23 @@ class BlobStore:
             raise
         return digest
 
+    def scratch(self, data: bytes) -> Path:
+        """A private temporary file holding `data` (the caller deletes it): how a worker process gets
+        a large image to check without the bytes crossing a pipe in 64 KiB round trips."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=self.root, prefix=".tmp-check-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return Path(temp)
+
+    def remove(self, sha256: str) -> None:
+        """Drop a blob no row names any more (an original replaced by its converted image)."""
+        self.path(sha256).unlink(missing_ok=True)
+
     def read(self, sha256: str) -> bytes | None:
         try:
             return self.path(sha256).read_bytes()
@@ -119,6 +136,19 @@ def link_rows(message: dict[str, Any], project_id: int, created_ts: str) -> tupl
             blobs.append((sha, where["ext"], media, size or 0, width, height, created_ts))
             links.append((message["id"], sha, project_id))
     return blobs, links
+
+
+def pending_rows(message: dict[str, Any], created_ts: str, method: int = 6, quality: int = 80) -> Rows:
+    """Rebuild: `attachment_conversions` rows for images the archive shows still waiting for their
+    WebP (`"conversion": "pending"`), so the converter finishes them once the daemon runs (from the
+    blob store; an original it lost cannot be converted and is marked failed)."""
+    rows: Rows = []
+    for meta in message.get("attachments") or []:
+        where = ARCHIVE_FILE.match(str(meta.get("path") or ""))
+        if meta.get("conversion") == "pending" and where is not None and isinstance(meta.get("sha256"), str):
+            rows.append((meta["sha256"], where["ext"], meta.get("media_type", OCTETS), method, quality,
+                         created_ts, created_ts))
+    return rows
 
 
 def restore_from_archive(repo: Path, blobs: BlobStore, chunk: int = 64) -> int:

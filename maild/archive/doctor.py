@@ -30,11 +30,13 @@ def _db_state(conn: Connection) -> dict[str, Any]:
     return {"messages": messages, "pending": pending, "oldest": oldest, "depth": depth}
 
 
-def _requeue(conn: Connection, ids: list[int]) -> int:
+def requeue_messages(conn: Connection, ids: list[int]) -> int:
+    """Queue the archive write of each message again, from its database row (a message the archive
+    lacks, or one whose attachments changed after a deferred image conversion)."""
     for message_id in ids:
         row = conn.execute(
             "SELECT m.id, m.project_id, m.sender_id, m.thread_id, m.subject, m.body_md, m.importance,"
-            " m.ack_required, m.created_ts, m.attachments, s.name, p.slug FROM messages m"
+            " m.ack_required, m.created_ts, m.attachments, s.name, p.slug, m.topic FROM messages m"
             " JOIN agents s ON s.id = m.sender_id JOIN projects p ON p.id = m.project_id WHERE m.id = ?",
             (message_id,),
         ).fetchone()
@@ -46,9 +48,13 @@ def _requeue(conn: Connection, ids: list[int]) -> int:
             " WHERE r.message_id = ? ORDER BY a.name", (message_id,)
         ):
             lists[kind].append(name)
+        mentions = [str(name) for (name,) in conn.execute(
+            "SELECT a.name FROM message_mentions x JOIN agents a ON a.id = x.agent_id WHERE x.message_id = ?"
+            " ORDER BY a.name", (message_id,))]
         payload = {"id": row[0], "project_id": row[1], "sender_id": row[2], "thread_id": row[3], "subject": row[4],
                    "body_md": row[5], "importance": row[6], "ack_required": bool(row[7]), "created_ts": row[8],
-                   "attachments": json.loads(row[9]), "from": row[10], "project_slug": row[11], **lists}
+                   "attachments": json.loads(row[9]), "from": row[10], "project_slug": row[11], **lists,
+                   **({"topic": row[12]} if row[12] else {}), **({"mentions": mentions} if mentions else {})}
         enqueue(conn, "message", row[11], {"message": payload})
     return len(ids)
 
@@ -73,7 +79,7 @@ async def diagnose(store: Store, repo: Path, *, fix: bool) -> dict[str, Any]:
     if state["oldest"]:
         oldest = dt.datetime.fromisoformat(state["oldest"].replace("Z", "+00:00"))
         lag = round((dt.datetime.now(dt.UTC) - oldest).total_seconds(), 3)
-    requeued = await store.write(_requeue, missing) if fix and missing else 0
+    requeued = await store.write(requeue_messages, missing) if fix and missing else 0
     return {
         "ok": not missing and not extra,
         "projects": per_project,

@@ -138,6 +138,10 @@ def _insert_all(conn: Connection, found: dict[str, list[Any]], progress: Progres
         conn.executemany("INSERT OR IGNORE INTO attachment_blobs(sha256, ext, media_type, bytes, width, height,"
                          " created_ts) VALUES (?,?,?,?,?,?,?)", found_blobs)
         conn.executemany("INSERT OR IGNORE INTO attachments(message_id, sha256, project_id) VALUES (?,?,?)", links)
+        conn.executemany("INSERT OR IGNORE INTO attachment_conversions(original_sha256, original_ext,"
+                         " original_media_type, method, quality, status, created_ts, updated_ts)"
+                         " VALUES (?,?,?,?,?,'pending',?,?)",
+                         attachment_blobs.pending_rows(m, m["created"]))
         for kind in ("to", "cc", "bcc"):
             for name in m[kind]:
                 recipient = (ids or {}).get(name, names.get(name.lower()))

@@ -11,11 +11,11 @@ a message carrying them. Knows nothing of MCP; Pillow lives in images.py.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import re
 import stat
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,15 @@ from maild.archive.blobs import ARCHIVE_FILE, SHA256, BlobStore, archive_path
 from maild.archive.committer import ArchiveError, read_blobs
 from maild.services import agents as ag
 from maild.services import images
+from maild.services.conversions import (
+    INLINE_CONVERT_MAX_PIXELS,
+    PENDING,
+    Blob,
+    Converter,
+    converted_from,
+    is_pending,
+    record_pending,
+)
 from maild.services.messaging import _visible_message
 from maild.services.projects import slugify
 from maild.services.sessions import Session
@@ -40,23 +49,12 @@ MAX_ATTACHMENTS = 32
 MARKDOWN_IMAGE = re.compile(r"!\[(?P<alt>[^\]\n]*)\]\((?P<target>[^)\s]+)(?P<title>\s+\"[^\"\n]*\")?\)")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _DATA_URI = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)?[;,]")
-CONVERSION_CACHE = 256
 MAX_IMAGES_PER_READ = 16
 MAX_IMAGE_BYTES_PER_READ = 8 * 1024 * 1024
 
 
 class _Missing(Exception):
     """The path does not exist (a body image is then left as it is)."""
-
-
-@dataclass(frozen=True)
-class Blob:
-    sha256: str
-    ext: str
-    media_type: str
-    size: int
-    width: int | None
-    height: int | None
 
 
 @dataclass
@@ -72,6 +70,10 @@ class Prepared:
     # Bytes to write once every file of the message has been read and converted: a refused file
     # leaves nothing behind, not even the blobs of the files before it.
     pending: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # Originals stored as they are until the converter swaps in their WebP (conversions.py), and the
+    # settings they are to be converted with.
+    deferred: list[Blob] = field(default_factory=list)
+    webp: tuple[int, int] = (6, 80)
 
     def link_in(self, conn: Connection, message_id: int, project_id: int) -> None:
         """Inside the send's transaction: record each blob once, link it to the message, and queue
@@ -90,7 +92,9 @@ class Prepared:
                 "INSERT OR IGNORE INTO attachments(message_id, sha256, project_id) VALUES (?, ?, ?)",
                 (message_id, blob.sha256, project_id),
             )
-            if known is None:
+            if blob in self.deferred:
+                record_pending(conn, blob, *self.webp)  # archived once converted (or if that fails)
+            elif known is None or is_pending(conn, blob.sha256):  # pending links were never archived
                 enqueue(conn, "attachment", self.slug,
                         {"attachment": {"sha256": blob.sha256, "ext": blob.ext, "project_slug": self.slug}})
 
@@ -119,7 +123,7 @@ class Attachments:
         self._archive = archive
         # Conversion is CPU-bound: leave a core to the daemon's loop and the writer.
         self._limiter = anyio.CapacityLimiter(max(1, (os.cpu_count() or 2) - 1))
-        self._converted: OrderedDict[tuple[str, int, int], Blob] = OrderedDict()
+        self.converter = Converter(store, settings, blobs)
 
     async def prepare(
         self,
@@ -154,7 +158,8 @@ class Attachments:
         self, slug: str, body_md: str, paths: list[str], refs: list[str], data_uris: list[str],
         convert: bool, policy: str,
     ) -> Prepared:
-        prepared = Prepared(slug=slug, body_md=body_md)
+        prepared = Prepared(slug=slug, body_md=body_md,
+                            webp=(self._settings.webp_method, self._settings.webp_quality))
         metas: dict[str, dict[str, Any]] = {}
         for text, found in self._read_all(prepared, paths, refs).items():
             if found is not None:
@@ -274,46 +279,77 @@ class Attachments:
         media_type, ext = images.sniff(data)
         meta: dict[str, Any] = {"name": name, "sha1": hashlib.sha1(data, usedforsecurity=False).hexdigest()}
         try:
-            if images.is_image(media_type) and convert:
-                blob = self._convert(prepared, data)
-                if self._settings.keep_original_images:
-                    original = self._put(prepared, data, media_type, ext, blob.width, blob.height)
-                    prepared.blobs.append(original)
-                    meta.update(original_path=archive_path(prepared.slug, original.sha256, original.ext),
-                                original_sha256=original.sha256, original_media_type=media_type,
-                                original_bytes=original.size)
-            elif images.is_image(media_type):
-                width, height = images.probe(data)
-                blob = self._put(prepared, data, media_type, ext, width, height)
-            else:
-                blob = self._put(prepared, data, media_type, ext, None, None)
+            blob, how = self._image(prepared, data, media_type, ext, convert, policy) if images.is_image(
+                media_type) else (self._put(prepared, data, media_type, ext, None, None), "as_is")
         except images.ImageRefused as exc:
             raise InvalidArgument(f"attachment {text!r} was refused: {exc}; nothing was sent",
                                   data={"path": text}) from None
+        deferred = how == PENDING
+        if how == "converted" and self._settings.keep_original_images:
+            original = self._put(prepared, data, media_type, ext, blob.width, blob.height)
+            prepared.blobs.append(original)
+            meta.update(original_path=archive_path(prepared.slug, original.sha256, original.ext),
+                        original_sha256=original.sha256, original_media_type=media_type, original_bytes=original.size)
         prepared.blobs.append(blob)
-        inline = images.is_image(blob.media_type) and (
+        inline = not deferred and images.is_image(blob.media_type) and (
             policy == "inline" or (policy == "auto" and blob.size <= self._settings.inline_image_max_bytes))
         meta.update(type="inline" if inline else "file", media_type=blob.media_type, bytes=blob.size,
                     width=blob.width, height=blob.height, sha256=blob.sha256,
                     path=archive_path(prepared.slug, blob.sha256, blob.ext))
+        if deferred:
+            meta["conversion"] = PENDING
         if inline:
             stored = prepared.pending.get(blob.sha256) or self.blobs.read(blob.sha256) or b""
             meta["data_base64"] = base64.b64encode(stored).decode()
         return meta
 
+    def _image(self, prepared: Prepared, data: bytes, media_type: str, ext: str, convert: bool,
+               policy: str) -> tuple[Blob, str]:
+        """(the blob a message carries, "as_is" | "converted" | "pending"). Converted during the send:
+        an image converted before, one small enough to encode within a few ms, and any image an agent
+        wants inline (its bytes go into the message). Otherwise the image is fully decoded here (a
+        corrupt one is refused now, with nothing stored) and stored as it is; conversions.py swaps in
+        the WebP once it is encoded."""
+        width, height = images.probe(data)
+        if not convert:
+            return self._put(prepared, data, media_type, ext, width, height), "as_is"
+        sha = hashlib.sha256(data).hexdigest()
+        state, converted = anyio.from_thread.run(self._store.read, self.converter.known, sha)
+        if converted is not None:
+            return converted, "converted"
+        if state == "failed":  # its encode failed before (an encoder limit): it is kept as it is
+            self._check(data)
+            return self._put(prepared, data, media_type, ext, width, height, sha), "as_is"
+        if policy == "inline" or width * height <= INLINE_CONVERT_MAX_PIXELS:
+            return self._convert(prepared, data), "converted"
+        width, height = self._check(data)
+        original = self._put(prepared, data, media_type, ext, width, height, sha)
+        prepared.deferred.append(original)
+        return original, PENDING
+
     def _convert(self, prepared: Prepared, data: bytes) -> Blob:
-        """WebP of an image; the same source converted before is not converted again."""
-        key = (hashlib.sha256(data).hexdigest(), self._settings.webp_method, self._settings.webp_quality)
-        cached = self._converted.get(key)
-        if cached is not None and self.blobs.has(cached.sha256):
-            self._converted.move_to_end(key)
-            return cached
+        """WebP of an image, now."""
+        key = self.converter.key(hashlib.sha256(data).hexdigest())
         converted = anyio.from_thread.run(self._encode, data)
         blob = self._put(prepared, converted.data, "image/webp", "webp", converted.width, converted.height)
-        self._converted[key] = blob
-        while len(self._converted) > CONVERSION_CACHE:
-            self._converted.popitem(last=False)
+        self.converter.remember(key, blob)
         return blob
+
+    def _check(self, data: bytes) -> tuple[int, int]:
+        """images.verify in a worker process, not this thread (Pillow's decoders hold the GIL). The
+        bytes go through a scratch file rather than the worker's pipe, which would take 2 MB in 64 KiB
+        round trips, each a wake-up of both processes on a busy machine."""
+        try:
+            scratch = self.blobs.scratch(data)
+        except OSError as exc:
+            raise StorageError(f"cannot write to {self.blobs.root}: {exc.strerror}; free disk space or fix the "
+                               "directory's permissions") from None
+        try:
+            size: tuple[int, int] = anyio.from_thread.run(functools.partial(
+                anyio.to_process.run_sync, images.verify_file_in_worker, str(scratch), limiter=self._limiter))
+            return size
+        finally:
+            scratch.unlink(missing_ok=True)
 
     async def _encode(self, data: bytes) -> images.Converted:
         # A worker process, not this thread: Pillow holds the GIL for parts of a conversion (tens
@@ -323,10 +359,15 @@ class Attachments:
             limiter=self._limiter)
         return converted
 
+    def committed(self, prepared: Prepared | None) -> None:
+        """After a send's transaction: start the conversions it deferred."""
+        if prepared is not None and prepared.deferred:
+            self.converter.notify()
+
     @staticmethod
     def _put(prepared: Prepared, data: bytes, media_type: str, ext: str, width: int | None,
-             height: int | None) -> Blob:
-        sha = hashlib.sha256(data).hexdigest()
+             height: int | None, sha: str | None = None) -> Blob:
+        sha = sha or hashlib.sha256(data).hexdigest()
         prepared.pending[sha] = data
         return Blob(sha, ext, media_type, len(data), width, height)
 
@@ -338,8 +379,9 @@ class Attachments:
         if not SHA256.match(sha):
             raise InvalidArgument(f"{sha256!r} is not an attachment address; use the sha256 from a message's "
                                   "attachments (64 hex characters)")
-        media_type, ext, slug = await self._store.read(_authorised, session, sha, self._settings.message_visibility)
-        data = await anyio.to_thread.run_sync(self._load, sha, ext, slug)
+        media_type, ext, slug, served = await self._store.read(
+            _authorised, session, sha, self._settings.message_visibility)
+        data = await anyio.to_thread.run_sync(self._load, served, ext, slug)
         return media_type, data
 
     def _load(self, sha: str, ext: str, slug: str) -> bytes:
@@ -379,11 +421,25 @@ class Attachments:
         return out
 
 
-def _authorised(conn: Connection, session: Session | None, sha: str, mode: str) -> tuple[str, str, str]:
-    """The blob's (media type, ext, a project slug carrying it), if the caller may read one message
-    that carries it — the message resource's own check, so the two can never disagree."""
-    blob = conn.execute("SELECT media_type, ext FROM attachment_blobs WHERE sha256 = ?", (sha,)).fetchone()
+def _authorised(conn: Connection, session: Session | None, sha: str, mode: str) -> tuple[str, str, str, str]:
+    """The blob's (media type, ext, a project slug carrying it, the sha256 to serve), if the caller
+    may read one message that carries it — the message resource's own check, so the two can never
+    disagree."""
     missing = NotFound(f"no attachment {sha} in a message you can read", data={"sha256": sha})
+    try:
+        return _authorised_blob(conn, session, sha, mode, missing)
+    except NotFound:
+        # An original replaced by its WebP (deferred conversion): its address keeps working and
+        # answers with what the messages carry now, under the same check.
+        converted = converted_from(conn, sha)
+        if converted is None:
+            raise
+        return _authorised_blob(conn, session, converted, mode, missing)
+
+
+def _authorised_blob(conn: Connection, session: Session | None, sha: str, mode: str,
+                     missing: NotFound) -> tuple[str, str, str, str]:
+    blob = conn.execute("SELECT media_type, ext FROM attachment_blobs WHERE sha256 = ?", (sha,)).fetchone()
     if blob is None:
         raise missing
     viewer = session.agent_id if session is not None else None
@@ -401,5 +457,5 @@ def _authorised(conn: Connection, session: Session | None, sha: str, mode: str) 
             _visible_message(conn, session, int(message_id), None, mode)
         except NotFound:
             continue
-        return str(blob[0]), str(blob[1]), str(slug)
+        return str(blob[0]), str(blob[1]), str(slug), sha
     raise missing

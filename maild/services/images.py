@@ -1,23 +1,31 @@
 """Image handling for attachments: sniff a media type from content, and convert images to WebP.
 
-Pure functions over bytes, run on worker threads (Pillow releases the GIL while it decodes and
-encodes). Only the formats below are ever opened, so a crafted file cannot reach Pillow's riskier
-plugins (EPS runs Ghostscript). Knows nothing of paths, storage or messages; the only module that
+Pure functions over bytes, run in worker processes (Pillow holds the GIL while it decodes). Only
+the formats below are ever opened, so a crafted file cannot reach Pillow's riskier plugins (EPS
+runs Ghostscript). Knows nothing of paths, storage or messages; the only module that
 imports Pillow.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
+import signal
+import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Pillow warns (DecompressionBombWarning) between MAX_IMAGE_PIXELS and twice that, and raises beyond:
 # an attachment is refused at the warning already.
 warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+# The deferred converter's niceness: other agents' sends (the daemon at nice 0) always go first.
+DEFERRED_NICENESS = 19
+_PR_SET_PDEATHSIG = 1
 
 CONVERTIBLE = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
 
@@ -84,6 +92,24 @@ def probe(data: bytes) -> tuple[int, int]:
         return image.size
 
 
+def verify(data: bytes) -> tuple[int, int]:
+    """Decode the image fully (first frame), as a conversion would, and return the size it will have
+    once its EXIF orientation is applied. What a deferred conversion checks before the send answers:
+    a bomb, a corrupt or a truncated file is refused here, so the later encode only fails on limits
+    of the encoder itself. Pillow's decoders release the GIL, so a thread suffices (≈ 36 ms, 2 MP PNG)."""
+    with _open(data) as image:
+        try:
+            image.seek(0)
+            image.load()
+            orientation = image.getexif().get(0x0112, 1)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageRefused(f"it is too large to decode safely ({exc})") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageRefused(f"it is corrupt or truncated ({exc})") from None
+        width, height = image.size
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def to_webp(data: bytes, *, method: int, quality: int) -> Converted:
     """Decode fully (first frame of an animation), apply the EXIF orientation, drop all metadata
     (EXIF, GPS, XMP, ICC comments), keep alpha, encode WebP. Refuses corrupt or oversized input."""
@@ -106,14 +132,46 @@ def to_webp(data: bytes, *, method: int, quality: int) -> Converted:
     return Converted(out.getvalue(), pixels.width, pixels.height)
 
 
-_niced = False
+_started = False
+
+
+def verify_file_in_worker(path: str) -> tuple[int, int]:
+    """`verify` of a file's bytes in one of anyio's worker processes (to_process): Pillow holds the
+    GIL while it decodes (≈ 36 ms in one piece for a 2 MB PNG here), which would stall the daemon's
+    loop and so every other agent's send. These workers run at normal priority: the send waits."""
+    _once_per_process()
+    return verify(Path(path).read_bytes())
 
 
 def to_webp_in_worker(data: bytes, method: int, quality: int) -> Converted:
-    """`to_webp` in a worker process (anyio.to_process): its own GIL, and nice 10, so a conversion
-    never holds up the daemon's event loop or writer — other agents' sends go first."""
-    global _niced  # noqa: PLW0603 - once per worker process
-    if not _niced:
-        _niced = True
-        os.nice(10)
+    """`to_webp` in one of anyio's worker processes (a small image, converted during the send)."""
+    _once_per_process()
     return to_webp(data, method=method, quality=quality)
+
+
+def lower_priority() -> None:
+    """Initializer of the deferred converter's process: nice 19, so the daemon (nice 0) always runs
+    first when both want the CPU — a deferred conversion has no one waiting on it."""
+    os.nice(DEFERRED_NICENESS)
+    _once_per_process()
+
+
+def _once_per_process() -> None:
+    global _started  # noqa: PLW0603 - once per worker process
+    if not _started:
+        _started = True
+        _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: a daemon killed mid-conversion takes its converter with it (the restarted daemon redoes
+    the conversion; an orphan would only burn a core for a result nobody can store)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call: nobody will signal us
+        os._exit(0)

@@ -377,7 +377,7 @@ class Messaging:
                                     lambda: send(conn, session, out, sender_name, sender_token, auto))
 
         try:
-            return await self._store.write(unit)
+            result: dict[str, Any] = await self._store.write(unit)
         except ContactRequired as exc:
             if not auto_contact_if_blocked:
                 raise
@@ -388,6 +388,9 @@ class Messaging:
             )
             exc.message += f". Contact requested from {', '.join(names_blocked)}: send again once they accept"
             raise ContactRequired(exc.message, data=exc.data) from None
+        if self.attachments is not None:
+            self.attachments.committed(out.prepared)
+        return result
 
     async def reply(
         self,
@@ -439,7 +442,10 @@ class Messaging:
             payload = result["deliveries"][0]["payload"]
             return {**payload, "thread_id": out.thread_id, "reply_to": message_id, **result}
 
-        return await self._store.write(unit)
+        replied: dict[str, Any] = await self._store.write(unit)
+        if self.attachments is not None:
+            self.attachments.committed(files.prepared)
+        return replied
 
     async def fetch_inbox(
         self,

@@ -296,6 +296,29 @@ CREATE TABLE project_sibling_suggestions (
 CREATE INDEX project_siblings_b ON project_sibling_suggestions(project_b_id, project_a_id);
 """
 
+# Deferred image conversion (issue 16): a send stores the image as it is and answers; the daemon's
+# converter encodes the WebP afterwards and swaps it into every message carrying that original.
+# One row per original: its state (pending / done / failed) survives a crash (pending rows are
+# finished on restart), and a done row is the lasting cache original -> converted (same settings),
+# which also lets resource://attachment/{original} keep working after the original is dropped.
+M012_ATTACHMENT_CONVERSIONS = """
+CREATE TABLE attachment_conversions (
+    original_sha256      TEXT PRIMARY KEY,
+    original_ext         TEXT NOT NULL,
+    original_media_type  TEXT NOT NULL,
+    method               INTEGER NOT NULL,
+    quality              INTEGER NOT NULL,
+    status               TEXT NOT NULL CHECK (status IN ('pending', 'done', 'failed')),
+    converted_sha256     TEXT,
+    error                TEXT,
+    created_ts           TEXT NOT NULL,
+    updated_ts           TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX attachment_conversions_pending ON attachment_conversions(created_ts) WHERE status = 'pending';
+CREATE INDEX attachment_conversions_converted ON attachment_conversions(converted_sha256)
+    WHERE converted_sha256 IS NOT NULL;
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial", M001_INITIAL),
     (2, "unread_counts", M002_UNREAD_COUNTS),
@@ -307,6 +330,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (9, "ack_escalations", M009_ACK_ESCALATIONS),
     (10, "tool_metrics", M010_TOOL_METRICS),
     (11, "project_siblings", M011_PROJECT_SIBLINGS),
+    (12, "attachment_conversions", M012_ATTACHMENT_CONVERSIONS),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
