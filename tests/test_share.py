@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from maild.share import bundle, scrub, viewer
+from maild.share.output import Output
 from tests.conftest import Mailbox, git_init
 
 GHP = "ghp_" + "A1b2C3d4" * 5
@@ -339,10 +340,11 @@ PARALLEL_SCRIPT = """
 import json, sys
 from pathlib import Path
 from maild.share import viewer
+from maild.share.output import Output
 if __name__ == "__main__":
     items, placements = json.loads(Path(sys.argv[1]).read_text())
     viewer.PARALLEL_FROM = 0
-    viewer._render_threads(Path(sys.argv[2]), [(tuple(k), rows) for k, rows in items], placements)
+    viewer._render_threads(Output(Path(sys.argv[2])), [(tuple(k), rows) for k, rows in items], placements)
 """
 
 
@@ -352,7 +354,7 @@ def test_thread_pages_rendered_by_worker_processes_match_the_serial_ones(tmp_pat
              "attachments": json.dumps([{"sha256": "ab" * 32, "name": "f.bin"}])} for i in range(12)]
     items = [(("p", f"k{i}"), [row]) for i, row in enumerate(rows)]
     placements = {"ab" * 32: {"mode": "copied", "path": "attachments/ab/x.bin", "bytes": 3}}
-    viewer._render_threads(tmp_path / "serial", items, placements)
+    viewer._render_threads(Output(tmp_path / "serial"), items, placements)
     # In a child interpreter: the pool's worker and resource-tracker processes end with it.
     (tmp_path / "in.json").write_text(json.dumps([items, placements]))
     (tmp_path / "run.py").write_text(PARALLEL_SCRIPT)
