@@ -269,6 +269,47 @@ def test_update_prunes_stale_files_drops_a_stale_signature_and_keeps_git(box: Ma
     assert mailctl(box, "share", "verify", str(out)).returncode == 0
 
 
+def test_update_re_renders_only_changed_threads_restores_tampered_pages_and_re_signs(box: Mailbox,
+                                                                                       tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    mailctl(box, "share", "keygen", str(key))
+    project = str(box.root)
+    token = box.call("register_agent", project_key=project, program="codex", model="gpt-5",
+                     name="PurpleOwl")["registration_token"]
+    box.call("send_message", project_key=project, sender_name="PurpleOwl", sender_token=token, to=["BlueLake"],
+             subject="Notes", body_md="A thread that does not change", thread_id="notes")
+    out = tmp_path / "site"
+    before = export(box, out, "--no-zip", "--signing-key", str(key))["manifest"]
+    pages = sorted(p for p in before["files"] if p.startswith("t/"))
+    deploy = viewer.thread_file(slug_of(box), "deploy")
+    other = next(p for p in pages if p != deploy)
+    (out / other).write_text("<script>tampered</script>")
+    box.call("send_message", project_key=project, sender_name="PurpleOwl", sender_token=token, to=["BlueLake"],
+             subject="Re: Deploy key", body_md="Zanzibarword follows up", thread_id="deploy")
+    result = json.loads(mailctl(box, "share", "update", str(out), "--json", "--signing-key", str(key)).stdout)
+    manifest = result["manifest"]
+    assert manifest["viewer"]["threads_rendered"] == 2  # the thread with new mail, and the tampered page
+    assert manifest["viewer"]["threads"] == before["viewer"]["threads"]
+    unchanged = [p for p in pages if p not in (deploy, other)]
+    assert unchanged
+    assert all(manifest["files"][p] == before["files"][p] for p in unchanged)
+    assert "tampered" not in (out / other).read_text()
+    assert manifest["files"][other] == before["files"][other]  # re-rendered to the very same bytes
+    assert "Zanzibarword" in (out / deploy).read_text()
+    shard = out / f"search/terms-{viewer.shard_of('zanzibarword')}.js"
+    assert '"zanzibarword"' in shard.read_text()
+    assert result["sync"]["unchanged"] > result["sync"]["written"]
+    assert mailctl(box, "share", "verify", str(out)).returncode == 0  # the new signature covers the new manifest
+    scoped = json.loads(mailctl(box, "share", "update", str(out), "--json", "--project", project).stdout)
+    gone = [p for p in pages if p not in scoped["manifest"]["files"]]
+    assert gone  # the other project's thread pages were pruned, and the stale signature with them
+    assert scoped["sync"]["pruned"] >= len(gone) + 1
+    assert not any((out / p).exists() for p in gone)
+    assert not (out / "manifest.sig.json").exists()
+    assert scoped["manifest"]["viewer"]["threads_rendered"] == 0
+    assert mailctl(box, "share", "verify", str(out)).returncode == 0
+
+
 def test_archive_save_and_restore_round_trip(box: Mailbox, tmp_path: Path) -> None:
     saved = json.loads(mailctl(box, "archive", "save", "-o", str(tmp_path / "save"), "--json").stdout)
     assert saved["manifest"]["scrub"]["preset"] == "archive"
