@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -106,11 +107,19 @@ def add_messages(root: Path, count: int, seed: int) -> None:
     conn.close()
 
 
+CPU: list[float] = []  # CPU seconds (user + system) of each `share` run, its worker processes included
+
+
 def share(root: Path, *args: str) -> tuple[float, dict[str, Any]]:
+    """Wall seconds of one `share` command (CPU seconds appended to CPU: less sensitive to the load)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "maild.share", "--root", str(root), "--json", *args],
                             capture_output=True, text=True, check=True)
-    return time.perf_counter() - t0, json.loads(result.stdout)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall, json.loads(result.stdout)
 
 
 def chromium(bundle: Path) -> dict[str, Any]:
@@ -170,13 +179,14 @@ def main() -> None:
     build(paths.root, args.messages, args.attachments)
     print(f"built {args.messages:,} messages in {time.perf_counter() - t0:.1f} s", flush=True)
     out = paths.root.parent / (paths.root.name + "-bundle")
-    exports, loads = [], []
+    exports, export_cpu, loads = [], [], []
     for run in range(args.runs):
         shutil.rmtree(out, ignore_errors=True)
         loads.append(os.getloadavg()[0])
         export_s, result = share(paths.root, "export", "-o", str(out))
         exports.append(export_s)
-        print(f"export run {run + 1}: {export_s:.1f} s (load {loads[-1]:.1f})", flush=True)
+        export_cpu.append(CPU[-1])
+        print(f"export run {run + 1}: {export_s:.1f} s, {CPU[-1]:.1f} CPU s (load {loads[-1]:.1f})", flush=True)
     manifest = result["manifest"]
     files = manifest["files"]
     size = sum((out / rel).stat().st_size for rel in files)
@@ -184,30 +194,35 @@ def main() -> None:
           flush=True)
     figures: dict[str, Any] = {
         "messages": args.messages, "attachments": args.attachments, "export_s": round(statistics.median(exports), 2),
-        "export_runs_s": [round(x, 2) for x in exports], "export_target_s": 60, "bundle_files": len(files),
+        "export_runs_s": [round(x, 2) for x in exports], "export_cpu_s": round(statistics.median(export_cpu), 2),
+        "export_target_s": 60, "bundle_files": len(files),
         "bundle_mb": round(size / 1e6, 1), "zip_mb": round(Path(str(out) + ".zip").stat().st_size / 1e6, 1),
         "attachment_stats": manifest["attachments"], "viewer": manifest["viewer"],
         "digest_of_config": hashlib.sha256(json.dumps(manifest["export_config"]).encode()).hexdigest()[:12],
     }
     if shutil.which("chromium") and shutil.which("chromedriver"):
         figures["chromium"] = chromium(out)
-    updates, fulls = [], []
+    updates, fulls, update_cpu, full_cpu = [], [], [], []
     fresh = paths.root.parent / (paths.root.name + "-fresh")
     for run in range(args.runs if args.update else 0):
         add_messages(paths.root, args.update, seed=run + 1)
         loads.append(os.getloadavg()[0])
         update_s, result = share(paths.root, "update", str(out))
         updates.append(update_s)
+        update_cpu.append(CPU[-1])
         shutil.rmtree(fresh, ignore_errors=True)
         full_s, _ = share(paths.root, "export", "-o", str(fresh), "--no-zip")
         fulls.append(full_s)
-        print(f"update run {run + 1} (+{args.update} messages): {update_s:.1f} s, {result['sync']}, "
-              f"{result['manifest']['viewer']['threads_rendered']} threads rendered; "
-              f"full export of the same mailbox (no zip) {full_s:.1f} s", flush=True)
+        full_cpu.append(CPU[-1])
+        print(f"update run {run + 1} (+{args.update} messages): {update_s:.1f} s ({update_cpu[-1]:.1f} CPU s), "
+              f"{result['sync']}, {result['manifest']['viewer']['threads_rendered']} threads rendered; "
+              f"full export of the same mailbox (no zip) {full_s:.1f} s ({full_cpu[-1]:.1f} CPU s)", flush=True)
     if updates:
         figures["update"] = {"added_messages": args.update, "update_s": round(statistics.median(updates), 2),
                              "update_runs_s": [round(x, 2) for x in updates],
+                             "update_cpu_s": round(statistics.median(update_cpu), 2),
                              "full_export_no_zip_s": round(statistics.median(fulls), 2),
+                             "full_export_no_zip_cpu_s": round(statistics.median(full_cpu), 2),
                              "last_sync": result["sync"],
                              "threads_rendered": result["manifest"]["viewer"]["threads_rendered"]}
     figures["load_average_1m"] = [round(x, 2) for x in loads]
