@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from maild.share import bundle, scrub, viewer
+from maild.share.output import Output
 from tests.conftest import Mailbox, git_init
 
 GHP = "ghp_" + "A1b2C3d4" * 5
@@ -104,6 +105,7 @@ def test_every_secret_pattern_is_redacted() -> None:
         assert secret_part not in text, name
     assert scrub.redact("DATABASE_PASSWORD=x")[0] == "DATABASE_PASSWORD=[REDACTED]"
     assert scrub.redact("an ordinary sentence about sk-learn and tokens")[1] == 0
+    assert scrub.redact("DATABASE_PAſSWORD=x")[1] == 1  # the regex's case folding, not skipped by the hints
 
 
 def test_standard_export_scrubs_scopes_and_places_attachments(box: Mailbox, tmp_path: Path) -> None:
@@ -268,6 +270,47 @@ def test_update_prunes_stale_files_drops_a_stale_signature_and_keeps_git(box: Ma
     assert mailctl(box, "share", "verify", str(out)).returncode == 0
 
 
+def test_update_re_renders_only_changed_threads_restores_tampered_pages_and_re_signs(box: Mailbox,
+                                                                                       tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    mailctl(box, "share", "keygen", str(key))
+    project = str(box.root)
+    token = box.call("register_agent", project_key=project, program="codex", model="gpt-5",
+                     name="PurpleOwl")["registration_token"]
+    box.call("send_message", project_key=project, sender_name="PurpleOwl", sender_token=token, to=["BlueLake"],
+             subject="Notes", body_md="A thread that does not change", thread_id="notes")
+    out = tmp_path / "site"
+    before = export(box, out, "--no-zip", "--signing-key", str(key))["manifest"]
+    pages = sorted(p for p in before["files"] if p.startswith("t/"))
+    deploy = viewer.thread_file(slug_of(box), "deploy")
+    other = next(p for p in pages if p != deploy)
+    (out / other).write_text("<script>tampered</script>")
+    box.call("send_message", project_key=project, sender_name="PurpleOwl", sender_token=token, to=["BlueLake"],
+             subject="Re: Deploy key", body_md="Zanzibarword follows up", thread_id="deploy")
+    result = json.loads(mailctl(box, "share", "update", str(out), "--json", "--signing-key", str(key)).stdout)
+    manifest = result["manifest"]
+    assert manifest["viewer"]["threads_rendered"] == 2  # the thread with new mail, and the tampered page
+    assert manifest["viewer"]["threads"] == before["viewer"]["threads"]
+    unchanged = [p for p in pages if p not in (deploy, other)]
+    assert unchanged
+    assert all(manifest["files"][p] == before["files"][p] for p in unchanged)
+    assert "tampered" not in (out / other).read_text()
+    assert manifest["files"][other] == before["files"][other]  # re-rendered to the very same bytes
+    assert "Zanzibarword" in (out / deploy).read_text()
+    shard = out / f"search/terms-{viewer.shard_of('zanzibarword')}.js"
+    assert '"zanzibarword"' in shard.read_text()
+    assert result["sync"]["unchanged"] > result["sync"]["written"]
+    assert mailctl(box, "share", "verify", str(out)).returncode == 0  # the new signature covers the new manifest
+    scoped = json.loads(mailctl(box, "share", "update", str(out), "--json", "--project", project).stdout)
+    gone = [p for p in pages if p not in scoped["manifest"]["files"]]
+    assert gone  # the other project's thread pages were pruned, and the stale signature with them
+    assert scoped["sync"]["pruned"] >= len(gone) + 1
+    assert not any((out / p).exists() for p in gone)
+    assert not (out / "manifest.sig.json").exists()
+    assert scoped["manifest"]["viewer"]["threads_rendered"] == 0
+    assert mailctl(box, "share", "verify", str(out)).returncode == 0
+
+
 def test_archive_save_and_restore_round_trip(box: Mailbox, tmp_path: Path) -> None:
     saved = json.loads(mailctl(box, "archive", "save", "-o", str(tmp_path / "save"), "--json").stdout)
     assert saved["manifest"]["scrub"]["preset"] == "archive"
@@ -339,10 +382,11 @@ PARALLEL_SCRIPT = """
 import json, sys
 from pathlib import Path
 from maild.share import viewer
+from maild.share.output import Output
 if __name__ == "__main__":
     items, placements = json.loads(Path(sys.argv[1]).read_text())
     viewer.PARALLEL_FROM = 0
-    viewer._render_threads(Path(sys.argv[2]), [(tuple(k), rows) for k, rows in items], placements)
+    viewer._render_threads(Output(Path(sys.argv[2])), [(tuple(k), rows) for k, rows in items], placements)
 """
 
 
@@ -352,7 +396,7 @@ def test_thread_pages_rendered_by_worker_processes_match_the_serial_ones(tmp_pat
              "attachments": json.dumps([{"sha256": "ab" * 32, "name": "f.bin"}])} for i in range(12)]
     items = [(("p", f"k{i}"), [row]) for i, row in enumerate(rows)]
     placements = {"ab" * 32: {"mode": "copied", "path": "attachments/ab/x.bin", "bytes": 3}}
-    viewer._render_threads(tmp_path / "serial", items, placements)
+    viewer._render_threads(Output(tmp_path / "serial"), items, placements)
     # In a child interpreter: the pool's worker and resource-tracker processes end with it.
     (tmp_path / "in.json").write_text(json.dumps([items, placements]))
     (tmp_path / "run.py").write_text(PARALLEL_SCRIPT)

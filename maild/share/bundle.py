@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from maild.share.output import Output
 from shared import __version__
 from shared.errors import InvalidArgument
 
@@ -63,27 +64,27 @@ def prepare_dir(out: Path) -> None:
             child.unlink()
 
 
-def place_database(snapshot: Path, out: Path, name: str, threshold: int, chunk_size: int) -> dict[str, Any]:
+def place_database(snapshot: Path, out: Output, name: str, threshold: int, chunk_size: int) -> dict[str, Any]:
     """Copy the database, or split it into chunks when it is larger than `threshold` bytes."""
     size = snapshot.stat().st_size
-    info: dict[str, Any] = {"path": name, "size_bytes": size, "sha256": sha256_file(snapshot),
-                            "chunked": False, "fts_enabled": True}
+    sha = sha256_file(snapshot)
+    info: dict[str, Any] = {"path": name, "size_bytes": size, "sha256": sha, "chunked": False,
+                            "fts_enabled": True}
     if size <= threshold:
-        shutil.copyfile(snapshot, out / name)
+        out.copy(name, snapshot, sha)
         return info
-    (out / "chunks").mkdir(exist_ok=True)
     lines = []
     count = 0
     with snapshot.open("rb") as handle:
         while block := handle.read(chunk_size):
             rel = CHUNK_PATTERN.format(index=count)
-            (out / rel).write_bytes(block)
-            lines.append(f"{hashlib.sha256(block).hexdigest()}  {rel}\n")
+            out.write(rel, block)
+            lines.append(f"{out.files[rel]}  {rel}\n")
             count += 1
-    (out / "chunks.sha256").write_text("".join(lines))
+    out.write("chunks.sha256", "".join(lines))
     config = {"version": 1, "chunk_size": chunk_size, "chunk_count": count, "pattern": CHUNK_PATTERN,
               "original_bytes": size, "threshold_bytes": threshold}
-    (out / f"{name}.config.json").write_text(json.dumps(config, indent=2) + "\n")
+    out.write(f"{name}.config.json", json.dumps(config, indent=2) + "\n")
     info.update(chunked=True, chunk_manifest=f"{name}.config.json")
     return info
 
@@ -104,38 +105,43 @@ def join_chunks(bundle: Path, name: str, dest: Path) -> None:
             handle.write(block)
 
 
-def _scaffold(out: Path, manifest: dict[str, Any]) -> None:
+def _scaffold(out: Output, manifest: dict[str, Any]) -> None:
     scope = ", ".join(manifest["project_scope"]) or "(no projects)"
-    (out / "README.md").write_text(
+    out.write("README.md",
         f"# Agent Mail bundle\n\nProjects: {scope}. Scrub preset: `{manifest['scrub']['preset']}`. "
         f"Generated {manifest['generated_at']} by agent-mail {__version__}.\n\n"
         "Open `index.html` in a browser (works from disk), or publish this folder on any static host "
         "(see HOW_TO_DEPLOY.md).\n\nCheck it has not been altered: `mailctl share verify .` "
         "(every file's sha256 against manifest.json, and the Ed25519 signature when present).\n")
-    (out / "HOW_TO_DEPLOY.md").write_text(
+    out.write("HOW_TO_DEPLOY.md",
         "# Deploying this bundle\n\nThe bundle is plain static files: no server code, no CDN, no WASM.\n\n"
         "- **GitHub Pages:** commit this folder to a repository (or a `gh-pages` branch) and enable Pages. "
         "`.nojekyll` keeps folders that start with `_` visible.\n"
         "- **Cloudflare Pages / Netlify:** deploy the folder as the build output; `_headers` sets a strict CSP.\n"
         "- **S3 or any web server:** upload the folder; serve `index.html` as the index document.\n"
         "- **Locally:** `mailctl share preview .`, or open `index.html` directly.\n")
-    (out / "_headers").write_text(
+    out.write("_headers",
         "/*\n  Content-Security-Policy: default-src 'self'; img-src 'self' data:; style-src 'self'; "
         "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'\n"
         "  X-Content-Type-Options: nosniff\n  Referrer-Policy: no-referrer\n")
-    (out / ".nojekyll").write_text("")
+    out.write(".nojekyll", "")
 
 
-def write_manifest(out: Path, parts: dict[str, Any]) -> dict[str, Any]:
-    """Write the scaffolding, then manifest.json listing every file's sha256."""
+def write_manifest(out: Path, parts: dict[str, Any], output: Output | None = None) -> dict[str, Any]:
+    """Write the scaffolding, then manifest.json listing every file's sha256: those `output` wrote
+    (hashed as they were written), or without it every file found in `out`, hashed now."""
     manifest: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "generated_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "exporter_version": __version__,
         **parts,
     }
-    _scaffold(out, manifest)
-    manifest["files"] = {rel: sha256_file(out / rel) for rel in bundle_files(out) if rel not in UNLISTED}
+    if output is not None:
+        _scaffold(output, manifest)
+        manifest["files"] = dict(sorted(output.files.items()))
+    else:
+        _scaffold(Output(out), manifest)
+        manifest["files"] = {rel: sha256_file(out / rel) for rel in bundle_files(out) if rel not in UNLISTED}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
@@ -159,27 +165,3 @@ def make_zip(bundle: Path, target: Path) -> Path:
         for rel in bundle_files(bundle):
             archive.write(bundle / rel, rel)
     return target
-
-
-def mirror(source: Path, dest: Path) -> dict[str, int]:
-    """Make `dest` hold exactly `source`'s files: copy changed ones, prune stale ones, keep `.git`."""
-    dest.mkdir(parents=True, exist_ok=True)
-    wanted = set(bundle_files(source))
-    counts = {"copied": 0, "unchanged": 0, "pruned": 0}
-    for rel in sorted(wanted):
-        src, dst = source / rel, dest / rel
-        if dst.is_file() and dst.stat().st_size == src.stat().st_size and sha256_file(dst) == sha256_file(src):
-            counts["unchanged"] += 1
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-        counts["copied"] += 1
-    for rel in bundle_files(dest):
-        if rel not in wanted:
-            (dest / rel).unlink()
-            counts["pruned"] += 1
-    for dirpath, _dirs, _files in sorted(os.walk(dest), key=lambda entry: -len(entry[0])):
-        path = Path(dirpath)
-        if path != dest and ".git" not in path.relative_to(dest).parts and not any(path.iterdir()):
-            path.rmdir()
-    return counts

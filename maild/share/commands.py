@@ -13,7 +13,6 @@ import http.server
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,13 +109,14 @@ def cmd_update(args: argparse.Namespace) -> dict[str, Any]:
     old = bundle.read_manifest(target)
     config = _config(args, export.ExportConfig.from_dict(old.get("export_config") or {}))
     paths = MailboxPaths(resolve_root(args.root))
-    with tempfile.TemporaryDirectory(prefix="mail-share-update-") as work:
-        fresh = Path(work) / "bundle"
-        with _progress(args) as step:
-            manifest = export.export(paths, fresh, config, step)
-        if args.signing_key:
-            signing.sign(fresh, args.signing_key)
-        counts = bundle.mirror(fresh, target)  # a stale manifest.sig.json is pruned like any stale file
+    previous = old.get("files") if isinstance(old.get("files"), dict) else {}
+    with _progress(args) as step:
+        # In place: unchanged files stay, changed threads are re-rendered, stale files (and the now
+        # stale signature) are pruned; then a new signature if a key is given.
+        manifest = export.export(paths, target, config, step, previous=previous)
+    counts = manifest.pop("update")
+    if args.signing_key:
+        signing.sign(target, args.signing_key)
     result: dict[str, Any] = {"bundle": str(target), "manifest": manifest, "signed": bool(args.signing_key)}
     if args.signing_key:
         result["public_key"] = signing.public_b64(signing.load_private_key(args.signing_key))
@@ -124,7 +124,8 @@ def cmd_update(args: argparse.Namespace) -> dict[str, Any]:
         result["zip"] = str(bundle.make_zip(target, target.with_name(target.name + ".zip")))
     result["sync"] = counts
     _summary(args, result)
-    _say(args, f"files: {counts['copied']} written, {counts['unchanged']} unchanged, {counts['pruned']} pruned")
+    _say(args, f"files: {counts['written']} written, {counts['unchanged']} unchanged, {counts['pruned']} pruned; "
+               f"{manifest['viewer']['threads_rendered']} thread pages rendered")
     return result
 
 

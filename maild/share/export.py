@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from maild.archive.blobs import BlobStore
 from maild.share import bundle, scrub, viewer
+from maild.share.output import Output
 from maild.store.snapshot import Snapshot, take_snapshot
 from shared.errors import InvalidArgument
 from shared.paths import MailboxPaths
@@ -53,11 +53,17 @@ class ExportConfig:
         return cls(**{k: v for k, v in raw.items() if k in names}).check()
 
 
-def export(paths: MailboxPaths, out: Path, config: ExportConfig, progress: Progress = lambda _s: None
-           ) -> dict[str, Any]:
-    """Write a bundle directory at `out` (created or emptied, `.git` kept); return its manifest."""
+def export(paths: MailboxPaths, out: Path, config: ExportConfig, progress: Progress = lambda _s: None,
+           previous: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write a bundle directory at `out` (created or emptied, `.git` kept); return its manifest.
+
+    With `previous` (the old manifest's files), update the bundle at `out` in place instead: files
+    whose bytes are already right are left alone, thread pages are re-rendered only when their
+    messages changed, and files the new bundle does not hold are pruned (a stale signature too)."""
     config.check()
-    bundle.prepare_dir(out)
+    if previous is None:
+        bundle.prepare_dir(out)
+    output = Output(out, previous)
     with tempfile.TemporaryDirectory(prefix="mail-share-") as work:
         snap_path = Path(work) / DB_NAME
         progress("snapshot")
@@ -69,14 +75,14 @@ def export(paths: MailboxPaths, out: Path, config: ExportConfig, progress: Progr
             progress("scrub")
             scrub_summary = _scrub(snap, config.scrub_preset)
             progress("attachments")
-            attachment_stats, placements = _attachments(snap, BlobStore(paths.blobs), out, config)
+            attachment_stats, placements = _attachments(snap, BlobStore(paths.blobs), output, config)
             progress("viewer")
-            viewer_info = viewer.write(snap, out, placements)
+            viewer_info = viewer.write(snap, output, placements)
             snap.finalise()
         finally:
             snap.close()
         progress("database")
-        database = bundle.place_database(snap_path, out, DB_NAME, config.chunk_threshold, config.chunk_size)
+        database = bundle.place_database(snap_path, output, DB_NAME, config.chunk_threshold, config.chunk_size)
     progress("manifest")
     manifest = {
         "project_scope": scope,
@@ -86,7 +92,11 @@ def export(paths: MailboxPaths, out: Path, config: ExportConfig, progress: Progr
         "viewer": viewer_info,
         "export_config": dataclasses.asdict(config),
     }
-    return bundle.write_manifest(out, manifest)
+    manifest = bundle.write_manifest(out, manifest, output)
+    if previous is not None:
+        manifest["update"] = {"written": output.written, "unchanged": output.unchanged,
+                              "pruned": output.prune(bundle.UNLISTED - {bundle.SIGNATURE})}
+    return manifest
 
 
 def _scrub(snap: Snapshot, preset: str) -> dict[str, Any]:
@@ -117,7 +127,7 @@ def _scrub(snap: Snapshot, preset: str) -> dict[str, Any]:
     return summary
 
 
-def _attachments(snap: Snapshot, blobs: BlobStore, out: Path, config: ExportConfig
+def _attachments(snap: Snapshot, blobs: BlobStore, out: Output, config: ExportConfig
                  ) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
     """Decide each blob's place in the bundle (inline, copied, external or missing), once per sha256.
     The database is left as scrubbed: placements go to the viewer, counts to the manifest."""
@@ -131,7 +141,7 @@ def _attachments(snap: Snapshot, blobs: BlobStore, out: Path, config: ExportConf
     return stats, placements
 
 
-def _place(meta: dict[str, Any], blobs: BlobStore, out: Path, config: ExportConfig, stats: dict[str, int]
+def _place(meta: dict[str, Any], blobs: BlobStore, out: Output, config: ExportConfig, stats: dict[str, int]
            ) -> dict[str, Any]:
     sha = str(meta["sha256"])
     if not blobs.has(sha):
@@ -149,9 +159,7 @@ def _place(meta: dict[str, Any], blobs: BlobStore, out: Path, config: ExportConf
         return {"mode": "inline", "sha256": sha, "bytes": size, "data_uri": f"data:{media};base64,{data}"}
     ext = Path(str(meta.get("path") or "")).suffix or ".bin"
     rel = f"attachments/{sha[:2]}/{sha}{ext}"
-    target = out / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    out.copy(rel, source, sha)
     stats["copied"] += 1
     stats["bytes_copied"] += size
     return {"mode": "copied", "sha256": sha, "bytes": size, "path": rel}

@@ -16,12 +16,13 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from maild.share.output import Output
 from maild.store.snapshot import Snapshot
+from maild.web import render
 from maild.web.render import esc, markdown
 
 STATIC = Path(__file__).with_name("static")
@@ -31,6 +32,9 @@ TERM = re.compile(r"[^\W_]{2,40}", re.UNICODE)
 PARALLEL_FROM = 2000  # threads; below this, starting worker processes costs more than it saves
 Placements = dict[str, dict[str, Any]]
 ThreadItems = list[tuple[tuple[str, str], list[dict[str, Any]]]]
+STATE = "viewer/threads.json"  # thread page -> digest of what it was rendered from (for `update`)
+# Pages depend on this code and the renderer's: a change to either re-renders every thread.
+CODE_DIGEST = hashlib.sha256(b"".join(Path(m).read_bytes() for m in (__file__, str(render.__file__)))).hexdigest()[:16]
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'none'")
 
@@ -58,11 +62,11 @@ def page(title: str, body: str, depth: int, *, search: bool = True) -> str:
             f'<main>{body}</main><script src="{up}viewer/app.js"></script></body></html>\n')
 
 
-def write(snap: Snapshot, out: Path, placements: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Render every page and the search index into `out`; return counts for the manifest."""
-    (out / "viewer").mkdir(exist_ok=True)
+def write(snap: Snapshot, out: Output, placements: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Render every page and the search index into `out`; return counts for the manifest. When `out`
+    updates a bundle, a thread page whose inputs did not change (same digest) is kept as it is."""
     for name in ("app.js", "style.css"):
-        shutil.copyfile(STATIC / name, out / "viewer" / name)
+        out.write(f"viewer/{name}", (STATIC / name).read_bytes())
     recipients = snap.recipients()
     threads: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     postings: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -75,42 +79,76 @@ def write(snap: Snapshot, out: Path, placements: dict[str, dict[str, Any]]) -> d
         metas.append([row["id"], row["subject"], row["sender"], row["created_ts"], f"{target}#m{row['id']}"])
         for term in set(TERM.findall(f"{row['subject']} {row['body_md']} {row['sender']}".lower())):
             postings[shard_of(term)][term].append(row["id"])
-    _render_threads(out, list(threads.items()), placements)
+    old = _old_state(out)
+    state: dict[str, str] = {}
+    stale: ThreadItems = []
+    for item in threads.items():
+        rel = thread_file(*item[0])
+        state[rel] = _digest(item, placements)
+        if old.get(rel) != state[rel] or not out.keep(rel):
+            stale.append(item)
+    _render_threads(out, stale, placements)
     first = ""
     ordered = sorted(threads.items(), key=lambda item: item[1][-1]["created_ts"], reverse=True)
     pages = max(1, -(-len(ordered) // THREADS_PER_PAGE))
     for number in range(pages):
         chunk = ordered[number * THREADS_PER_PAGE:(number + 1) * THREADS_PER_PAGE]
         listing = _thread_list(chunk, number, pages, depth=1)
-        _write(out / f"threads/{number + 1:04d}.html", page(f"Threads, page {number + 1}", listing, 1))
+        out.write(f"threads/{number + 1:04d}.html", page(f"Threads, page {number + 1}", listing, 1))
         if number == 0:
             first = _thread_list(chunk, number, pages, depth=0)
-    _write(out / "index.html", page("Agent Mail bundle", _overview(snap) + first, 0))
+    out.write("index.html", page("Agent Mail bundle", _overview(snap) + first, 0))
     for shard, terms in postings.items():
-        _script(out / f"search/terms-{shard}.js", "terms", shard, terms)
+        _script(out, f"search/terms-{shard}.js", "terms", shard, terms)
     for start in range(0, len(metas), META_PER_FILE):
-        _script(out / f"search/meta-{start // META_PER_FILE:04d}.js", "meta", start // META_PER_FILE,
+        _script(out, f"search/meta-{start // META_PER_FILE:04d}.js", "meta", start // META_PER_FILE,
                 metas[start:start + META_PER_FILE])
-    _write(out / "search/config.js", "window.mailIndex.config("
-           + json.dumps({"meta_per_file": META_PER_FILE, "messages": len(metas),
-                         "ids": [m[0] for m in metas[::META_PER_FILE]]}) + ");\n")
+    out.write("search/config.js", "window.mailIndex.config("
+              + json.dumps({"meta_per_file": META_PER_FILE, "messages": len(metas),
+                            "ids": [m[0] for m in metas[::META_PER_FILE]]}) + ");\n")
+    out.write(STATE, json.dumps({"code": CODE_DIGEST, "threads": state}, separators=(",", ":")))
     return {"threads": len(threads), "messages": len(metas), "thread_pages": pages,
-            "index_shards": len(postings), "meta_files": -(-len(metas) // META_PER_FILE)}
+            "index_shards": len(postings), "meta_files": -(-len(metas) // META_PER_FILE),
+            "threads_rendered": len(stale)}
 
 
-def _render_threads(out: Path, items: ThreadItems, placements: Placements) -> None:
-    """Thread pages: markdown + bleach cost ~1 ms a message, so big exports use every core."""
+def _old_state(out: Output) -> dict[str, str]:
+    """The digests the previous bundle's pages were made from, if it is intact and by this code."""
+    if not out.previous or not out.previous.get(STATE):
+        return {}
+    path = out.root / STATE
+    try:
+        raw = path.read_bytes()
+        value = json.loads(raw)
+    except (OSError, ValueError):
+        return {}
+    if hashlib.sha256(raw).hexdigest() != out.previous[STATE] or not isinstance(value, dict):
+        return {}
+    threads = value.get("threads")
+    return threads if value.get("code") == CODE_DIGEST and isinstance(threads, dict) else {}
+
+
+def _digest(item: tuple[tuple[str, str], list[dict[str, Any]]], placements: Placements) -> str:
+    """Everything a thread page is made from: its messages (recipients included) and attachments."""
+    (slug, key), rows = item
+    used = sorted({str(a.get("sha256")) for row in rows for a in json.loads(row["attachments"] or "[]")})
+    text = json.dumps([slug, key, rows, [placements.get(sha) for sha in used]], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _render_threads(out: Output, items: ThreadItems, placements: Placements) -> None:
+    """Thread pages: rendering costs ~0.2-1 ms a message, so big exports use every core."""
     workers = min(os.cpu_count() or 1, 8)
     if len(items) < PARALLEL_FROM or workers < 2:
-        _render_batch(str(out), items, placements)
+        out.record(*_render_batch(str(out.root), items, placements))
         return
     size = -(-len(items) // (workers * 4))
     batches = [items[i:i + size] for i in range(0, len(items), size)]
     # spawn, not fork: the parent holds an apsw connection and threads; workers need neither.
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = [pool.submit(_render_batch, str(out), batch, _used(batch, placements)) for batch in batches]
+        jobs = [pool.submit(_render_batch, str(out.root), batch, _used(batch, placements)) for batch in batches]
         for job in jobs:
-            job.result()
+            out.record(*job.result())
 
 
 def _used(batch: ThreadItems, placements: Placements) -> Placements:
@@ -119,21 +157,19 @@ def _used(batch: ThreadItems, placements: Placements) -> Placements:
     return {sha: placements[sha] for sha in shas if sha in placements}
 
 
-def _render_batch(out: str, batch: ThreadItems, placements: Placements) -> int:
+def _render_batch(root: str, batch: ThreadItems, placements: Placements) -> tuple[dict[str, str], int, int]:
+    # Only stale or new pages come here, so each is written (no previous state to compare with).
+    local = Output(Path(root))
     for (slug, key), rows in batch:
-        _write(Path(out) / thread_file(slug, key), _thread_page(slug, key, rows, placements))
-    return len(batch)
+        local.write(thread_file(slug, key), _thread_page(slug, key, rows, placements))
+    return local.files, local.written, local.unchanged
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
-def _script(path: Path, kind: str, name: object, value: Any) -> None:
+def _script(out: Output, rel: str, kind: str, name: object, value: Any) -> None:
     # JSON inside a script: "</" and U+2028/9 escaped so no message text can end the script early.
-    text = json.dumps(value, ensure_ascii=True, separators=(",", ":")).replace("</", "<\\/")
-    _write(path, f"window.mailIndex.{kind}({json.dumps(name)},{text});\n")
+    # Keys sorted: a shard's bytes must not depend on set order, or every update rewrites it.
+    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"), sort_keys=True).replace("</", "<\\/")
+    out.write(rel, f"window.mailIndex.{kind}({json.dumps(name)},{text});\n")
 
 
 def _overview(snap: Snapshot) -> str:

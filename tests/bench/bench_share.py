@@ -3,10 +3,12 @@
 Builds a mailbox of N messages (default 100,000, bench_search's text model) with 1,000 attachments
 (900 small ones, inlined; 100 of 200 KiB, copied), exports it, then opens the bundle from file://
 in Chromium: first contentful paint of index.html and of a thread page, and search answer times
-(the first query includes loading its index shard). Targets (issue 19): export <= 60 s on this
-2-core machine, first paint <= 1 s, search <= 200 ms.
+(the first query includes loading its index shard). Then `share update` after adding --update
+messages (half to existing threads, half new), against a full export of the same change. Exports
+and updates run --runs times (median reported, with the load average). Targets (issue 19):
+export <= 60 s on this 2-core machine, first paint <= 1 s, search <= 200 ms.
 
-    python -m tests.bench.bench_share [--messages 100000] [--attachments 1000]
+    python -m tests.bench.bench_share [--messages 100000] [--attachments 1000] [--update 100] [--runs 3]
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -80,6 +84,44 @@ def build(root: Path, total: int, attachments: int) -> None:
     conn.close()
 
 
+def add_messages(root: Path, count: int, seed: int) -> None:
+    """`count` more messages, as agents keep writing: half into existing threads, half new threads."""
+    import datetime as dt
+
+    maker = TextMaker(seed=seed)
+    rng = random.Random(seed)
+    conn = apsw.Connection(str(root / ".mcp_mail" / "mail.sqlite3"))
+    with conn:
+        project, last = conn.execute("SELECT project_id, max(id) FROM messages").get
+        agents = [r[0] for r in conn.execute("SELECT id FROM agents")]
+        start = dt.datetime(2026, 6, 1, tzinfo=dt.UTC) + dt.timedelta(days=seed)
+        for i in range(count):
+            thread = f"T{rng.randrange(last // 4)}" if i % 2 == 0 else f"N{seed}-{i}"
+            mid = conn.execute(
+                "INSERT INTO messages(project_id, sender_id, thread_id, subject, body_md, created_ts, attachments)"
+                " VALUES (?, ?, ?, ?, ?, ?, '[]') RETURNING id",
+                (project, rng.choice(agents), thread, maker.subject(), maker.body(),
+                 format_ts(start + dt.timedelta(seconds=i)))).get
+            conn.execute("INSERT INTO message_recipients(message_id, agent_id, kind) VALUES (?, ?, 'to')",
+                         (mid, rng.choice(agents)))
+    conn.close()
+
+
+CPU: list[float] = []  # CPU seconds (user + system) of each `share` run, its worker processes included
+
+
+def share(root: Path, *args: str) -> tuple[float, dict[str, Any]]:
+    """Wall seconds of one `share` command (CPU seconds appended to CPU: less sensitive to the load)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "maild.share", "--root", str(root), "--json", *args],
+                            capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall, json.loads(result.stdout)
+
+
 def chromium(bundle: Path) -> dict[str, Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -129,29 +171,62 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--attachments", type=int, default=1_000)
+    parser.add_argument("--update", type=int, default=100, help="messages added before `share update`")
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     paths = temp_mailbox("share")
     t0 = time.perf_counter()
     build(paths.root, args.messages, args.attachments)
     print(f"built {args.messages:,} messages in {time.perf_counter() - t0:.1f} s", flush=True)
     out = paths.root.parent / (paths.root.name + "-bundle")
-    t1 = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "maild.share", "--root", str(paths.root), "--json", "export",
-                             "-o", str(out)], capture_output=True, text=True, check=True)
-    export_s = time.perf_counter() - t1
-    manifest = json.loads(result.stdout)["manifest"]
+    exports, export_cpu, loads = [], [], []
+    for run in range(args.runs):
+        shutil.rmtree(out, ignore_errors=True)
+        loads.append(os.getloadavg()[0])
+        export_s, result = share(paths.root, "export", "-o", str(out))
+        exports.append(export_s)
+        export_cpu.append(CPU[-1])
+        print(f"export run {run + 1}: {export_s:.1f} s, {CPU[-1]:.1f} CPU s (load {loads[-1]:.1f})", flush=True)
+    manifest = result["manifest"]
     files = manifest["files"]
     size = sum((out / rel).stat().st_size for rel in files)
-    print(f"exported in {export_s:.1f} s ({len(files):,} files, {size / 1e6:.0f} MB)", flush=True)
+    print(f"exported in {statistics.median(exports):.1f} s median ({len(files):,} files, {size / 1e6:.0f} MB)",
+          flush=True)
     figures: dict[str, Any] = {
-        "messages": args.messages, "attachments": args.attachments, "export_s": round(export_s, 2),
-        "export_target_s": 60, "bundle_files": len(files), "bundle_mb": round(size / 1e6, 1),
-        "zip_mb": round(Path(str(out) + ".zip").stat().st_size / 1e6, 1),
+        "messages": args.messages, "attachments": args.attachments, "export_s": round(statistics.median(exports), 2),
+        "export_runs_s": [round(x, 2) for x in exports], "export_cpu_s": round(statistics.median(export_cpu), 2),
+        "export_target_s": 60, "bundle_files": len(files),
+        "bundle_mb": round(size / 1e6, 1), "zip_mb": round(Path(str(out) + ".zip").stat().st_size / 1e6, 1),
         "attachment_stats": manifest["attachments"], "viewer": manifest["viewer"],
         "digest_of_config": hashlib.sha256(json.dumps(manifest["export_config"]).encode()).hexdigest()[:12],
     }
     if shutil.which("chromium") and shutil.which("chromedriver"):
         figures["chromium"] = chromium(out)
+    updates, fulls, update_cpu, full_cpu = [], [], [], []
+    fresh = paths.root.parent / (paths.root.name + "-fresh")
+    for run in range(args.runs if args.update else 0):
+        add_messages(paths.root, args.update, seed=run + 1)
+        loads.append(os.getloadavg()[0])
+        update_s, result = share(paths.root, "update", str(out))
+        updates.append(update_s)
+        update_cpu.append(CPU[-1])
+        shutil.rmtree(fresh, ignore_errors=True)
+        full_s, _ = share(paths.root, "export", "-o", str(fresh), "--no-zip")
+        fulls.append(full_s)
+        full_cpu.append(CPU[-1])
+        print(f"update run {run + 1} (+{args.update} messages): {update_s:.1f} s ({update_cpu[-1]:.1f} CPU s), "
+              f"{result['sync']}, {result['manifest']['viewer']['threads_rendered']} threads rendered; "
+              f"full export of the same mailbox (no zip) {full_s:.1f} s ({full_cpu[-1]:.1f} CPU s)", flush=True)
+    if updates:
+        figures["update"] = {"added_messages": args.update, "update_s": round(statistics.median(updates), 2),
+                             "update_runs_s": [round(x, 2) for x in updates],
+                             "update_cpu_s": round(statistics.median(update_cpu), 2),
+                             "full_export_no_zip_s": round(statistics.median(fulls), 2),
+                             "full_export_no_zip_cpu_s": round(statistics.median(full_cpu), 2),
+                             "last_sync": result["sync"],
+                             "threads_rendered": result["manifest"]["viewer"]["threads_rendered"]}
+    figures["load_average_1m"] = [round(x, 2) for x in loads]
+    shutil.rmtree(fresh, ignore_errors=True)
     write_report("bench_share", figures)
     shutil.rmtree(paths.root, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
