@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from shared.client import reap_spawned
 from shared.errors import DaemonUnavailable
@@ -104,6 +105,37 @@ async def test_a_remote_agent_converses_with_a_local_one(module_mailbox: Mailbox
         listing = await client.read_resource(f"resource://agents/{me['project_slug']}")
         assert {a["name"] for a in json.loads(listing.contents[0].text)["agents"]} == {  # type: ignore[union-attr]
             name, "GreenCastle"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_remote_subscriber_is_notified_through_the_event_stream(module_mailbox: Mailbox, bridge: str) -> None:
+    project = f"{PROJECT}-push"
+    sender = module_mailbox.call("register_agent", project_key=project, program="p", model="m", name="RedStone")
+    updates: list[str] = []
+    arrived = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        root = getattr(message, "root", message)
+        if getattr(root, "method", None) == "notifications/resources/updated":
+            updates.append(str(root.params.uri))
+            arrived.set()
+
+    async with Client(remote_params(module_mailbox, bridge), mode="legacy", message_handler=on_message) as client:
+        structured(await client.call_tool("register_agent", {"project_key": project, "program": "ci", "model": "m",
+                                                             "name": "PinkFrog", "rebind": True}))
+        with warnings.catch_warnings():  # the SDK marks resources/subscribe deprecated for the 2026 era
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await client.subscribe_resource("resource://inbox/PinkFrog")
+        hello = {"client": "test", "pid": os.getpid(), "agent": "RedStone", "token": sender["registration_token"]}
+        with module_mailbox.client(hello=hello) as conn:
+            conn.call_tool("send_message", {"project_key": project, "to": ["PinkFrog"], "subject": "ping",
+                                            "body_md": "are you there?"})
+        with anyio.fail_after(30):
+            await arrived.wait()
+        assert updates == ["resource://inbox/PinkFrog"]
+        inbox = structured(await client.call_tool("fetch_inbox", {"project_key": project}))
+        assert [m["subject"] for m in inbox["result"]] == ["ping"]
 
 
 def test_a_wrong_token_is_a_clear_error_at_initialize(module_mailbox: Mailbox, bridge: str) -> None:

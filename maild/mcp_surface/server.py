@@ -196,7 +196,7 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
             raise MCPError(INVALID_PARAMS, payload["message"], data=payload) from None
         return resource_result(params.uri, result)
 
-    subscribe, unsubscribe = subscription_handlers(services, resources)
+    subscribe, unsubscribe = subscription_handlers(services, resources, http_session)
 
     server: Server[Any] = Server(
         "agent-mail",
