@@ -10,8 +10,9 @@ Streamable HTTP (JSON responses, keep-alive connections from shared/remote.py):
   `notifications/initialized` replayed, and the request is sent again in the new session;
 - 401/403 become a JSON-RPC error saying what to fix; the shim exits with its parent or on EOF;
 - a session's GET event stream is held open and what the bridge pushes on it (resources/updated,
-  list_changed, server requests) is copied to stdout; a dropped stream reconnects with Last-Event-ID,
-  a forgotten session is restored with the client's subscriptions (then an `updated` for each).
+  list_changed, server requests) is copied to stdout. A dropped stream reconnects (with Last-Event-ID
+  when the bridge numbers events); a forgotten session is restored with the client's subscriptions.
+  Either way, when pushes may have been missed, the client gets an `updated` for each subscription.
 """
 
 from __future__ import annotations
@@ -220,7 +221,10 @@ class RemoteShim:
                     self.endpoint.post(json.dumps(frame).encode(), self._headers(frame))
             except (NotSent, Dropped) as exc:  # the request itself was not run: the client may retry it
                 raise Lost(f"the bridge went away while the session was being restored ({exc}); retry") from None
-        for uri in list(self._subscriptions):  # mail may have come while the bridge was away: look again
+
+    def _look_again(self) -> None:
+        """An `updated` for each subscribed resource: pushes may have been missed, the client re-reads."""
+        for uri in list(self._subscriptions):
             self.write_out({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri}})
 
     def _error(self, request_id: Any, code: int, message: str, data: dict[str, Any]) -> None:
@@ -235,15 +239,17 @@ class RemoteShim:
         A stream that ends or goes silent (no ping within the read timeout) is reopened, with
         Last-Event-ID when the bridge numbers its events, so nothing pushed meanwhile is lost. A session
         the bridge forgot (404) is restored here too, so an idle client keeps its notifications."""
-        delay, last_id, stream_session = 0.05, None, None
+        delay, last_id, stream_session, opened = 0.05, None, None, False
         while not self.done.is_set():
             session, generation = self._session, self._session_generation
             if session != stream_session:
                 last_id, stream_session = None, session  # event ids belong to one session
-            status, events, last_id = self._stream_once(session, last_id)
+            status, events, last_id = self._stream_once(session, last_id, reopened=opened)
+            opened = opened or status == 200
             if status == 404 and self._initialize is not None:
                 with contextlib.suppress(Lost):  # still away: the next attempt tries again
                     self._restore(generation)
+                    continue  # open the new session's stream at once: its pushes start now
             elif status in (400, 401, 403, 405, 406):
                 print(f"mailctl mcp: the bridge refused the event stream (HTTP {status}); server "
                       "notifications will not arrive", file=sys.stderr)
@@ -254,8 +260,10 @@ class RemoteShim:
                 self.done.wait(delay)
                 delay = min(delay * 2, STREAM_RETRY_MAX)
 
-    def _stream_once(self, session: str | None, last_id: str | None) -> tuple[int, int, str | None]:
-        """Open the stream once and relay it until it ends: (HTTP status or 0, events seen, last event id)."""
+    def _stream_once(self, session: str | None, last_id: str | None, *,
+                     reopened: bool) -> tuple[int, int, str | None]:
+        """Open the stream once and relay it until it ends: (HTTP status or 0, events seen, last event id).
+        A stream reopened without Last-Event-ID may have missed pushes: the client is told to look again."""
         headers = {"Mcp-Session-Id": session or ""}
         if self._protocol:
             headers["MCP-Protocol-Version"] = self._protocol
@@ -268,6 +276,8 @@ class RemoteShim:
         events = 0
         try:
             if status == 200:
+                if reopened and last_id is None:
+                    self._look_again()
                 for kind, data, event_id in sse_events(response):
                     events += 1
                     last_id = event_id or last_id

@@ -238,6 +238,54 @@ async def test_a_bridge_killed_mid_call_gives_a_retryable_error_then_the_session
         assert inbox["agent"] == me["name"], "the restored session is still BlueLake (the binding persisted)"
 
 
+@pytest.mark.anyio
+@pytest.mark.slow
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("backend", ["trio"])  # the module's other stream test runs an asyncio daemon
+async def test_a_subscription_outlives_a_bridge_restart(mailbox: Mailbox) -> None:
+    port = free_port()
+    url = serve(mailbox, port, JWT_CONFIG)
+    sender = mailbox.call("register_agent", project_key=PROJECT, program="p", model="m", name="RedStone")
+    agent_token = jwt.encode({"sub": "laptop-3", "agent": "GoldFinch", "role": "writer",
+                              "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+    updates: list[str] = []
+    arrived = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        root = getattr(message, "root", message)
+        if getattr(root, "method", None) == "notifications/resources/updated":
+            updates.append(str(root.params.uri))
+            arrived.set()
+
+    async def next_update() -> None:
+        nonlocal arrived
+        with anyio.fail_after(30):
+            await arrived.wait()
+        arrived = anyio.Event()
+
+    async with Client(remote_params(mailbox, url, agent_token), mode="legacy", message_handler=on_message) as client:
+        structured(await client.call_tool("register_agent", {"project_key": PROJECT, "program": "ci", "model": "m",
+                                                             "name": "GoldFinch"}))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await client.subscribe_resource("resource://inbox/GoldFinch")
+        daemon = structured(await client.call_tool("health_check", {}))["pid"]
+        os.kill(daemon, signal.SIGKILL)
+        await anyio.to_thread.run_sync(restart, mailbox, port, daemon)
+        # The shim found its session forgotten, opened a new one, subscribed again and said "look again".
+        await next_update()
+        assert updates == ["resource://inbox/GoldFinch"]
+        hello = {"client": "test", "pid": os.getpid(), "agent": "RedStone", "token": sender["registration_token"]}
+        with mailbox.client(hello=hello) as conn:
+            conn.call_tool("send_message", {"project_key": PROJECT, "to": ["GoldFinch"], "subject": "after",
+                                            "body_md": "the restart"})
+        await next_update()
+        assert updates == ["resource://inbox/GoldFinch"] * 2
+        health = structured(await client.call_tool("health_check", {}))
+        assert health["pid"] != daemon
+        assert health["wait_for_mail"]["subscriptions"] == 1
+
+
 # -- TLS ------------------------------------------------------------------------------------------------------
 
 
