@@ -37,6 +37,7 @@ from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
 from maild.services.projects import Projects
 from maild.services.reservations import Reservations, release_all_of_agent
+from maild.services.revocations import Revocations
 from maild.services.search import Search
 from maild.services.sessions import Sessions
 from maild.services.summaries import Summaries
@@ -138,12 +139,13 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
     attachments = Attachments(store, settings, paths.root, blobs, paths.archive)
     summaries = Summaries(store, settings)
     waiters = MailWaiters(store, changes)
+    revocations = Revocations(store)
 
     def subsystem_health() -> dict[str, Any]:
         report: dict[str, Any] = {"llm": summaries.llm.statistics(), "instance": instance,
                                   "wait_for_mail": waiters.statistics()}
         if bridge is not None:
-            report["http"] = bridge.describe()
+            report["http"] = {**bridge.describe(), "revoked_tokens": revocations.statistics()}
         if archiver is not None:
             report.update(archiver.statistics())
             if mirror is not None:
@@ -172,7 +174,15 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         contacts=Contacts(store),
         changes=changes,
         waiters=waiters,
+        revocations=revocations,
     )
+
+
+async def _restore_state(services: Services) -> None:
+    """What a fresh daemon reads before serving: nobody is connected yet; the revoked tokens."""
+    await services.sessions.mark_all_disconnected()
+    if services.revocations is not None:
+        await services.revocations.load()
 
 
 def mirror_for(archiver: Archiver | None, paths: MailboxPaths, settings: Settings) -> Mirror | None:
@@ -201,7 +211,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
         mirror = mirror_for(archiver, paths, settings)
         services = build_services(store, settings, paths, archiver, blobs, changes, instance, bridge, mirror)
         sessions = services.sessions
-        await sessions.mark_all_disconnected()
+        await _restore_state(services)
         tools, resources = build_registries()
         sdk = sdk_factory(services, tools, resources)  # the SDK is imported when first needed
         dispatcher = LeanDispatcher(services, tools, resources)  # the HTTP bridge's stateless calls use it too
@@ -257,7 +267,7 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
 def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Archiver | None,
                       mirror: Mirror | None, paths: MailboxPaths, stop: anyio.Event) -> None:
     """The daemon's background tasks: signals, the state-dir watch, the archiver (and its mirror),
-    the mail waiters' router and the sweeps."""
+    the mail waiters' router, the shared revoked-token list and the sweeps."""
     settings = services.settings
     tg.start_soon(_wait_for_signal, stop)
     tg.start_soon(watch_state_dir, paths, settings.root_check_seconds, stop)
@@ -266,6 +276,8 @@ def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Arc
     if mirror is not None:
         tg.start_soon(mirror.run)
     tg.start_soon(services.waiters.run)
+    if settings.http_enabled:
+        _share_revocations(tg, services)
     tg.start_soon(sweep_expired_reservations, services.reservations, settings.reservation_sweep_seconds)
     tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)
 
@@ -286,8 +298,25 @@ def _bridge_app(services: Services, tools: Any, server: Any, dispatcher: LeanDis
     settings = services.settings
     readonly = {s.name for s in tools.all() if s.read_only} | set(csv(settings.http_rbac_readonly_tools))
     web = build_web(services, changes, settings, paths.state_dir) if settings.web_enabled else None
+    revocations = services.revocations
     return build_app(server, settings, lambda: readonly, readiness=services.health.check, lean=dispatcher, web=web,
-                     instance=instance)
+                     instance=instance, revoked=revocations.is_revoked if revocations is not None else None)
+
+
+def _share_revocations(tg: anyio.abc.TaskGroup, services: Services) -> None:
+    """With Redis-shared rate limits, share the revoked-token list there too (bridges on one Redis
+    trust the same tokens)."""
+    settings = services.settings
+    if settings.http_rate_limit_backend != "redis" or services.revocations is None:
+        return
+    from maild.transport.http.denylist import RedisDenyList
+
+    try:
+        shared = RedisDenyList(settings.http_rate_limit_redis_url)
+    except ImportError:
+        return  # the bridge's rate limiter reports the missing redis package
+    services.revocations.shared = shared
+    tg.start_soon(shared.run, services.revocations)
 
 
 def _http_server(app: Any, settings: Settings) -> Callable[[anyio.Event, anyio.Event], Awaitable[None]]:

@@ -15,6 +15,7 @@ from maild.services.mail_views import MailViews
 from maild.services.messaging import Messaging
 from maild.services.projects import Projects
 from maild.services.reservations import Reservations
+from maild.services.revocations import Revocations
 from maild.services.search import Search
 from maild.services.sessions import Sessions
 from maild.services.summaries import Summaries
@@ -42,3 +43,4 @@ class Services:
     changes: ChangeFeed
     waiters: MailWaiters
     attachments: Attachments | None = None
+    revocations: Revocations | None = None

@@ -24,6 +24,7 @@ from maild.mcp_surface import (
     tools_meta,
     tools_push,
     tools_reservations,
+    tools_revocations,
     tools_search,
 )
 from maild.mcp_surface.context import Services
@@ -71,6 +72,7 @@ def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     resources_mail.register(resources)
     resources_attachments.register(resources)
     tools_search.register(tools, resources)
+    tools_revocations.register(tools)
     return tools, resources
 
 

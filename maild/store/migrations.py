@@ -222,6 +222,18 @@ CREATE TABLE attachments (
 CREATE INDEX attachments_blob ON attachments(sha256, project_id);
 """
 
+# Revoked bridge credentials (issue 21): a deny list the HTTP bridge checks on every request. `kind`
+# is 'jti' (one JWT) or 'agent' (every JWT naming that agent, lower-cased as names compare).
+M013_REVOKED_TOKENS = """
+CREATE TABLE revoked_tokens (
+    kind        TEXT NOT NULL CHECK (kind IN ('jti', 'agent')),
+    value       TEXT NOT NULL,
+    reason      TEXT NOT NULL DEFAULT '',
+    revoked_ts  TEXT NOT NULL,
+    PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial", M001_INITIAL),
     (2, "unread_counts", M002_UNREAD_COUNTS),
@@ -229,6 +241,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (4, "send_keys", M004_SEND_KEYS),
     (5, "group_work", M005_GROUP_WORK),
     (7, "attachments", M007_ATTACHMENTS),
+    (13, "revoked_tokens", M013_REVOKED_TOKENS),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 
