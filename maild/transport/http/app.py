@@ -392,6 +392,7 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 3.0
+    config.include_server_header = False  # one header less to build and validate per answer, no version banner
     if sniffio.current_async_library() == "trio":
         from hypercorn.trio import serve as trio_serve
 
