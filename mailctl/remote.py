@@ -8,12 +8,17 @@ Streamable HTTP (JSON responses, keep-alive connections from shared/remote.py):
   never left (bridge down) waits for the bridge, with backoff, up to RECONNECT_TIMEOUT;
 - a bridge that forgot the session (restart: HTTP 404) gets the client's `initialize` and
   `notifications/initialized` replayed, and the request is sent again in the new session;
-- 401/403 become a JSON-RPC error saying what to fix; the shim exits with its parent or on EOF.
-Server-to-client streams (GET) are not relayed: the bridge answers every request in JSON.
+- 401/403 become a JSON-RPC error saying what to fix; the shim exits with its parent or on EOF;
+- a session's GET event stream is held open and what the bridge pushes on it (resources/updated,
+  list_changed, server requests) is copied to stdout. A dropped stream reconnects (with Last-Event-ID
+  when the bridge numbers events); a forgotten session is restored with the client's subscriptions.
+  Either way, when pushes may have been missed, the client gets an `updated` for each subscription.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import signal
@@ -24,12 +29,14 @@ from typing import Any, BinaryIO
 
 from shared.errors import MailError
 from shared.protocol import RETRYABLE_DISCONNECT
-from shared.remote import Dropped, Endpoint, NotSent, refused, routing_headers
+from shared.remote import Dropped, Endpoint, NotSent, refused, routing_headers, sse_events
 
 PARENT_POLL_SECONDS = 0.5
 RECONNECT_TIMEOUT = 30.0
 DRAIN_SECONDS = 5.0
 REPLAY_ID = "mailctl-remote-replayed-initialize"
+RESUBSCRIBE_ID = "mailctl-remote-resubscribe"
+STREAM_RETRY_MAX = 2.0  # seconds between attempts to reopen the event stream, at most
 REFUSED = -32001  # JSON-RPC code for a refusal by the bridge's gate; `data.code` carries ours
 
 
@@ -53,6 +60,8 @@ class RemoteShim:
         self._initialized: bytes | None = None
         self._pending = 0
         self._state = threading.Condition()
+        self._subscriptions: dict[str, None] = {}  # resources the client subscribed to, in order
+        self._listener: threading.Thread | None = None
 
     def write_out(self, frame: dict[str, Any] | bytes) -> None:
         line = frame if isinstance(frame, bytes) else json.dumps(frame, separators=(",", ":")).encode()
@@ -128,8 +137,11 @@ class RemoteShim:
             print(f"mailctl mcp: {problem.code}: {problem.message}", file=sys.stderr)
             self._error(request_id, REFUSED, problem.message, {"code": problem.code, "message": problem.message})
             return
-        if frame is not None and frame.get("method") == "initialize" and status == 200:
+        method = frame.get("method") if frame is not None else None
+        if method == "initialize" and status == 200:
             self._adopt_session(headers, payload)
+        elif method in ("resources/subscribe", "resources/unsubscribe") and status == 200:
+            self._note_subscription(method, frame, payload)
         if payload.strip() and request_id is not None:
             self.write_out(payload)
 
@@ -171,6 +183,23 @@ class RemoteShim:
             version = None
         self._protocol = version if isinstance(version, str) else None
         self._session_generation += 1
+        if self._session is not None and self._listener is None:
+            self._listener = threading.Thread(target=self.listen, daemon=True)
+            self._listener.start()
+
+    def _note_subscription(self, method: str, frame: dict[str, Any] | None, payload: bytes) -> None:
+        """Remember what the client subscribed to, so a restored session can subscribe again."""
+        params = frame.get("params") if frame is not None else None
+        uri = params.get("uri") if isinstance(params, dict) else None
+        try:
+            succeeded = "result" in json.loads(payload)
+        except (ValueError, TypeError):
+            succeeded = False
+        if isinstance(uri, str) and succeeded:
+            if method == "resources/subscribe":
+                self._subscriptions[uri] = None
+            else:
+                self._subscriptions.pop(uri, None)
 
     def _restore(self, generation: int) -> None:
         """Open a new session by replaying the client's handshake (once, however many threads saw 404)."""
@@ -186,12 +215,81 @@ class RemoteShim:
                 self._adopt_session(headers, payload)
                 if self._initialized is not None:
                     self.endpoint.post(self._initialized, self._headers({"method": "notifications/initialized"}))
+                for n, uri in enumerate(list(self._subscriptions)):
+                    frame = {"jsonrpc": "2.0", "id": f"{RESUBSCRIBE_ID}-{n}", "method": "resources/subscribe",
+                             "params": {"uri": uri}}
+                    self.endpoint.post(json.dumps(frame).encode(), self._headers(frame))
             except (NotSent, Dropped) as exc:  # the request itself was not run: the client may retry it
                 raise Lost(f"the bridge went away while the session was being restored ({exc}); retry") from None
+
+    def _look_again(self) -> None:
+        """An `updated` for each subscribed resource: pushes may have been missed, the client re-reads."""
+        for uri in list(self._subscriptions):
+            self.write_out({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri}})
 
     def _error(self, request_id: Any, code: int, message: str, data: dict[str, Any]) -> None:
         self.write_out({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message,
                                                                       "data": data}})
+
+    # -- bridge -> client -------------------------------------------------------------------------
+
+    def listen(self) -> None:
+        """Hold the session's GET event stream open and copy each message on it to stdout.
+
+        A stream that ends or goes silent (no ping within the read timeout) is reopened, with
+        Last-Event-ID when the bridge numbers its events, so nothing pushed meanwhile is lost. A session
+        the bridge forgot (404) is restored here too, so an idle client keeps its notifications."""
+        delay, last_id, stream_session, opened = 0.05, None, None, False
+        while not self.done.is_set():
+            session, generation = self._session, self._session_generation
+            if session != stream_session:
+                last_id, stream_session = None, session  # event ids belong to one session
+            status, events, last_id = self._stream_once(session, last_id, reopened=opened)
+            opened = opened or status == 200
+            if status == 404 and self._initialize is not None:
+                with contextlib.suppress(Lost):  # still away: the next attempt tries again
+                    self._restore(generation)
+                    continue  # open the new session's stream at once: its pushes start now
+            elif status in (400, 401, 403, 405, 406):
+                print(f"mailctl mcp: the bridge refused the event stream (HTTP {status}); server "
+                      "notifications will not arrive", file=sys.stderr)
+                return
+            if events:
+                delay = 0.05
+            else:  # refused, unreachable or ended at once: back off before the next attempt
+                self.done.wait(delay)
+                delay = min(delay * 2, STREAM_RETRY_MAX)
+
+    def _stream_once(self, session: str | None, last_id: str | None, *,
+                     reopened: bool) -> tuple[int, int, str | None]:
+        """Open the stream once and relay it until it ends: (HTTP status or 0, events seen, last event id).
+        A stream reopened without Last-Event-ID may have missed pushes: the client is told to look again."""
+        headers = {"Mcp-Session-Id": session or ""}
+        if self._protocol:
+            headers["MCP-Protocol-Version"] = self._protocol
+        if last_id is not None:
+            headers["Last-Event-ID"] = last_id
+        try:
+            status, _, response, conn = self.endpoint.open_stream(headers)
+        except (NotSent, MailError):
+            return 0, 0, last_id
+        events = 0
+        try:
+            if status == 200:
+                if reopened and last_id is None:
+                    self._look_again()
+                for kind, data, event_id in sse_events(response):
+                    events += 1
+                    last_id = event_id or last_id
+                    if kind == "message" and data.strip():
+                        self.write_out(data)
+                if events == 0:
+                    last_id = None  # the bridge no longer holds that event: start afresh
+        except (OSError, http.client.HTTPException):
+            pass  # a broken or silent stream: the caller opens it again
+        finally:
+            conn.close()
+        return status, events, last_id
 
     # -- lifetime -------------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from maild.services.messaging import Messaging
 from maild.services.metrics import ToolMetrics
 from maild.services.projects import Projects
 from maild.services.reservations import Reservations, release_all_of_agent
+from maild.services.revocations import Revocations
 from maild.services.search import Search
 from maild.services.sessions import Sessions
 from maild.services.siblings import Siblings
@@ -148,6 +149,7 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
     siblings = Siblings(store, summaries.llm)
     metrics = ToolMetrics(store, enabled=settings.tool_metrics_enabled,
                           flush_seconds=settings.tool_metrics_flush_seconds)
+    revocations = Revocations(store)
 
     def subsystem_health() -> dict[str, Any]:
         report: dict[str, Any] = {"llm": summaries.llm.statistics(), "instance": instance,
@@ -155,7 +157,7 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
                                   "tools": metrics.summary(),
                                   "siblings": siblings.statistics()}
         if bridge is not None:
-            report["http"] = bridge.describe()
+            report["http"] = {**bridge.describe(), "revoked_tokens": revocations.statistics()}
         if archiver is not None:
             report.update(archiver.statistics())
             if mirror is not None:
@@ -190,6 +192,7 @@ def build_services(store: Any, settings: Settings, paths: MailboxPaths, archiver
         metrics=metrics,
         paths=paths,
         siblings=siblings,
+        revocations=revocations,
     )
 
 
@@ -274,15 +277,18 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
 
 async def _before_serving(services: Services) -> None:
     """State the first request must already see: nobody connected yet (whatever a crashed daemon
-    left), and the tool metrics the last daemon kept."""
+    left), the tool metrics the last daemon kept, and the revoked tokens."""
     await services.sessions.mark_all_disconnected()
     await services.metrics.load()
+    if services.revocations is not None:
+        await services.revocations.load()
 
 
 def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Archiver | None,
                       mirror: Mirror | None, paths: MailboxPaths, stop: anyio.Event) -> None:
     """The daemon's background tasks: signals, the state-dir watch, the archiver (and its mirror),
-    the mail waiters' router, the sibling scorer, the sweeps and the ack-deadline scanner."""
+    the mail waiters' router, the sibling scorer, the shared revoked-token list, the sweeps and the
+    ack-deadline scanner."""
     settings = services.settings
     tg.start_soon(_wait_for_signal, stop)
     tg.start_soon(watch_state_dir, paths, settings.root_check_seconds, stop)
@@ -295,6 +301,8 @@ def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Arc
         tg.start_soon(services.attachments.converter.run)  # deferred image conversions (and a crash's leftovers)
     tg.start_soon(services.siblings.run)
     tg.start_soon(services.metrics.run)  # flushes periodically and at shutdown
+    if settings.http_enabled:
+        _share_revocations(tg, services)
     tg.start_soon(sweep_expired_reservations, services.reservations, services.build_slots,
                   settings.reservation_sweep_seconds)
     tg.start_soon(auto_retire_idle_agents, services.lifecycle, settings.agent_auto_retire_days)
@@ -318,8 +326,25 @@ def _bridge_app(services: Services, tools: Any, server: Any, dispatcher: LeanDis
     settings = services.settings
     readonly = {s.name for s in tools.all() if s.read_only} | set(csv(settings.http_rbac_readonly_tools))
     web = build_web(services, changes, settings, paths.state_dir) if settings.web_enabled else None
+    revocations = services.revocations
     return build_app(server, settings, lambda: readonly, readiness=services.health.check, lean=dispatcher, web=web,
-                     instance=instance)
+                     instance=instance, revoked=revocations.is_revoked if revocations is not None else None)
+
+
+def _share_revocations(tg: anyio.abc.TaskGroup, services: Services) -> None:
+    """With Redis-shared rate limits, share the revoked-token list there too (bridges on one Redis
+    trust the same tokens)."""
+    settings = services.settings
+    if settings.http_rate_limit_backend != "redis" or services.revocations is None:
+        return
+    from maild.transport.http.denylist import RedisDenyList
+
+    try:
+        shared = RedisDenyList(settings.http_rate_limit_redis_url)
+    except ImportError:
+        return  # the bridge's rate limiter reports the missing redis package
+    services.revocations.shared = shared
+    tg.start_soon(shared.run, services.revocations)
 
 
 def _http_server(app: Any, settings: Settings) -> Callable[[anyio.Event, anyio.Event], Awaitable[None]]:

@@ -4,7 +4,8 @@ and `RemoteClient`, the blocking client `mailctl --remote URL …` uses in place
 Standard library only (`http.client`, `ssl`): the remote shim and the CLI must stay as light as the
 socket ones. TLS is verified by default (system roots, or `--cacert` for a private CA); the token
 comes from AGENT_MAIL_HTTP_TOKEN only, never from a flag (`ps` would show it). It does not relay
-stdio (mailctl/remote.py does) and knows nothing of sessions beyond the `Mcp-Session-Id` header.
+stdio (mailctl/remote.py does) and knows nothing of sessions beyond the `Mcp-Session-Id` header;
+it opens a session's GET event stream and parses server-sent events, the shim decides what to do.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import select
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +37,7 @@ TOKEN_ENV = "AGENT_MAIL_HTTP_TOKEN"  # noqa: S105 - a variable name, not a secre
 REMOTE_ENV = "AGENT_MAIL_REMOTE"
 CACERT_ENV = "AGENT_MAIL_CACERT"
 REQUEST_TIMEOUT = 120.0  # long enough for wait_for_mail; the bridge has its own deadline
+STREAM_READ_TIMEOUT = 45.0  # the bridge pings an open event stream every 15 s: silence this long is a dead link
 IDLE_SECONDS = 4.0  # hypercorn closes idle keep-alive connections after 5 s: never reuse one that old
 
 
@@ -77,9 +80,7 @@ class Endpoint:
                 if time.monotonic() - since < IDLE_SECONDS and not _closed_by_peer(conn):
                     return conn
                 conn.close()
-        if self.context is not None:
-            return http.client.HTTPSConnection(self.host, self.port, timeout=REQUEST_TIMEOUT, context=self.context)
-        return http.client.HTTPConnection(self.host, self.port, timeout=REQUEST_TIMEOUT)
+        return self._new_connection(REQUEST_TIMEOUT)
 
     def _release(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -130,6 +131,62 @@ class Endpoint:
         else:
             self._release(conn)
         return response.status, reply_headers, payload
+
+
+    def open_stream(self, headers: dict[str, str], timeout: float = STREAM_READ_TIMEOUT
+                    ) -> tuple[int, dict[str, str], http.client.HTTPResponse, http.client.HTTPConnection]:
+        """GET the session's server-to-client stream on a connection of its own (never pooled: it stays
+        open). Returns the status, headers, the response to read events from, and the connection to close.
+        Raises NotSent (no connection or no answer) or MailError for a certificate TLS refuses."""
+        sent = {"Accept": "text/event-stream", **headers}
+        if self.token:
+            sent["Authorization"] = f"Bearer {self.token}"
+        conn = self._new_connection(timeout)
+        try:
+            conn.connect()
+            conn.request("GET", self.path, headers=sent)
+            response = conn.getresponse()
+        except ssl.SSLCertVerificationError as exc:
+            conn.close()
+            raise DaemonUnavailable(f"the TLS certificate of {self.host}:{self.port} was refused "
+                                    f"({exc.verify_message})") from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise NotSent(f"cannot open the event stream at {self.host}:{self.port} ({exc})") from None
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response, conn
+
+    def _new_connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.context is not None:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.context)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+
+def sse_events(response: http.client.HTTPResponse) -> Iterator[tuple[str, bytes, str | None]]:
+    """(event type, data, id) for each event of a text/event-stream body, until it ends. Comments
+    (`: ping`) are skipped; an event without data (the SDK's priming event) still yields its id."""
+    event, event_id, seen = "message", None, False
+    data: list[bytes] = []
+    while True:
+        line = response.readline()
+        if not line:
+            return
+        line = line.rstrip(b"\r\n")
+        if not line:
+            if seen:
+                yield event, b"\n".join(data), event_id
+            event, event_id, seen, data = "message", None, False, []
+            continue
+        if line.startswith(b":"):
+            continue
+        name, _, value = line.partition(b":")
+        value = value[1:] if value.startswith(b" ") else value
+        if name == b"data":
+            data.append(value)
+            seen = True
+        elif name == b"event":
+            event, seen = value.decode("utf-8", "replace"), True
+        elif name == b"id":
+            event_id, seen = value.decode("utf-8", "replace"), True
 
 
 def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from shared.client import reap_spawned
 from shared.errors import DaemonUnavailable
@@ -104,6 +105,37 @@ async def test_a_remote_agent_converses_with_a_local_one(module_mailbox: Mailbox
         listing = await client.read_resource(f"resource://agents/{me['project_slug']}")
         assert {a["name"] for a in json.loads(listing.contents[0].text)["agents"]} == {  # type: ignore[union-attr]
             name, "GreenCastle"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_remote_subscriber_is_notified_through_the_event_stream(module_mailbox: Mailbox, bridge: str) -> None:
+    project = f"{PROJECT}-push"
+    sender = module_mailbox.call("register_agent", project_key=project, program="p", model="m", name="RedStone")
+    updates: list[str] = []
+    arrived = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        root = getattr(message, "root", message)
+        if getattr(root, "method", None) == "notifications/resources/updated":
+            updates.append(str(root.params.uri))
+            arrived.set()
+
+    async with Client(remote_params(module_mailbox, bridge), mode="legacy", message_handler=on_message) as client:
+        structured(await client.call_tool("register_agent", {"project_key": project, "program": "ci", "model": "m",
+                                                             "name": "PinkFrog", "rebind": True}))
+        with warnings.catch_warnings():  # the SDK marks resources/subscribe deprecated for the 2026 era
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await client.subscribe_resource("resource://inbox/PinkFrog")
+        hello = {"client": "test", "pid": os.getpid(), "agent": "RedStone", "token": sender["registration_token"]}
+        with module_mailbox.client(hello=hello) as conn:
+            conn.call_tool("send_message", {"project_key": project, "to": ["PinkFrog"], "subject": "ping",
+                                            "body_md": "are you there?"})
+        with anyio.fail_after(30):
+            await arrived.wait()
+        assert updates == ["resource://inbox/PinkFrog"]
+        inbox = structured(await client.call_tool("fetch_inbox", {"project_key": project}))
+        assert [m["subject"] for m in inbox["result"]] == ["ping"]
 
 
 def test_a_wrong_token_is_a_clear_error_at_initialize(module_mailbox: Mailbox, bridge: str) -> None:
@@ -204,6 +236,54 @@ async def test_a_bridge_killed_mid_call_gives_a_retryable_error_then_the_session
         assert again["pid"] != daemon
         inbox = structured(await client.call_tool("fetch_inbox", {"project_key": PROJECT}))
         assert inbox["agent"] == me["name"], "the restored session is still BlueLake (the binding persisted)"
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("backend", ["trio"])  # the module's other stream test runs an asyncio daemon
+async def test_a_subscription_outlives_a_bridge_restart(mailbox: Mailbox) -> None:
+    port = free_port()
+    url = serve(mailbox, port, JWT_CONFIG)
+    sender = mailbox.call("register_agent", project_key=PROJECT, program="p", model="m", name="RedStone")
+    agent_token = jwt.encode({"sub": "laptop-3", "agent": "GoldFinch", "role": "writer",
+                              "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+    updates: list[str] = []
+    arrived = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        root = getattr(message, "root", message)
+        if getattr(root, "method", None) == "notifications/resources/updated":
+            updates.append(str(root.params.uri))
+            arrived.set()
+
+    async def next_update() -> None:
+        nonlocal arrived
+        with anyio.fail_after(30):
+            await arrived.wait()
+        arrived = anyio.Event()
+
+    async with Client(remote_params(mailbox, url, agent_token), mode="legacy", message_handler=on_message) as client:
+        structured(await client.call_tool("register_agent", {"project_key": PROJECT, "program": "ci", "model": "m",
+                                                             "name": "GoldFinch"}))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await client.subscribe_resource("resource://inbox/GoldFinch")
+        daemon = structured(await client.call_tool("health_check", {}))["pid"]
+        os.kill(daemon, signal.SIGKILL)
+        await anyio.to_thread.run_sync(restart, mailbox, port, daemon)
+        # The shim found its session forgotten, opened a new one, subscribed again and said "look again".
+        await next_update()
+        assert updates == ["resource://inbox/GoldFinch"]
+        hello = {"client": "test", "pid": os.getpid(), "agent": "RedStone", "token": sender["registration_token"]}
+        with mailbox.client(hello=hello) as conn:
+            conn.call_tool("send_message", {"project_key": PROJECT, "to": ["GoldFinch"], "subject": "after",
+                                            "body_md": "the restart"})
+        await next_update()
+        assert updates == ["resource://inbox/GoldFinch"] * 2
+        health = structured(await client.call_tool("health_check", {}))
+        assert health["pid"] != daemon
+        assert health["wait_for_mail"]["subscriptions"] == 1
 
 
 # -- TLS ------------------------------------------------------------------------------------------------------

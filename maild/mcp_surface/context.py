@@ -18,6 +18,7 @@ from maild.services.messaging import Messaging
 from maild.services.metrics import ToolMetrics
 from maild.services.projects import Projects
 from maild.services.reservations import Reservations
+from maild.services.revocations import Revocations
 from maild.services.search import Search
 from maild.services.sessions import Sessions
 from maild.services.siblings import Siblings
@@ -52,3 +53,4 @@ class Services:
     siblings: Siblings
     attachments: Attachments | None = None
     acks: AckDeadlines | None = None  # the ack-deadline scanner (ACK_TTL_ENABLED)
+    revocations: Revocations | None = None

@@ -25,6 +25,7 @@ from maild.mcp_surface import (
     tools_meta,
     tools_push,
     tools_reservations,
+    tools_revocations,
     tools_search,
     tools_slots,
 )
@@ -75,6 +76,7 @@ def build_registries() -> tuple[ToolRegistry, ResourceRegistry]:
     resources_attachments.register(resources)
     tools_search.register(tools, resources)
     resources_tooling.register(tools, resources)
+    tools_revocations.register(tools)
     return tools, resources
 
 
@@ -200,7 +202,7 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
             raise MCPError(INVALID_PARAMS, payload["message"], data=payload) from None
         return resource_result(params.uri, result)
 
-    subscribe, unsubscribe = subscription_handlers(services, resources)
+    subscribe, unsubscribe = subscription_handlers(services, resources, http_session)
 
     server: Server[Any] = Server(
         "agent-mail",

@@ -10,11 +10,12 @@ a connection-level act, so it is served by the SDK on every path (the lean dispa
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from maild.mcp_surface.context import Services
 from maild.mcp_surface.registry import ResourceRegistry, error_payload
-from maild.services.sessions import current_session
+from maild.services.sessions import Session, current_session
 from shared.errors import MailError
 from shared.protocol import INVALID_PARAMS
 
@@ -27,7 +28,10 @@ SUBSCRIBABLE = "resource://inbox/{agent}"
 Handler = Callable[..., Awaitable[Any]]
 
 
-def subscription_handlers(services: Services, resources: ResourceRegistry) -> tuple[Handler, Handler]:
+def subscription_handlers(
+    services: Services, resources: ResourceRegistry, in_session: Callable[[Any], AbstractAsyncContextManager[None]]
+) -> tuple[Handler, Handler]:
+    """The SDK handlers; `in_session(ctx)` makes a bridge request act as its HTTP identity's session."""
     from mcp import types
     from mcp.shared.exceptions import MCPError
 
@@ -44,9 +48,10 @@ def subscription_handlers(services: Services, resources: ResourceRegistry) -> tu
             await session.send_resource_updated(uri)
 
         try:
-            await services.waiters.subscribe(
-                current_session.get(), uri, found["agent"], found.get("agent_token"), notify
-            )
+            async with in_session(ctx):
+                mine = current_session.get()
+                await services.waiters.subscribe(mine, uri, found["agent"], found.get("agent_token"), notify,
+                                                 session if _over_http(mine) else None)
         except MailError as exc:
             payload = error_payload(exc)
             raise MCPError(INVALID_PARAMS, payload["message"], data=payload) from None
@@ -55,7 +60,14 @@ def subscription_handlers(services: Services, resources: ResourceRegistry) -> tu
     async def unsubscribe(
         ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
     ) -> types.EmptyResult:
-        services.waiters.unsubscribe(current_session.get(), str(params.uri))
+        async with in_session(ctx):
+            mine = current_session.get()
+            services.waiters.unsubscribe(mine, str(params.uri), ctx.session if _over_http(mine) else None)
         return types.EmptyResult()
 
     return subscribe, unsubscribe
+
+
+def _over_http(session: Session | None) -> bool:
+    """A bridge identity's session, shared by its MCP sessions: subscriptions are keyed by the latter."""
+    return session is not None and session.client == "http"

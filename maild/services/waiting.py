@@ -141,17 +141,21 @@ class MailWaiters:
                 del self._watchers[agent_id]
 
     async def subscribe(
-        self, session: Session | None, uri: str, agent_name: str, token: str | None, notify: Notify
+        self, session: Session | None, uri: str, agent_name: str, token: str | None, notify: Notify,
+        owner: object = None,
     ) -> None:
         """Call `notify()` whenever mail for `agent_name` commits, until unsubscribe or hang-up.
-        Only the session's bound agent, or a caller holding that agent's token, may subscribe."""
+        Only the session's bound agent, or a caller holding that agent's token, may subscribe.
+        `owner` keys the subscription when it is not the session: one HTTP identity's session is
+        shared by all its MCP sessions (each remote shim subscribes on its own)."""
         agent = await self._store.read(lambda conn: ag.acting_agent(conn, session, agent_name, token, param="agent"))
-        self._watchers.setdefault(agent[0], {})[(id(session), uri)] = notify
+        self._watchers.setdefault(agent[0], {})[(id(session if owner is None else owner), uri)] = notify
 
-    def unsubscribe(self, session: Session | None, uri: str) -> None:
+    def unsubscribe(self, session: Session | None, uri: str, owner: object = None) -> None:
+        key = (id(session if owner is None else owner), uri)
         for agent_id, watchers in list(self._watchers.items()):
-            if (id(session), uri) in watchers:
-                self._drop(agent_id, (id(session), uri))
+            if key in watchers:
+                self._drop(agent_id, key)
 
     def forget(self, session: Session) -> None:
         """A connection ended: its subscriptions go with it."""

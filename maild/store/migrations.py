@@ -319,6 +319,18 @@ CREATE INDEX attachment_conversions_converted ON attachment_conversions(converte
     WHERE converted_sha256 IS NOT NULL;
 """
 
+# Revoked bridge credentials (issue 21): a deny list the HTTP bridge checks on every request. `kind`
+# is 'jti' (one JWT) or 'agent' (every JWT naming that agent, lower-cased as names compare).
+M013_REVOKED_TOKENS = """
+CREATE TABLE revoked_tokens (
+    kind        TEXT NOT NULL CHECK (kind IN ('jti', 'agent')),
+    value       TEXT NOT NULL,
+    reason      TEXT NOT NULL DEFAULT '',
+    revoked_ts  TEXT NOT NULL,
+    PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "initial", M001_INITIAL),
     (2, "unread_counts", M002_UNREAD_COUNTS),
@@ -331,6 +343,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (10, "tool_metrics", M010_TOOL_METRICS),
     (11, "project_siblings", M011_PROJECT_SIBLINGS),
     (12, "attachment_conversions", M012_ATTACHMENT_CONVERSIONS),
+    (13, "revoked_tokens", M013_REVOKED_TOKENS),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from maild.mcp_surface.dispatch import LEAN_METHODS, LeanDispatcher, modern_version
-from maild.transport.http.auth import Authenticator, Identity, Unauthorized
+from maild.transport.http.auth import Authenticator, Identity, Revoked, Unauthorized
 from maild.transport.http.ratelimit import Limit, MemoryLimiter, RedisLimiter
 from maild.transport.unix import encode
 from shared.config import Settings, csv
@@ -99,11 +99,12 @@ class TimedOut(Exception):
 
 class Gate:
     def __init__(self, app: ASGIApp, settings: Settings, read_only_tools: Callable[[], set[str]],
-                 limiter: MemoryLimiter | RedisLimiter, lean: LeanDispatcher | None = None) -> None:
+                 limiter: MemoryLimiter | RedisLimiter, lean: LeanDispatcher | None = None,
+                 revoked: Revoked | None = None) -> None:
         self._app = app
         self._lean = lean
         self._settings = settings
-        self._auth = Authenticator(settings)
+        self._auth = Authenticator(settings, revoked)
         self._read_only = read_only_tools
         self._limiter = limiter
         self._limits = {
@@ -316,11 +317,13 @@ class Gate:
 
 def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable[[], set[str]],
               readiness: Readiness | None = None, lean: LeanDispatcher | None = None,
-              web: Callable[[Authenticator], ASGIApp] | None = None, instance: str | None = None) -> ASGIApp:
+              web: Callable[[Authenticator], ASGIApp] | None = None, instance: str | None = None,
+              revoked: Revoked | None = None) -> ASGIApp:
     """The whole bridge app. `readiness` reports the daemon's health (`database.ok` decides);
     `lean` answers stateless calls (and, with `transport_fast_path`, 2026-07-28 ones) itself;
     `web` builds the web mailbox (maild/web) from the gate's authenticator; `instance` (in the
-    status file) lets `mailctl serve-http` tell its own daemon from another."""
+    status file) lets `mailctl serve-http` tell its own daemon from another; `revoked(jti, agent)`
+    is the deny list (services/revocations.py)."""
     memory = MemoryLimiter(settings.http_rate_limit_max_buckets)
     limiter: MemoryLimiter | RedisLimiter = (
         RedisLimiter(settings.http_rate_limit_redis_url, memory) if settings.http_rate_limit_backend == "redis"
@@ -358,7 +361,7 @@ def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable
         host=settings.http_host,
         custom_starlette_routes=[Route("/health/liveness", liveness), Route("/health/readiness", ready)],
     )
-    gate = Gate(inner, settings, read_only_tools, limiter, lean)
+    gate = Gate(inner, settings, read_only_tools, limiter, lean, revoked)
     if web is not None:
         gate.mount_web(web(gate.auth))
     if not settings.http_cors_enabled:
@@ -389,6 +392,7 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 3.0
+    config.include_server_header = False  # one header less to build and validate per answer, no version banner
     if sniffio.current_async_library() == "trio":
         from hypercorn.trio import serve as trio_serve
 

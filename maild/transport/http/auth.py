@@ -5,7 +5,8 @@ algorithm confusion (an RSA public key offered as an HMAC secret), unknown `kid`
 not-yet-valid, wrong audience or issuer, malformed tokens. Localhost is trusted only when
 explicitly enabled, and never when a forwarding header shows a proxy in between. A verified token
 is remembered (until it expires, at most a minute) so a client reusing it is not re-verified on
-every request; failures are never remembered.
+every request; failures are never remembered. Revoked JWTs (by `jti` or `agent` claim) are refused
+on every request, cached or not.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -38,11 +40,16 @@ class Identity:
     subject: str
     role: str
     agent: str | None = None
+    jti: str | None = None
+
+
+Revoked = Callable[[str | None, str | None], bool]  # (jti, agent) -> refused?
 
 
 class Authenticator:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, revoked: Revoked | None = None) -> None:
         self._settings = settings
+        self._revoked = revoked
         self._bearer = settings.http_bearer_token.encode()
         self._algorithms = [a for a in csv(settings.http_jwt_algorithms) if a.lower() != "none"]
         self._jwks = Jwks(file=settings.http_jwt_jwks_file, url=settings.http_jwt_jwks_url)
@@ -63,9 +70,11 @@ class Authenticator:
                 return Identity(subject="bearer", role="writer")
             if self._settings.http_jwt_enabled:
                 cached = self._verified.get(token)
-                if cached is not None and time.time() < cached[1]:
-                    return cached[0]
-                return await self._from_jwt(token)
+                identity = cached[0] if cached is not None and time.time() < cached[1] else await self._from_jwt(token)
+                if self._revoked is not None and self._revoked(identity.jti, identity.agent):
+                    log.debug("JWT refused: revoked (jti %s, agent %s)", identity.jti, identity.agent)
+                    raise Unauthorized  # checked on every request: the verified cache does not outlive it
+                return identity
             raise Unauthorized
         if (
             self._settings.http_allow_localhost_unauthenticated
@@ -124,4 +133,6 @@ class Authenticator:
         agent = claims.get(self._settings.http_jwt_agent_claim)
         issuer = claims.get("iss")
         subject = f"jwt:{issuer if isinstance(issuer, str) else ''}:{claims['sub']}"
-        return Identity(subject=subject, role=resolved, agent=agent if isinstance(agent, str) else None)
+        jti = claims.get("jti")
+        return Identity(subject=subject, role=resolved, agent=agent if isinstance(agent, str) else None,
+                        jti=jti if isinstance(jti, str) else None)
