@@ -20,7 +20,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import apsw
@@ -212,7 +212,7 @@ def _controller() -> Any:
 
 async def _open_connection(path: Path, settings: Settings, *, writer: bool) -> Any:
     flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if writer else 0)
-    chosen = apsw.async_controller.set(_controller)
+    chosen = apsw.async_controller.set(cast(Any, _controller))  # a factory, as its default (aio.Auto) is
     try:
         conn = await apsw.Connection.as_async(str(path), flags=flags)
     finally:
