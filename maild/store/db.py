@@ -97,6 +97,19 @@ def _describe(exc: apsw.Error, path: Path) -> StorageError:
     return StorageError(f"database error: {exc}")
 
 
+class _Pending:
+    """One queued unit of work and, once its transaction has ended, its outcome."""
+
+    __slots__ = ("aborted", "args", "done", "error", "fn", "value")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+        self.aborted = False  # its failure took the whole transaction with it
+
+
 class Store:
     """Async façade over the two connections. Create it with `open_store`."""
 
@@ -110,6 +123,9 @@ class Store:
         self._writes = 0
         self._changed: dict[str, list[int]] = {}  # filled by the writer's update hook, on its thread
         self._listeners: list[CommitListener] = []
+        self._queue: list[_Pending] = []  # units waiting for the next write transaction
+        self._committing = False
+        self._batch_done = anyio.Event()  # set (and replaced) as each write transaction ends
 
     def on_commit(self, listener: CommitListener) -> None:
         """Call `listener({table: [rowids]})` on the event loop after each write that changed a
@@ -123,25 +139,81 @@ class Store:
                 rows.append(rowid)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(conn, *args)` in one IMMEDIATE transaction on the single writer connection."""
+        """Run `fn(conn, *args)` as one unit of work on the single writer connection, atomically.
 
-        def unit(conn: apsw.Connection) -> tuple[T, dict[str, list[int]]]:
-            try:
-                with conn:
-                    result = fn(conn, *args)
-            finally:  # committed or rolled back: either way these rows are no longer pending
-                changed, self._changed = self._changed, {}
-            return result, changed
-
+        Group commit: units submitted while a transaction is running queue up and the next
+        transaction runs them all, each in its own SAVEPOINT (a failing unit rolls back alone and
+        raises to its own caller), with one COMMIT for the lot. A unit still sees every earlier
+        unit's writes, as with one transaction each; no caller returns before its COMMIT.
+        """
+        pending = _Pending(fn, args)
+        self._queue.append(pending)
         # Shielded: a write that has been submitted always completes (and commits or rolls back
         # whole); cancelling the caller must not abort SQLite mid-transaction.
         with anyio.CancelScope(shield=True):
-            result, changed = await self._run(self._writer, unit)
-        self._writes += 1
-        if changed:
+            while not pending.done:
+                if self._committing:
+                    await self._batch_done.wait()
+                    continue
+                self._committing = True
+                batch, self._queue = self._queue, []
+                try:
+                    await self._commit(batch)
+                finally:
+                    self._committing = False
+                    finished, self._batch_done = self._batch_done, anyio.Event()
+                    finished.set()
+        if pending.error is not None:
+            if isinstance(pending.error, apsw.Error):
+                raise _describe(pending.error, self.path) from pending.error
+            raise pending.error
+        return cast(T, pending.value)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        """One write transaction for `batch` on the writer's thread; announce what it changed."""
+
+        def unit(conn: apsw.Connection) -> dict[str, list[int]]:
+            try:
+                with conn:
+                    if len(batch) == 1:
+                        batch[0].value = batch[0].fn(conn, *batch[0].args)
+                    else:
+                        for pending in batch:
+                            self._run_savepoint(conn, pending)
+            except BaseException as exc:  # the transaction as a whole failed: nothing of it holds
+                cause = next((p.error for p in batch if p.error is not None and p.aborted), exc)
+                for pending in batch:
+                    pending.error, pending.value = cause, None
+            finally:  # committed or rolled back: either way these rows are no longer pending
+                changed, self._changed = self._changed, {}
+            return changed
+
+        try:
+            changed = await self._writer.async_run(unit, self._writer)
+        except BaseException as exc:  # the worker itself failed (closed connection, ...)
+            for pending in batch:
+                pending.error = pending.error or exc
+            raise
+        finally:
+            for pending in batch:
+                pending.done = True
+        self._writes += sum(1 for p in batch if p.error is None)
+        if changed and any(p.error is None for p in batch):
             for listener in self._listeners:
                 listener(changed)
-        return result
+
+    def _run_savepoint(self, conn: apsw.Connection, pending: _Pending) -> None:
+        marks = {table: len(rows) for table, rows in self._changed.items()}
+        try:
+            with conn:  # nested: a SAVEPOINT
+                pending.value = pending.fn(conn, *pending.args)
+        except Exception as exc:
+            pending.error = exc
+            for table, rows in self._changed.items():  # the rolled-back unit's rows were never written
+                del rows[marks.get(table, 0):]
+            if not conn.in_transaction:  # SQLite gave up the whole transaction (disk full, I/O error)
+                pending.aborted = True
+                raise
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` on an idle read-only connection (one WAL snapshot for the unit)."""
