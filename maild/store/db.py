@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-
 def _best_practice(conn: apsw.Connection) -> None:
     """apsw.bestpractice's recommended set, for every connection opened in this process: WAL,
     foreign keys, no double-quoted strings, `pragma optimize`, recursive triggers. Spelled out
@@ -222,12 +221,12 @@ class Store:
                 changed, self._changed = self._changed, {}
             return changed
 
+        changed: dict[str, list[int]] = {}
         try:
             changed = await self._writer.async_run(unit, self._writer)
-        except BaseException as exc:  # the worker itself failed (closed connection, ...)
+        except Exception as exc:  # the worker itself failed (a closed connection): each caller hears it
             for pending in batch:
                 pending.error = pending.error or exc
-            raise
         finally:
             for pending in batch:
                 pending.done = True
