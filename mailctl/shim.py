@@ -20,12 +20,11 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from typing import Any, BinaryIO
 
 from shared.client import connect, oversized_request
 from shared.errors import DaemonUnavailable
-from shared.paths import MailboxPaths
+from shared.paths import MailboxPaths, fallback_note, resolve_root
 from shared.protocol import HELLO_METHOD, INVALID_REQUEST, MAX_FRAME_BYTES, RETRYABLE_DISCONNECT
 
 REPLAY_ID = "mailctl-shim-replayed-initialize"
@@ -41,7 +40,7 @@ class Shim:
         self.stdin = stdin
         self.stdout = stdout
         self.hello = {
-            "session": uuid.uuid4().hex,
+            "session": os.urandom(16).hex(),  # as unguessable as uuid4, without importing uuid (and platform)
             "client": "shim",
             "pid": os.getpid(),
             "ppid": os.getppid(),
@@ -258,6 +257,25 @@ def _key(request_id: Any) -> Any:
 
 def _unkey(key: Any) -> Any:
     return key[1]
+
+
+def main(root: str | None, agent: str | None, tools: str | None) -> int:
+    """`mailctl mcp` from its options: the remote shim if AGENT_MAIL_REMOTE is set, else this relay
+    for the mailbox `root` resolves to. The entry point calls it without loading the command line."""
+    remote = os.environ.get("AGENT_MAIL_REMOTE")
+    if remote:
+        from mailctl.remote import run as run_remote
+
+        # The bridge's token comes only from the environment too (AGENT_MAIL_HTTP_TOKEN).
+        return run_remote(remote, os.environ.get("AGENT_MAIL_HTTP_TOKEN") or None,
+                          os.environ.get("AGENT_MAIL_CACERT") or None)
+    resolved = resolve_root(root)
+    note = fallback_note(root, resolved)
+    if note is not None:
+        print(f"mailctl: {note}", file=sys.stderr)
+    # The token comes only from the environment: a command-line flag would show it in `ps`.
+    return run(MailboxPaths(resolved), agent or os.environ.get("AGENT_MAIL_NAME") or None,
+               tools or os.environ.get("MCP_TOOLS_MODE") or None, os.environ.get("AGENT_MAIL_TOKEN") or None)
 
 
 def run(paths: MailboxPaths, agent: str | None, tools: str | None, token: str | None = None) -> int:

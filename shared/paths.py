@@ -28,6 +28,14 @@ def find_git_toplevel(start: Path) -> Path | None:
     return None
 
 
+def fallback_note(explicit: str | None, root: Path) -> str | None:
+    """What a client says (once, on stderr) when no root was chosen and no git repository is here."""
+    if explicit or os.environ.get(ROOT_ENV) or find_git_toplevel(Path.cwd()) is not None:
+        return None
+    return (f"note: no git repository here; using the user-level mailbox {root} "
+            "(pass --root or set AGENT_MAIL_ROOT to choose another)")
+
+
 def user_root() -> Path:
     """The shared, user-level mailbox root, for coordinating across several repositories."""
     import platformdirs

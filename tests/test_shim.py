@@ -262,6 +262,32 @@ def test_the_shim_imports_no_heavy_modules() -> None:
     assert run.stdout.strip() == ""
 
 
+def test_a_plain_mailctl_mcp_starts_the_shim_without_the_command_line(tmp_path: Any) -> None:
+    """An editor spawns one shim per agent: `mailctl mcp` must not load the CLI (argparse, every
+    command group) on the way. Anything unusual still goes through the CLI, which words the errors."""
+    from mailctl.__main__ import mcp_options
+
+    assert mcp_options(["mcp"]) == {}
+    assert mcp_options(["--agent", "BlueLake", "mcp", "--tools=extended", "--root", str(tmp_path)]) == {
+        "agent": "BlueLake", "tools": "extended", "root": str(tmp_path)}
+    assert mcp_options(["mcp", "--root", "user"]) == {"root": "user"}
+    for argv in (["mcp", "--help"], ["mcp", "--remote", "https://x"], ["mcp", "--tools", "all"],
+                 ["mcp", "--root", str(tmp_path / "missing")], ["mcp", "--agent"], ["mcp", "--agent", "--tools"],
+                 ["call", "health_check"], ["mcp", "mcp"], []):
+        assert mcp_options(argv) is None, argv
+    probe = ("import sys, runpy\nsys.argv = ['mailctl', 'mcp', '--root', sys.argv[1]]\n"
+             "import mailctl.shim\nmailctl.shim.run = lambda *a: print(','.join(sorted(\n"
+             "    m for m in sys.modules if m.startswith('mailctl.cli') or m in ('argparse', 'rich')))) or 0\n"
+             "runpy.run_module('mailctl', run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], check=False, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == ""
+    refused = subprocess.run([sys.executable, "-m", "mailctl", "mcp", "--tools", "all"], check=False,
+                             capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "invalid choice: 'all'" in refused.stderr
+
+
 def test_a_shim_given_the_agents_token_binds_even_while_the_agent_is_online(mailbox: Mailbox) -> None:
     with mailbox.client(hello={"session": "owner", "client": "test", "pid": os.getpid()}) as owner:
         token = owner.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m",

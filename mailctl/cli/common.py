@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.client import DaemonClient, version_note
 from shared.errors import AuthenticationRequired
-from shared.paths import ROOT_ENV, MailboxPaths, find_git_toplevel, resolve_root
+from shared.paths import MailboxPaths, fallback_note, resolve_root
 
 OPERATOR_CLIENT = "mailctl"
 OPERATOR_NAME = "HumanOperator"
@@ -26,12 +26,11 @@ _noted_user_root = False
 def mailbox(args: argparse.Namespace) -> MailboxPaths:
     """The mailbox of this invocation; says once on stderr when it falls back to the user-level one."""
     global _noted_user_root  # noqa: PLW0603 - "once per invocation" is process state by nature
-    explicit = getattr(args, "root", None) or os.environ.get(ROOT_ENV)
     root = resolve_root(getattr(args, "root", None))
-    if not explicit and not _noted_user_root and find_git_toplevel(Path.cwd()) is None:
+    note = None if _noted_user_root else fallback_note(getattr(args, "root", None), root)
+    if note is not None:
         _noted_user_root = True
-        print(f"mailctl: note: no git repository here; using the user-level mailbox {root} "
-              "(pass --root or set AGENT_MAIL_ROOT to choose another)", file=sys.stderr)
+        print(f"mailctl: {note}", file=sys.stderr)
     return MailboxPaths(root)
 
 

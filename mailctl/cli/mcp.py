@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from mailctl.cli.common import add_subcommand, mailbox
+from mailctl.cli.common import add_subcommand
 
 
 def run(args: argparse.Namespace) -> int:
-    remote = os.environ.get("AGENT_MAIL_REMOTE")
-    if remote:
-        from mailctl.remote import run as run_remote
+    from mailctl.shim import main as run_shim
 
-        # The bridge's token comes only from the environment too (AGENT_MAIL_HTTP_TOKEN).
-        return run_remote(remote, os.environ.get("AGENT_MAIL_HTTP_TOKEN") or None,
-                          os.environ.get("AGENT_MAIL_CACERT") or None)
-    from mailctl.shim import run as run_shim
-
-    agent = args.agent or os.environ.get("AGENT_MAIL_NAME") or None
-    tools = args.tools or os.environ.get("MCP_TOOLS_MODE") or None
-    # The token comes only from the environment: a command-line flag would show it in `ps`.
-    token = os.environ.get("AGENT_MAIL_TOKEN") or None
-    return run_shim(mailbox(args), agent, tools, token)
+    return run_shim(getattr(args, "root", None), args.agent, args.tools)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -148,7 +148,8 @@ class Snapshot:
         self.conn.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
         self.conn.execute("VACUUM")
         self.conn.execute("ANALYZE")
-        # apsw.bestpractice turns WAL on for every connection; the bundle's copy must be one plain file.
+        # maild.store.db turns WAL on for every connection (as apsw.bestpractice would);
+        # the bundle's copy must be one plain file.
         self.conn.execute("PRAGMA journal_mode = DELETE")
 
     def _rows(self, sql: str) -> list[dict[str, Any]]:

@@ -31,15 +31,24 @@ class InFlight:
         self._count = 0
         self._unsent = 0
         self._changed = anyio.Event()
+        self._waiting = 0  # tasks in admit/wait_drained: nobody waiting, nothing to wake (the common case)
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        if self._waiting:
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def _wait(self) -> None:
+        self._waiting += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self._waiting -= 1
 
     async def admit(self, request_id: Any) -> None:
         """Wait until there is room, then count `request_id` as in flight."""
         while self._count >= self._max_requests or self._unsent >= self._max_bytes:
-            await self._changed.wait()
+            await self._wait()
         self._ids[request_id] = self._ids.get(request_id, 0) + 1
         self._count += 1
 
@@ -66,7 +75,7 @@ class InFlight:
 
     async def wait_drained(self) -> None:
         while self._count:
-            await self._changed.wait()
+            await self._wait()
 
     def statistics(self) -> dict[str, int]:
         return {"in_flight": self._count, "unsent_bytes": self._unsent}
