@@ -104,6 +104,16 @@ def test_wait_for_mail(mailbox: Mailbox) -> None:
         send(mailbox, tokens, "not for bob", to="PushAlice")
         quiet = conn.answer()["structuredContent"]
         assert (quiet["result"], quiet["timed_out"], quiet["last_id"]) == ([], True, sent_id)
+        # Bob's own send writes his agents row, which wakes his waiter (routing goes by the agents
+        # rows a mail commit wrote): it finds nothing for him, waits on, and times out empty.
+        conn.call(4, "wait_for_mail", {"project_key": PROJECT, "timeout_seconds": 3})
+        until(lambda: waiters(mailbox) == 1, "the waiter to register")
+        woken = mailbox.call("health_check")["wait_for_mail"]["woken"]
+        mailbox.call("send_message", project_key=PROJECT, sender_name="PushBob", sender_token=tokens["PushBob"],
+                     to=["PushAlice"], subject=f"from bob {fast_path}", body_md="hi")
+        own = conn.answer()["structuredContent"]
+        assert (own["result"], own["timed_out"], own["last_id"]) == ([], True, sent_id)
+        assert mailbox.call("health_check")["wait_for_mail"]["woken"] > woken, "woken, re-checked, waited on"
         conn.close()
     assert waiters(mailbox) == 0
     with pytest.raises(InvalidArgument, match="between 1 and 300"):

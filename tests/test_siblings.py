@@ -42,6 +42,8 @@ def test_remote_urls_are_compared_in_one_spelling() -> None:
         "https://user@GitHub.com:443/acme/app.git")}
     assert same == {"github.com/acme/app"}
     assert normalise_remote("/srv/git/app.git") == normalise_remote("file:///srv/git/app") == "/srv/git/app"
+    assert normalise_remote("https://bot:s3cret-token@github.com/acme/app.git") == "github.com/acme/app", \
+        "credentials in a remote URL never reach a rationale or a prompt"
 
 
 def test_git_remotes_are_read_from_a_repository_and_its_worktrees(tmp_path: Path) -> None:

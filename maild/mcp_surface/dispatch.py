@@ -78,6 +78,19 @@ def tool_error_result(exc: BaseException) -> dict[str, Any]:
     return tool_result({"error": error_payload(exc)}, is_error=True)
 
 
+def lean_request(request: dict[str, Any]) -> dict[str, Any]:
+    """What `LeanDispatcher.answer` reads of a `tools/call` it will answer (id, name, arguments),
+    without the envelope (`jsonrpc`, `_meta`): a call that waits (wait_for_mail) keeps less alive.
+    Anything `answer` might hand back to the SDK is returned whole, since the SDK needs all of it."""
+    params = request.get("params")
+    if request.get("method") != "tools/call" or not isinstance(params, dict):
+        return request
+    name, arguments = params.get("name"), params.get("arguments")
+    if not isinstance(name, str) or not (arguments is None or isinstance(arguments, dict)):
+        return request
+    return {"id": request["id"], "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+
+
 class LeanDispatcher:
     """Answers the hot methods from the registries; one instance per daemon, shared by transports."""
 

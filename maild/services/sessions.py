@@ -39,7 +39,7 @@ class Session:
     # The transport already authenticated `requested_agent` (an HTTP token's verified agent claim).
     vouched: bool = False
     connected_at: str = field(default_factory=utcnow)
-    # wait_for_mail's pending wake-ups (anyio Events): set at hang-up so no wait outlives its client.
+    # wait_for_mail's pending waits (objects with `wake()`): woken at hang-up so none outlives its client.
     waits: set[Any] = field(default_factory=set, repr=False, compare=False)
     hung_up: bool = False
     # The unread hint (services/waiting.py): the agents-row version last looked at, and what was told.
@@ -121,8 +121,8 @@ class Sessions:
     def hang_up(self, session: Session) -> None:
         """The client has gone (EOF): end its waits now instead of at their timeouts."""
         session.hung_up = True
-        for event in list(session.waits):
-            event.set()
+        for waiter in list(session.waits):
+            waiter.wake()
         for callback in self.on_hang_up:
             callback(session)
 

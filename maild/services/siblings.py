@@ -33,6 +33,7 @@ LLM_FLOOR = 0.4  # pairs the model is asked about: plausible, not certain
 LLM_PAIRS_PER_REFRESH = 3  # the fork's bound: a refresh never fans out into many paid calls
 MAX_CANDIDATES = 500  # a refresh scores a project against the most recent 500 others, no more
 REMOTE_CACHE_SECONDS = 60.0  # .git/config is read at most once a minute per project
+LLM_RETRY_SECONDS = 3600.0  # a pair the model failed to judge is asked again an hour later, not per read
 STATUSES = ("suggested", "confirmed", "dismissed")
 _PAIR_COLUMNS = ("id, project_a_id, project_b_id, score, status, rationale, source, created_ts, evaluated_ts,"
                  " confirmed_ts, dismissed_ts")
@@ -159,6 +160,7 @@ class Siblings:
         self._remotes: dict[str, tuple[float, frozenset[str]]] = {}
         self._queued: set[int] = set()  # projects created since the background task last ran
         self._llm_queue: list[tuple[Facts, Facts, float, str]] = []
+        self._llm_asked: dict[tuple[int, int], float] = {}  # pair -> time.monotonic() it was last queued
         self._arrived = anyio.Event()
         self.refreshes = 0
         self.llm_judged = 0
@@ -217,12 +219,13 @@ class Siblings:
         self.refreshes += 1
         if self._llm.configured:
             plausible.sort(key=lambda item: -item[0])
-            queued = {(a.id, b.id) for a, b, _, _ in self._llm_queue}
+            now = time.monotonic()
             for score, other, rationale in plausible[:LLM_PAIRS_PER_REFRESH]:
-                if (me.id, other.id) not in queued:
+                pair = (min(me.id, other.id), max(me.id, other.id))
+                if now - self._llm_asked.get(pair, -LLM_RETRY_SECONDS) >= LLM_RETRY_SECONDS:
+                    self._llm_asked[pair] = now
                     self._llm_queue.append((me, other, score, rationale))
-            if plausible:
-                self._arrived.set()
+                    self._arrived.set()
 
     async def _judge(self, a: Facts, b: Facts, heuristic: float, rationale: str) -> None:
         prompt = "\n".join(

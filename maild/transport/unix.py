@@ -23,7 +23,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
 
-from maild.mcp_surface.dispatch import LEAN_METHODS, LeanDispatcher, modern_version
+from maild.mcp_surface.dispatch import LEAN_METHODS, LeanDispatcher, lean_request, modern_version
 from maild.services.sessions import Session, Sessions, current_session
 from maild.transport.flow import MAX_IN_FLIGHT, MAX_UNSENT_BYTES, InFlight
 from shared.errors import MailError
@@ -62,7 +62,10 @@ class LineReader:
             newline = self._buffer.find(b"\n")
             if newline >= 0:
                 line = bytes(self._buffer[:newline])
-                del self._buffer[: newline + 1]
+                if newline + 1 == len(self._buffer):
+                    self._buffer = bytearray()  # drained: an idle connection keeps no spent capacity
+                else:
+                    del self._buffer[: newline + 1]
                 if self._discarding:
                     self._discarding = False
                     return _OVERSIZE
@@ -73,10 +76,11 @@ class LineReader:
                 self._buffer.clear()
                 self._discarding = True
             try:
-                chunk = await self._stream.receive(65536)
+                # Appended without a local name: a chunk held while awaiting the next one would
+                # stay alive for as long as the connection idles (a waiter's whole request).
+                self._buffer += await self._stream.receive(65536)
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return None
-            self._buffer += chunk
 
 
 def _error_frame(request_id: Any, code: int, message: str, data: dict[str, Any] | None = None) -> bytes:
@@ -127,7 +131,7 @@ class _Connection:
         self.fast_path = True
         self._sdk_factory = sdk
         self._sdk_in: MemoryObjectSendStream[Any] | None = None
-        self._send_lock = anyio.Lock()
+        self._send_lock: anyio.Lock | None = None  # made at the first answer: idle waiters need none
         self._broken = False
         # Requests run on worker tasks that outlive them: a task per request cost ~7 % of the
         # daemon's time under 16 clients. Workers wait here for the next request once idle.
@@ -161,6 +165,8 @@ class _Connection:
         if self._broken:
             return
         self.flow.queued(len(data))
+        if self._send_lock is None:
+            self._send_lock = anyio.Lock()
         try:
             async with self._send_lock:
                 await self.stream.send(data)
@@ -282,33 +288,39 @@ class UnixTransport:
             line = await reader.next()
             if line is None:
                 return
-            if line is _OVERSIZE:
-                await conn.send(_error_frame(None, INVALID_REQUEST, f"frame exceeds {self._max_frame} bytes"))
-                continue
-            assert isinstance(line, bytes)
-            if not line.strip():
-                continue
+            first = await self._on_line(conn, session, line, first)
+            # Not bound while awaiting the next line: an idle connection (a client in wait_for_mail)
+            # would otherwise keep its last request, raw and decoded, alive for as long as it waits.
+            del line
+
+    async def _on_line(self, conn: _Connection, session: Session, line: bytes | object, first: bool) -> bool:
+        """Handle one frame; returns whether the next frame is still the connection's first."""
+        if line is _OVERSIZE:
+            await conn.send(_error_frame(None, INVALID_REQUEST, f"frame exceeds {self._max_frame} bytes"))
+            return first
+        assert isinstance(line, bytes)
+        if not line.strip():
+            return first
+        try:
+            obj = json.loads(line)
+        except RecursionError:
+            await conn.send(_error_frame(None, PARSE_ERROR, "Parse error: JSON nested too deeply"))
+            return first
+        except (ValueError, UnicodeDecodeError) as exc:
+            await conn.send(_error_frame(None, PARSE_ERROR, f"Parse error: {exc}"))
+            return first
+        if first and isinstance(obj, dict) and obj.get("method") == HELLO_METHOD and "id" not in obj:
+            params = obj.get("params")
+            params = params if isinstance(params, dict) else {}
+            conn.fast_path = params.get("fast_path") is not False  # false: the SDK answers everything
             try:
-                obj = json.loads(line)
-            except RecursionError:
-                await conn.send(_error_frame(None, PARSE_ERROR, "Parse error: JSON nested too deeply"))
-                continue
-            except (ValueError, UnicodeDecodeError) as exc:
-                await conn.send(_error_frame(None, PARSE_ERROR, f"Parse error: {exc}"))
-                continue
-            if first and isinstance(obj, dict) and obj.get("method") == HELLO_METHOD and "id" not in obj:
-                first = False
-                params = obj.get("params")
-                params = params if isinstance(params, dict) else {}
-                conn.fast_path = params.get("fast_path") is not False  # false: the SDK answers everything
-                try:
-                    await self._sessions.hello(session, params)
-                except MailError as exc:  # e.g. disk full: tell the client (a notification has no id)
-                    await conn.send(_error_frame(None, INTERNAL_ERROR, f"hello failed: {exc.message}",
-                                                 exc.to_dict()))
-                continue
-            first = False
-            await self._dispatch(conn, obj)
+                await self._sessions.hello(session, params)
+            except MailError as exc:  # e.g. disk full: tell the client (a notification has no id)
+                await conn.send(_error_frame(None, INTERNAL_ERROR, f"hello failed: {exc.message}",
+                                             exc.to_dict()))
+            return False
+        await self._dispatch(conn, obj)
+        return False
 
     async def _dispatch(self, conn: _Connection, obj: Any) -> None:
         request_id = _request_id(obj)
@@ -320,7 +332,7 @@ class UnixTransport:
             version = conn.legacy_version or modern_version(obj.get("params"))
             if version is not None:
                 await conn.flow.admit(request_id)
-                conn.submit(self._run_lean, conn, obj, version, request_id)
+                conn.submit(self._run_lean, conn, lean_request(obj), version, request_id)
                 return
         if method == "notifications/cancelled":
             if self._cancel_lean(conn, obj):
