@@ -8,6 +8,7 @@ of the two places where `MailError` becomes a wire error (the CLI is the other).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -63,8 +64,15 @@ class ToolSpec:
     idempotent: bool
 
     def input_schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = compact_schema(self.args.model_json_schema())
-        return schema
+        """The tool's JSON schema (shared, do not mutate): pydantic takes ~1 ms a tool to build one,
+        and tools/list, list_extended_tools and tooling/schemas ask for every tool each time."""
+        return _input_schema(self.args)
+
+
+@functools.cache
+def _input_schema(args: type[Args]) -> dict[str, Any]:
+    schema: dict[str, Any] = compact_schema(args.model_json_schema())
+    return schema
 
 
 _STRING_OR_LIST = [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
