@@ -161,7 +161,7 @@ class Converter:
 
 
 class LowPriorityWorker:
-    """One process, started on first use, at nice 19 (images.lower_priority), for deferred encodes.
+    """One process, started on first use, at idle priority (images.lower_priority), for deferred encodes.
     Not anyio's worker pool: its processes also verify images during sends, which must not wait
     behind a lowered priority. One conversion at a time: on 2 cores a second concurrent encode
     would only take CPU from the daemon's loop and writer (other agents' sends)."""
