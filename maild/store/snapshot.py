@@ -72,6 +72,7 @@ class Snapshot:
             self.conn.execute(f"DELETE FROM agents WHERE project_id NOT IN ({marks})", ids)
             self.conn.execute(f"DELETE FROM projects WHERE id NOT IN ({marks})", ids)
             self.conn.execute("DELETE FROM attachment_blobs WHERE sha256 NOT IN (SELECT sha256 FROM attachments)")
+            self.conn.execute("DELETE FROM attachment_conversions")  # the daemon's work queue, not mail
         return [p["slug"] for p in kept]
 
     def clear_private_state(self) -> dict[str, int]:
@@ -129,6 +130,7 @@ class Snapshot:
             self.conn.execute("DELETE FROM attachments")
             count = self.conn.changes()
             self.conn.execute("DELETE FROM attachment_blobs")
+            self.conn.execute("DELETE FROM attachment_conversions")
         return count
 
     def finalise(self) -> None:
