@@ -119,7 +119,11 @@ class Converter:
                 await anyio.sleep(5)
                 continue
             for row in pending:
-                await self._convert(*row)
+                try:
+                    await self._convert(*row)
+                except Exception:  # the daemon must outlive a conversion; the row stays pending
+                    log.exception("image conversion of %s failed; retrying in 5 s", row[0])
+                    await anyio.sleep(5)
             if len(pending) < BATCH:
                 with anyio.move_on_after(60):  # also a safety net should a wake-up ever be missed
                     await self._wake.wait()
