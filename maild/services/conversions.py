@@ -63,8 +63,6 @@ class Converter:
         self._wake = anyio.Event()
         self._worker = LowPriorityWorker()
         self.cache: OrderedDict[Key, Blob] = OrderedDict()
-        self.converted = 0
-        self.failed = 0
 
     def key(self, sha256: str) -> Key:
         return sha256, self._settings.webp_method, self._settings.webp_quality
@@ -153,15 +151,10 @@ class Converter:
         drop = await self._store.write(swap, original, blob, error, keep)
         if blob is not None:
             self.remember((original, method, quality), blob)
-            self.converted += 1
         else:
-            self.failed += 1
             log.warning("image %s stays as it is: its WebP conversion failed (%s)", original, error)
         for sha in drop:
             await anyio.to_thread.run_sync(self._blobs.remove, sha)
-
-    def statistics(self) -> dict[str, int]:
-        return {"converted": self.converted, "failed": self.failed}
 
 
 class LowPriorityWorker:
