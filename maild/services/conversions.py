@@ -63,8 +63,6 @@ class Converter:
         self._wake = anyio.Event()
         self._worker = LowPriorityWorker()
         self.cache: OrderedDict[Key, Blob] = OrderedDict()
-        self.converted = 0
-        self.failed = 0
 
     def key(self, sha256: str) -> Key:
         return sha256, self._settings.webp_method, self._settings.webp_quality
@@ -119,7 +117,11 @@ class Converter:
                 await anyio.sleep(5)
                 continue
             for row in pending:
-                await self._convert(*row)
+                try:
+                    await self._convert(*row)
+                except Exception:  # the daemon must outlive a conversion; the row stays pending
+                    log.exception("image conversion of %s failed; retrying in 5 s", row[0])
+                    await anyio.sleep(5)
             if len(pending) < BATCH:
                 with anyio.move_on_after(60):  # also a safety net should a wake-up ever be missed
                     await self._wake.wait()
@@ -149,19 +151,14 @@ class Converter:
         drop = await self._store.write(swap, original, blob, error, keep)
         if blob is not None:
             self.remember((original, method, quality), blob)
-            self.converted += 1
         else:
-            self.failed += 1
             log.warning("image %s stays as it is: its WebP conversion failed (%s)", original, error)
         for sha in drop:
             await anyio.to_thread.run_sync(self._blobs.remove, sha)
 
-    def statistics(self) -> dict[str, int]:
-        return {"converted": self.converted, "failed": self.failed}
-
 
 class LowPriorityWorker:
-    """One process, started on first use, at nice 19 (images.lower_priority), for deferred encodes.
+    """One process, started on first use, at idle priority (images.lower_priority), for deferred encodes.
     Not anyio's worker pool: its processes also verify images during sends, which must not wait
     behind a lowered priority. One conversion at a time: on 2 cores a second concurrent encode
     would only take CPU from the daemon's loop and writer (other agents' sends)."""

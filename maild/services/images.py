@@ -8,6 +8,7 @@ imports Pillow.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import io
 import os
@@ -150,9 +151,16 @@ def to_webp_in_worker(data: bytes, method: int, quality: int) -> Converted:
 
 
 def lower_priority() -> None:
-    """Initializer of the deferred converter's process: nice 19, so the daemon (nice 0) always runs
-    first when both want the CPU — a deferred conversion has no one waiting on it."""
+    """Initializer of the deferred converter's process: a deferred conversion has no one waiting on
+    it, so it only runs on CPU time nobody else wants. Linux: SCHED_IDLE — a CPU running only such a
+    task counts as idle, so the daemon's threads wake up on it and preempt it at once. Measured here:
+    at nice 19 alone, other agents' text sends still took 3x longer (p50) while a conversion ran.
+    Elsewhere (and as well) nice 19."""
     os.nice(DEFERRED_NICENESS)
+    idle = getattr(os, "SCHED_IDLE", None)
+    if idle is not None:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, idle, os.sched_param(0))
     _once_per_process()
 
 

@@ -82,6 +82,7 @@ class Snapshot:
                               f" OR project_b_id NOT IN ({marks})", ids + ids)
             self.conn.execute(f"DELETE FROM projects WHERE id NOT IN ({marks})", ids)
             self.conn.execute("DELETE FROM attachment_blobs WHERE sha256 NOT IN (SELECT sha256 FROM attachments)")
+            self.conn.execute("DELETE FROM attachment_conversions")  # the daemon's work queue, not mail
         return [p["slug"] for p in kept]
 
     def clear_private_state(self) -> dict[str, int]:
@@ -141,6 +142,7 @@ class Snapshot:
             self.conn.execute("DELETE FROM attachments")
             count = self.conn.changes()
             self.conn.execute("DELETE FROM attachment_blobs")
+            self.conn.execute("DELETE FROM attachment_conversions")
         return count
 
     def finalise(self) -> None:
