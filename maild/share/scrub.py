@@ -38,7 +38,7 @@ ENV_LINE = re.compile(
 
 # Every pattern above needs one of these (lower-cased) words: a text without any skips the ~9 regex
 # passes of `redact` (substring tests are ~6x cheaper; most mail has no secret). Only for ASCII text:
-# under re.IGNORECASE "ſ" matches "s" and "K" (Kelvin) "k", which lower() would not give.
+# under re.IGNORECASE the long s (U+017F) matches "s" and the Kelvin sign "k", which lower() would not give.
 HINTS = ("private key", "private_key", "ghp_", "github_pat_", "xox", "sk-", "bearer", "eyj", "akia", "asia",
          "secret", "token", "passw", "api_key", "access_key", "credential")
 
