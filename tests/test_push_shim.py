@@ -9,8 +9,10 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
+from mcp.server.subscriptions import ResourceUpdated
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
+from shared.protocol import MODERN_PROTOCOL_VERSION
 from tests.conftest import Mailbox
 from tests.test_push import until
 from tests.test_shim import shim_params, structured
@@ -56,3 +58,75 @@ async def test_a_subscribed_inbox_is_notified_through_the_shim(mailbox: Mailbox)
         assert health["wait_for_mail"]["subscriptions"] == 1
     # Both shims have gone: their subscriptions went with their connections.
     until(lambda: mailbox.call("health_check")["wait_for_mail"]["subscriptions"] == 0, "subscriptions to end")
+
+
+async def test_a_modern_listen_stream_gets_the_inbox_updates_through_the_shim(mailbox: Mailbox) -> None:
+    """2026-07-28 era: change notifications travel only on a `subscriptions/listen` stream."""
+    async with (
+        Client(shim_params(mailbox, "--agent", "LisBob")) as bob,  # mode="auto" negotiates the modern era
+        Client(shim_params(mailbox, "--agent", "LisAlice")) as alice,
+    ):
+        assert bob.session.protocol_version == MODERN_PROTOCOL_VERSION
+        registered = [structured(await client.call_tool(
+            "register_agent", {"project_key": PROJECT, "program": "p", "model": "m"})) for client in (bob, alice)]
+        resources = bob.server_capabilities.resources
+        assert resources is not None
+        assert resources.subscribe is True
+        with pytest.raises(MCPError, match="token"):  # somebody else's inbox needs its token
+            async with alice.listen(resource_subscriptions=["resource://inbox/LisBob"]):
+                pass
+        with pytest.raises(MCPError, match="only resource://inbox"):
+            async with bob.listen(resource_subscriptions=["resource://inbox/LisBob", "resource://projects"]):
+                pass
+        assert structured(await bob.call_tool("health_check", {}))["wait_for_mail"]["subscriptions"] == 0
+
+        async with bob.listen(tools_list_changed=True, resource_subscriptions=["resource://inbox/LisBob"]) as sub:
+            assert sub.honored.resource_subscriptions == ["resource://inbox/LisBob"]
+            assert not sub.honored.tools_list_changed  # never published, so not promised
+            assert structured(await bob.call_tool("health_check", {}))["wait_for_mail"]["subscriptions"] == 1
+            for to, subject in (("LisAlice", "not for bob"), ("LisBob", "for bob")):
+                structured(await alice.call_tool("send_message", {"project_key": PROJECT, "to": to,
+                                                                  "subject": subject, "body_md": "hi"}))
+            with anyio.fail_after(30):
+                event = await sub.__anext__()
+            assert event == ResourceUpdated(uri="resource://inbox/LisBob")
+        # Ending the listen ends its subscription on the daemon.
+        await subscriptions_become(bob, 0)
+
+        # With Bob's token, Carol may listen to his inbox; then her shim goes away mid-stream.
+        token = registered[0]["registration_token"]
+        carol_uri = f"resource://inbox/LisBob?agent_token={token}"
+        events: list[object] = []
+        listening, heard = anyio.Event(), anyio.Event()
+
+        async def carol() -> None:
+            async with (
+                Client(shim_params(mailbox)) as client,
+                client.listen(resource_subscriptions=[carol_uri]) as carol_sub,
+            ):
+                listening.set()
+                async for carol_event in carol_sub:
+                    events.append(carol_event)
+                    heard.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(carol)
+            with anyio.fail_after(30):
+                await listening.wait()
+            await subscriptions_become(bob, 1)
+            structured(await alice.call_tool("send_message", {"project_key": PROJECT, "to": "LisBob",
+                                                              "subject": "again", "body_md": "hi"}))
+            with anyio.fail_after(30):
+                await heard.wait()
+            assert events == [ResourceUpdated(uri=carol_uri)]
+            tg.cancel_scope.cancel()  # carol's client and shim go away with the stream open
+        await subscriptions_become(bob, 0)  # the dropped listener's subscription has gone
+
+
+async def subscriptions_become(client: Client, count: int) -> None:
+    """Wait (without blocking the event loop the clients run on) for the daemon's subscription count."""
+    for _ in range(1500):
+        if structured(await client.call_tool("health_check", {}))["wait_for_mail"]["subscriptions"] == count:
+            return
+        await anyio.sleep(0.02)
+    raise AssertionError(f"the daemon's subscriptions never became {count}")
