@@ -130,3 +130,40 @@ async def subscriptions_become(client: Client, count: int) -> None:
             return
         await anyio.sleep(0.02)
     raise AssertionError(f"the daemon's subscriptions never became {count}")
+
+
+async def test_a_modern_listen_stream_works_over_the_http_bridge(mailbox: Mailbox) -> None:
+    """The SDK serves a 2026-07-28 listen over streamable HTTP as an SSE response (even in JSON mode);
+    the listener is the token's agent."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    from tests.test_http import SECRET, good, start_bridge
+
+    bridge = start_bridge(mailbox, f'http_jwt_enabled = true\nhttp_jwt_secret = "{SECRET}"\n'
+                                   'http_jwt_audience = "agent-mail"\nhttp_jwt_issuer = "https://issuer.test"\n')
+    alice = mailbox.call("register_agent", project_key=PROJECT, program="p", model="m", name="HttpAlice")
+    headers = {"Authorization": f"Bearer {good(sub='bob-bot', agent='HttpBob')}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as http_client:
+        transport = streamable_http_client(f"http://127.0.0.1:{bridge.port}/mcp", http_client=http_client)
+        async with Client(transport) as bob:
+            assert bob.session.protocol_version == MODERN_PROTOCOL_VERSION
+            structured(await bob.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m"}))
+            with pytest.raises(MCPError, match="token"):
+                async with bob.listen(resource_subscriptions=["resource://inbox/HttpAlice"]):
+                    pass
+            async with bob.listen(resource_subscriptions=["resource://inbox/HttpBob"]) as sub:
+                await subscriptions_become(bob, 1)
+                mailbox.call("send_message", project_key=PROJECT, sender_name="HttpAlice", to=["HttpBob"],
+                             sender_token=alice["registration_token"],
+                             subject="hi", body_md="over http")
+                with anyio.fail_after(30):
+                    event = await sub.__anext__()
+                assert event == ResourceUpdated(uri="resource://inbox/HttpBob")
+            await subscriptions_become(bob, 0)
+            # A client that goes away with its stream open (the SSE response is dropped mid-stream).
+            with anyio.move_on_after(1):
+                async with bob.listen(resource_subscriptions=["resource://inbox/HttpBob"]):
+                    await subscriptions_become(bob, 1)
+                    await anyio.sleep_forever()
+    until(lambda: mailbox.call("health_check")["wait_for_mail"]["subscriptions"] == 0, "the dropped stream to end")
