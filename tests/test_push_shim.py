@@ -167,3 +167,28 @@ async def test_a_modern_listen_stream_works_over_the_http_bridge(mailbox: Mailbo
                     await subscriptions_become(bob, 1)
                     await anyio.sleep_forever()
     until(lambda: mailbox.call("health_check")["wait_for_mail"]["subscriptions"] == 0, "the dropped stream to end")
+
+
+async def test_a_modern_listen_stream_is_relayed_by_the_remote_shim(mailbox: Mailbox) -> None:
+    """`mailctl mcp --remote URL` POSTs the listen on a connection of its own and relays its SSE answer;
+    ending the listen closes that connection, which ends the stream on the bridge."""
+    from tests.test_http import free_port
+    from tests.test_remote import remote_params, serve
+
+    url = serve(mailbox, free_port())
+    alice = mailbox.call("register_agent", project_key=PROJECT, program="p", model="m", name="RemAlice")
+    async with Client(remote_params(mailbox, url)) as bob:
+        assert bob.session.protocol_version == MODERN_PROTOCOL_VERSION
+        structured(await bob.call_tool("register_agent", {"project_key": PROJECT, "program": "p", "model": "m",
+                                                          "name": "RemBob"}))
+        with pytest.raises(MCPError, match="only resource://inbox"):
+            async with bob.listen(resource_subscriptions=["resource://projects"]):
+                pass
+        async with bob.listen(resource_subscriptions=["resource://inbox/RemBob"]) as sub:
+            await subscriptions_become(bob, 1)
+            mailbox.call("send_message", project_key=PROJECT, sender_name="RemAlice", to=["RemBob"],
+                         sender_token=alice["registration_token"], subject="hi", body_md="from near")
+            with anyio.fail_after(30):
+                event = await sub.__anext__()
+            assert event == ResourceUpdated(uri="resource://inbox/RemBob")
+        await subscriptions_become(bob, 0)
