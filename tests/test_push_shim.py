@@ -1,5 +1,6 @@
-"""Resource subscriptions through the real shim, seen by the official MCP client (2025-era
-`resources/subscribe`): mail for the subscribed inbox arrives as notifications/resources/updated."""
+"""Resource subscriptions through the real shim, seen by the official MCP client: 2025-era
+`resources/subscribe` (mail for the subscribed inbox arrives as notifications/resources/updated) and
+the 2026-07-28 era's `subscriptions/listen` stream (socket shim, HTTP bridge, remote shim)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,9 @@ async def test_a_modern_listen_stream_gets_the_inbox_updates_through_the_shim(ma
                 pass
         with pytest.raises(MCPError, match="only resource://inbox"):
             async with bob.listen(resource_subscriptions=["resource://inbox/LisBob", "resource://projects"]):
+                pass
+        with pytest.raises(MCPError, match="token"):  # one refused URI refuses all: his own is not kept
+            async with bob.listen(resource_subscriptions=["resource://inbox/LisBob", "resource://inbox/LisAlice"]):
                 pass
         assert structured(await bob.call_tool("health_check", {}))["wait_for_mail"]["subscriptions"] == 0
 
