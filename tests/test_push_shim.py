@@ -125,6 +125,8 @@ async def test_a_modern_listen_stream_gets_the_inbox_updates_through_the_shim(ma
             assert events == [ResourceUpdated(uri=carol_uri)]
             tg.cancel_scope.cancel()  # carol's client and shim go away with the stream open
         await subscriptions_become(bob, 0)  # the dropped listener's subscription has gone
+    # ...and its connection closed: the daemon does not hold a hung-up connection for its open listen.
+    until(lambda: mailbox.call("health_check")["sessions"]["live"] == 1, "the sessions to close (health's own is live)")
 
 
 async def subscriptions_become(client: Client, count: int) -> None:
