@@ -13,6 +13,9 @@ Streamable HTTP (JSON responses, keep-alive connections from shared/remote.py):
   list_changed, server requests) is copied to stdout. A dropped stream reconnects (with Last-Event-ID
   when the bridge numbers events); a forgotten session is restored with the client's subscriptions.
   Either way, when pushes may have been missed, the client gets an `updated` for each subscription.
+- a 2026-07-28 `subscriptions/listen` is POSTed on a connection of its own and its SSE answer (the
+  stream) is copied to stdout as it comes; the client's `notifications/cancelled` for it closes that
+  connection (ending the stream on the bridge), and a stream that breaks gets the retryable error.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -62,6 +66,7 @@ class RemoteShim:
         self._state = threading.Condition()
         self._subscriptions: dict[str, None] = {}  # resources the client subscribed to, in order
         self._listener: threading.Thread | None = None
+        self._listens: dict[str, http.client.HTTPConnection | None] = {}  # open listen streams by request id
 
     def write_out(self, frame: dict[str, Any] | bytes) -> None:
         line = frame if isinstance(frame, bytes) else json.dumps(frame, separators=(",", ":")).encode()
@@ -99,8 +104,15 @@ class RemoteShim:
             return
         if method == "notifications/initialized":
             self._initialized = line
+        if method == "notifications/cancelled" and self._end_listen(frame.get("params")):
+            return  # a stream ends by closing it: there is no request left on the bridge to cancel
         if method is None or "id" not in frame:
             self._relay(line, frame)  # notifications and replies keep their order
+            return
+        if method == "subscriptions/listen":
+            with self._state:
+                self._listens[json.dumps(frame["id"])] = None
+            threading.Thread(target=self._relay_listen, args=(line, frame), daemon=True).start()
             return
         with self._state:
             self._pending += 1
@@ -144,6 +156,61 @@ class RemoteShim:
             self._note_subscription(method, frame, payload)
         if payload.strip() and request_id is not None:
             self.write_out(payload)
+
+    def _relay_listen(self, line: bytes, frame: dict[str, Any]) -> None:
+        """Copy one listen stream to stdout until it ends; no read timeout (the bridge sends nothing
+        while no mail comes), so a bridge that vanishes is noticed by TCP or at the client's cancel."""
+        request_id, key = frame["id"], json.dumps(frame["id"])
+        answered = False
+        try:
+            status, headers, response, conn = self.endpoint.open_stream(self._headers(frame), None, body=line)
+        except (NotSent, MailError) as exc:
+            with self._state:
+                self._listens.pop(key, None)
+            self._error(request_id, RETRYABLE_DISCONNECT, f"{exc}; listen again", {"retryable": True})
+            return
+        with self._state:
+            if key not in self._listens:  # cancelled while it was being opened
+                conn.close()
+                return
+            self._listens[key] = conn
+        try:
+            problem = refused(status, self.endpoint)
+            if problem is not None:
+                self._error(request_id, REFUSED, problem.message, {"code": problem.code, "message": problem.message})
+                answered = True
+            elif not headers.get("content-type", "").startswith("text/event-stream"):
+                payload = response.read()  # refused before the stream began: one JSON answer
+                if payload.strip():
+                    self.write_out(payload)
+                    answered = True
+            else:
+                for kind, data, _ in sse_events(response):
+                    if kind == "message" and data.strip():
+                        self.write_out(data)
+                        answered = answered or _answers(data, request_id)
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+            with self._state:
+                ended_here = key in self._listens  # else the client cancelled it
+                self._listens.pop(key, None)
+        if not answered and ended_here and not self.done.is_set():
+            self._error(request_id, RETRYABLE_DISCONNECT, "the listen stream from the bridge broke; listen again",
+                        {"retryable": True})
+
+    def _end_listen(self, params: Any) -> bool:
+        """The client cancelled a listen: close its stream. False when the id is not an open listen."""
+        key = json.dumps(params.get("requestId")) if isinstance(params, dict) else None
+        with self._state:
+            if key not in self._listens:
+                return False
+            conn = self._listens.pop(key)
+        if conn is not None and conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the relaying thread's read
+        return True
 
     def _post(self, line: bytes, frame: dict[str, Any] | None) -> tuple[int, dict[str, str], bytes]:
         """POST, waiting out a bridge that is down and re-opening a session it forgot."""
@@ -297,6 +364,15 @@ class RemoteShim:
         while not self.done.wait(PARENT_POLL_SECONDS):
             if os.getppid() != self.parent:
                 self.done.set()
+
+
+def _answers(data: bytes, request_id: Any) -> bool:
+    """Whether an SSE message is the final answer (result or error) to `request_id`."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("id") == request_id and "method" not in message
 
 
 def run(url: str, token: str | None, cacert: str | None) -> int:

@@ -133,18 +133,22 @@ class Endpoint:
         return response.status, reply_headers, payload
 
 
-    def open_stream(self, headers: dict[str, str], timeout: float = STREAM_READ_TIMEOUT
+    def open_stream(self, headers: dict[str, str], timeout: float | None = STREAM_READ_TIMEOUT,
+                    body: bytes | None = None
                     ) -> tuple[int, dict[str, str], http.client.HTTPResponse, http.client.HTTPConnection]:
         """GET the session's server-to-client stream on a connection of its own (never pooled: it stays
-        open). Returns the status, headers, the response to read events from, and the connection to close.
+        open); with `body`, POST it instead (a 2026-07-28 `subscriptions/listen`, whose answer is a stream).
+        Returns the status, headers, the response to read events from, and the connection to close.
         Raises NotSent (no connection or no answer) or MailError for a certificate TLS refuses."""
         sent = {"Accept": "text/event-stream", **headers}
+        if body is not None:
+            sent = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream", **headers}
         if self.token:
             sent["Authorization"] = f"Bearer {self.token}"
         conn = self._new_connection(timeout)
         try:
             conn.connect()
-            conn.request("GET", self.path, headers=sent)
+            conn.request("GET" if body is None else "POST", self.path, body=body, headers=sent)
             response = conn.getresponse()
         except ssl.SSLCertVerificationError as exc:
             conn.close()
@@ -155,7 +159,7 @@ class Endpoint:
             raise NotSent(f"cannot open the event stream at {self.host}:{self.port} ({exc})") from None
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response, conn
 
-    def _new_connection(self, timeout: float) -> http.client.HTTPConnection:
+    def _new_connection(self, timeout: float | None) -> http.client.HTTPConnection:
         if self.context is not None:
             return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.context)
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)

@@ -38,7 +38,7 @@ from maild.mcp_surface.registry import (
     error_payload,
     to_text,
 )
-from maild.mcp_surface.subscriptions import subscription_handlers
+from maild.mcp_surface.subscriptions import listen_handler, subscription_handlers
 from maild.services.sessions import current_session
 from shared import __version__
 from shared.errors import MailError, NotFound
@@ -215,6 +215,7 @@ def build_server(services: Services, tools: ToolRegistry, resources: ResourceReg
         on_read_resource=read_resource,
         on_subscribe_resource=subscribe,
         on_unsubscribe_resource=unsubscribe,
+        on_subscriptions_listen=listen_handler(services, resources, http_session),
     )
     # The SDK's default OpenTelemetry middleware opens a span per message even with no exporter;
     # that is a measurable share of a ~1 ms send. We do not export traces, so drop it.

@@ -39,7 +39,8 @@ class Session:
     # The transport already authenticated `requested_agent` (an HTTP token's verified agent claim).
     vouched: bool = False
     connected_at: str = field(default_factory=utcnow)
-    # wait_for_mail's pending waits (objects with `wake()`): woken at hang-up so none outlives its client.
+    # wait_for_mail's pending waits and open listen streams (objects with `wake()`): woken at hang-up
+    # so none outlives its client.
     waits: set[Any] = field(default_factory=set, repr=False, compare=False)
     hung_up: bool = False
     # The unread hint (services/waiting.py): the agents-row version last looked at, and what was told.
