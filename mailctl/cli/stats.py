@@ -26,7 +26,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     totals = result["totals"]
     view = output.View(
         title=f"tool calls since {output.when(totals.get('since'))} UTC",
-        columns=[output.Column("tool", style="cyan", width=28), output.Column("cluster", width=18),
+        columns=[output.Column("tool", style="cyan", width=28, no_wrap=True), output.Column("cluster", width=18),
                  output.Column("calls", justify="right", width=8), output.Column("errors", justify="right", width=8),
                  output.Column("p50 ms", justify="right", width=9), output.Column("p95 ms", justify="right", width=9),
                  output.Column("max ms", justify="right")],
