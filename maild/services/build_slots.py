@@ -119,6 +119,17 @@ def with_slots(release_reservations: RetireHook) -> RetireHook:
     return hook
 
 
+def _begin(conn: Connection, key: str, session: Session | None, agent_name: str | None,
+           token: str | None) -> tuple[dict[str, Any], Any, dt.datetime]:
+    """What every lease change starts with: the project, the acting agent, the time, and the
+    leases that expired by then released (so they never count as holders)."""
+    project = find_in(conn, key)
+    agent = ag.acting_agent(conn, session, agent_name, token)
+    now_dt = dt.datetime.now(dt.UTC)
+    release_expired(conn, format_ts(now_dt))
+    return project, agent, now_dt
+
+
 class BuildSlots:
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -131,11 +142,8 @@ class BuildSlots:
         ttl = dt.timedelta(seconds=validate_ttl(ttl_seconds, "ttl_seconds"))
 
         def unit(conn: Connection) -> dict[str, Any]:
-            project = find_in(conn, key)
-            agent = ag.acting_agent(conn, session, agent_name, token)
-            now_dt = dt.datetime.now(dt.UTC)
+            project, agent, now_dt = _begin(conn, key, session, agent_name, token)
             now = format_ts(now_dt)
-            release_expired(conn, now)
             live = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE s.project_id = ? AND s.slot = ?"
                                 " AND s.released_ts IS NULL ORDER BY s.id", (project["id"], name)).fetchall()
             mine = next((r for r in live if r[2] == agent[0] and r[5] == on_branch), None)
@@ -174,11 +182,7 @@ class BuildSlots:
         extend = dt.timedelta(seconds=validate_ttl(extend_seconds, "extend_seconds"))
 
         def unit(conn: Connection) -> dict[str, Any]:
-            project = find_in(conn, key)
-            agent = ag.acting_agent(conn, session, agent_name, token)
-            now_dt = dt.datetime.now(dt.UTC)
-            now = format_ts(now_dt)
-            release_expired(conn, now)
+            project, agent, now_dt = _begin(conn, key, session, agent_name, token)
             row = self._held(conn, project, agent, name, on_branch)
             if row is None or row[9] is not None:
                 state = "was never acquired" if row is None else f"ended at {row[9]}"
@@ -203,10 +207,8 @@ class BuildSlots:
         on_branch = validate_branch(branch)
 
         def unit(conn: Connection) -> dict[str, Any]:
-            project = find_in(conn, key)
-            agent = ag.acting_agent(conn, session, agent_name, token)
-            now = utcnow()
-            release_expired(conn, now)
+            project, agent, now_dt = _begin(conn, key, session, agent_name, token)
+            now = format_ts(now_dt)
             row = self._held(conn, project, agent, name, on_branch)
             if row is None or row[9] is not None:  # idempotent: releasing twice is not an error
                 return {"released": False, "slot": name, "branch": on_branch,
