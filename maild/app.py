@@ -215,7 +215,8 @@ async def run_daemon(paths: MailboxPaths, settings: Settings, http_required: boo
         changes = ChangeFeed.following(store)  # what the web UI's live updates follow
         blobs = BlobStore(paths.blobs, fsync=settings.synchronous == "FULL")
         archiver = (
-            Archiver(store, paths.archive, settings.git_author_name, settings.git_author_email, blobs)
+            Archiver(store, paths.archive, settings.git_author_name, settings.git_author_email, blobs,
+                     commit_interval=settings.archive_commit_interval_seconds)
             if settings.archive_enabled
             else None
         )

@@ -79,6 +79,11 @@ class Settings:
     # A git URL (ssh, https, or a path) the archive is pushed to after group commits; "" = no mirror.
     archive_remote: str = field(default="", metadata=_env("AGENT_MAIL_ARCHIVE_REMOTE", "ARCHIVE_REMOTE"))
     archive_push_interval_seconds: float = field(default=2.0, metadata=_env("ARCHIVE_PUSH_INTERVAL_SECONDS"))
+    # Under sustained load a group commit starts at most this often: every commit rewrites the trees
+    # of each folder it touches, so fewer, larger commits keep the archive small (docs/archive.md).
+    archive_commit_interval_seconds: float = field(
+        default=0.3, metadata=_env("ARCHIVE_COMMIT_INTERVAL_SECONDS")
+    )
     git_author_name: str = field(default="agent-mail", metadata=_env("GIT_AUTHOR_NAME"))
     git_author_email: str = field(default="agent-mail@localhost", metadata=_env("GIT_AUTHOR_EMAIL"))
     reservation_sweep_seconds: float = field(

@@ -202,8 +202,10 @@ def _delete(conn: Connection, ids: list[int]) -> None:
 
 class Archiver:
     def __init__(self, store: Store, repo: Path, author_name: str, author_email: str,
-                 blobs: BlobStore | None = None) -> None:
+                 blobs: BlobStore | None = None, commit_interval: float = 0.0) -> None:
         self._store = store
+        self._commit_interval = commit_interval  # seconds between round starts while busy
+        self._round_started = 0.0
         self.blobs = blobs  # where `attachment` rows find their bytes
         self._committer = FastImportCommitter(repo, author_name, author_email)
         self.repo = repo
@@ -220,7 +222,8 @@ class Archiver:
         self._packing_cache: tuple[float, dict[str, int]] | None = None
         self._layout: int | None = -1  # -1: not looked at yet; None: empty archive
         self._maintaining = False
-        self._busy = False  # the last round committed something: go straight on
+        self._busy = False  # the last round committed something: the next one keeps the cadence
+        self._full = False  # ... and it was a full batch (a backlog): no pause at all
         self.after_commit: Callable[[], None] | None = None  # the mirror's push trigger (maild/archive/mirror.py)
 
     def statistics(self) -> dict[str, Any]:
@@ -359,14 +362,18 @@ class Archiver:
         after a commit the rows that arrived meanwhile *are* the next group: no depth check and
         no gathering pause then (under load those two cost a hop and 50 ms a round, in lag)."""
         await self.migrate()  # once per daemon: an older archive moves before anything new lands
-        if not self._busy:
+        if self._busy:  # sustained load: let the next group fill until the cadence allows a commit
+            if not self._full:  # a backlog is drained as fast as git goes
+                await anyio.sleep_until(self._round_started + self._commit_interval)
+        else:
             waiting = await self._store.read(_depth, MAX_BATCH)
             if not waiting:
                 return 0
             if waiting < MAX_BATCH:
                 await anyio.sleep(GATHER_SECONDS)  # let a burst of sends join this commit
+        self._round_started = anyio.current_time()
         batch = await self._store.read(_batch, MAX_BATCH)
-        self._busy = bool(batch.items)
+        self._busy, self._full = bool(batch.items), len(batch.items) >= MAX_BATCH
         if not batch.items:
             return 0
         skipped: list[int] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -88,6 +89,9 @@ LOAD_PACK_THRESHOLD = 12  # packs that make a busy archiver roll the small ones 
 IDLE_PACK_THRESHOLD = 2  # after a quiet spell, anything to fold is folded
 LOOSE_DIR_THRESHOLD = 128  # objects/xx fan-out folders in use (of 256): many loose objects
 IDLE_LOOSE_DIR_THRESHOLD = 16
+# A repack under load runs niced: it may take longer, but the daemon, the shims and fast-import
+# (the archive lag) get the CPU first. Its children (pack-objects) inherit the niceness.
+_LOW_PRIORITY = ["nice", "-n", "10"] if shutil.which("nice") else []
 _TMP_PACK = ("tmp_pack_", "tmp_idx_", ".tmp-")
 
 
@@ -264,7 +268,7 @@ class FastImportCommitter:
             for keep in ours:
                 keep.unlink(missing_ok=True)
             subprocess.run(
-                ["git", "-c", "repack.writeBitmaps=false", "-c", f"pack.threads={2 if idle else 1}",
+                [*_LOW_PRIORITY, "git", "-c", "repack.writeBitmaps=false", "-c", f"pack.threads={2 if idle else 1}",
                  "--git-dir", str(self.repo), "repack", "-d", "-q", "--geometric=2"],
                 capture_output=True, text=True, check=True, timeout=1800,
             )

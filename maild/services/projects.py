@@ -34,15 +34,15 @@ def project_dict(row: Any) -> dict[str, Any]:
     return {"id": row[0], "slug": row[1], "human_key": row[2], "created_at": row[3]}
 
 
-_COLUMNS = "id, slug, human_key, created_ts"
+COLUMNS = "id, slug, human_key, created_ts"
 
 
 def _lookup(conn: Connection, human_key: str, slug: str) -> Any:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM projects WHERE slug = ?", (slug,)).fetchone()
+    row = conn.execute(f"SELECT {COLUMNS} FROM projects WHERE slug = ?", (slug,)).fetchone()
     if row is None and slug.startswith(LEGACY_EMPTY_SLUG + "-"):
         # A database from before hashed slugs: this key's project was created as plain `project`.
         row = conn.execute(
-            f"SELECT {_COLUMNS} FROM projects WHERE slug = ? AND human_key = ?", (LEGACY_EMPTY_SLUG, human_key)
+            f"SELECT {COLUMNS} FROM projects WHERE slug = ? AND human_key = ?", (LEGACY_EMPTY_SLUG, human_key)
         ).fetchone()
     return row
 
@@ -54,7 +54,7 @@ def ensure_in(conn: Connection, human_key: str) -> dict[str, Any]:
     if found is not None:
         return project_dict(found)
     created = conn.execute(
-        f"INSERT INTO projects(slug, human_key, created_ts) VALUES (?, ?, ?) RETURNING {_COLUMNS}",
+        f"INSERT INTO projects(slug, human_key, created_ts) VALUES (?, ?, ?) RETURNING {COLUMNS}",
         (slug, human_key, utcnow()),
     ).fetchone()
     project = project_dict(created)
@@ -99,6 +99,6 @@ class Projects:
 
     async def list(self) -> list[dict[str, Any]]:
         rows = await self._store.read(
-            lambda conn: conn.execute(f"SELECT {_COLUMNS} FROM projects ORDER BY id").fetchall()
+            lambda conn: conn.execute(f"SELECT {COLUMNS} FROM projects ORDER BY id").fetchall()
         )
         return [project_dict(r) for r in rows]

@@ -26,9 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 import apsw
 
-from maild.services.projects import slugify
+from maild.services.projects import COLUMNS as PROJECT_COLUMNS
+from maild.services.projects import project_dict, slugify
 from maild.store.db import format_ts
 from maild.store.migrations import apply_migrations
+from maild.store.outbox import enqueue
 from shared.client import DaemonClient
 from shared.paths import MailboxPaths
 from tests.bench.common import stop, summarise, temp_mailbox, write_report
@@ -113,6 +115,10 @@ def build(db: Path, total: int, batch: int = 50_000) -> dict[str, Any]:
             "INSERT INTO projects(slug, human_key, created_ts) VALUES (?, ?, ?) RETURNING id",
             (slugify("bench"), "bench", now),
         ).get
+        # The project goes through the outbox as a real one does, so the archive has its project.json
+        # and a soak can rebuild its mail from the archive (the prefilled messages themselves never do).
+        enqueue(conn, "project", slugify("bench"), {"project": project_dict(conn.execute(
+            f"SELECT {PROJECT_COLUMNS} FROM projects WHERE id = ?", (project,)).fetchone())})
         agents = [
             conn.execute(
                 "INSERT INTO agents(project_id, name, inception_ts, last_active_ts) VALUES (?, ?, ?, ?) RETURNING id",

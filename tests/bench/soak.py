@@ -9,8 +9,12 @@ the archive or the database per message, the archive's pack count, its lag, or t
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -103,6 +107,66 @@ def judge_soak(samples: list[dict[str, Any]], prefill: int = 0) -> dict[str, Any
     verdict["failed"] = [key for key in judged if not verdict[key]["bounded"]]
     verdict["passed"] = not verdict["failed"]
     return verdict
+
+
+def archive_ratio(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Issue 22's size bound, at every sample: the archive against the database (max and end), skipping
+    the first minute (an empty archive beside a prefilled database says nothing)."""
+    ratios = [s["archive_mb"] / s["db_mb"] for s in samples
+              if s.get("db_mb") and s.get("archive_mb") is not None and (s.get("t") or 0) >= 60]
+    return {"max": round(max(ratios), 3) if ratios else None, "end": round(ratios[-1], 3) if ratios else None}
+
+
+# What a rebuilt database must give back, for the mail that went through the archive: messages with
+# sender and thread, each recipient's read and ack state, and reservations (names, not ids).
+_MAIL = ("SELECT m.id, a.name, m.thread_id, m.subject, m.body_md, m.importance, m.ack_required, m.created_ts"
+         " FROM messages m JOIN agents a ON a.id = m.sender_id WHERE m.id > ? ORDER BY m.id")
+_RECIPIENTS = ("SELECT r.message_id, a.name, r.kind, r.read_ts, r.ack_ts FROM message_recipients r"
+               " JOIN agents a ON a.id = r.agent_id WHERE r.message_id > ? ORDER BY r.message_id, a.name, r.kind")
+_RESERVATIONS = ("SELECT f.id, a.name, f.path_pattern, f.exclusive, f.reason, f.created_ts, f.expires_ts,"
+                 " f.released_ts FROM file_reservations f JOIN agents a ON a.id = f.agent_id ORDER BY f.id")
+
+
+def _rows(db: Path, first_id: int) -> dict[str, list[Any]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {"messages": conn.execute(_MAIL, (first_id,)).fetchall(),
+                "recipients": conn.execute(_RECIPIENTS, (first_id,)).fetchall(),
+                "reservations": conn.execute(_RESERVATIONS).fetchall()}
+    finally:
+        conn.close()
+
+
+def prefilled_up_to(db: Path) -> int:
+    """The last message id of a prefilled database, before the load starts."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def rebuild_check(paths: MailboxPaths, prefill: int) -> dict[str, Any]:
+    """Issue 22: `doctor --rebuild` still reproduces the database. Copies the stopped soak's mailbox,
+    runs `maild rebuild` on the copy (what `mailctl doctor --rebuild --yes` runs), and compares the
+    mail sent during the soak. The prefilled messages are left out: they were written into the
+    database directly, never through the outbox, so the archive never had them."""
+    with tempfile.TemporaryDirectory(prefix="soak-rebuild-") as tmp:
+        copy = Path(tmp) / paths.root.name
+        shutil.copytree(paths.root / ".mcp_mail", copy / ".mcp_mail",
+                        ignore=shutil.ignore_patterns("*.sock", "maild.log*"))
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-P", "-m", "maild", "rebuild", "--root", str(copy)],
+                              capture_output=True, text=True, check=False, timeout=3600)
+        seconds = round(time.perf_counter() - started, 1)
+        if done.returncode != 0:
+            return {"ok": False, "seconds": seconds, "error": done.stderr.strip()[-500:]}
+        before, after = _rows(paths.db, prefill), _rows(copy / ".mcp_mail" / paths.db.name, prefill)
+    differing = {key: sum(1 for a, b in zip(before[key], after[key], strict=False) if a != b)
+                 + abs(len(before[key]) - len(after[key])) for key in before}
+    return {"ok": not any(differing.values()), "seconds": seconds, "prefilled_left_out": prefill,
+            "compared": {key: len(rows) for key, rows in before.items()}, "differing": differing,
+            "rebuilt": {key: len(rows) for key, rows in after.items()}}
 
 
 def archive_checks(repo: Path) -> dict[str, Any]:

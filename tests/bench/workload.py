@@ -35,7 +35,14 @@ from shared.client import DaemonClient, ensure_started
 from shared.paths import MailboxPaths, read_status
 from tests.bench.bench_search import QUERIES, TextMaker, build
 from tests.bench.common import RESULTS, machine, stop, summarise, temp_mailbox
-from tests.bench.soak import archive_checks, judge_soak, storage_sample
+from tests.bench.soak import (
+    archive_checks,
+    archive_ratio,
+    judge_soak,
+    prefilled_up_to,
+    rebuild_check,
+    storage_sample,
+)
 from tests.bench.soak import plot as plot_soak
 
 PROJECT = "bench"
@@ -430,6 +437,10 @@ def markdown(report: dict[str, Any]) -> str:
                      f"failed: {', '.join(soak['failed']) or 'nothing'} |")
     if report.get("archive_checks"):
         c = report["archive_checks"]
+        if "rebuild" in report:
+            r = report["rebuild"]
+            lines.append(f"| `doctor --rebuild` of the soak's mailbox | {'identical' if r['ok'] else 'DIFFERS'}: "
+                         f"{r.get('compared')} compared, {r.get('differing') or r.get('error')}, {r['seconds']} s |")
         lines.append(f"| archive: KB per message / git log -1 / fsck / packs | "
                      f"{s.get('archive_kb_per_message')} KB / {c['git_log_1_ms']} ms / "
                      f"{'clean' if c['fsck_ok'] else 'ERRORS'} / {c['packs']} |")
@@ -505,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.prefill:
         print(f"prefilling {args.prefill:,} messages", flush=True)
         prefill = build(paths.db, args.prefill)
+        prefill["last_message_id"] = prefilled_up_to(paths.db)
     os.environ.update({
         "AGENT_MAIL_BACKEND": args.backend, "AGENT_MAIL_IDLE_TIMEOUT": "600", "LLM_ENABLED": "true",
         "LLM_DEFAULT_MODEL": "gpt-4o-mini", "LLM_MOCK_RESPONSE": LLM_REPLY,
@@ -544,6 +556,16 @@ def main(argv: list[str] | None = None) -> int:
         if report["archive"].get("messages_archived") else None)
     if args.soak:
         report["soak"] = judge_soak(report["samples"], args.prefill)
+        if report["archive_checks"] is not None:  # issue 22's size, lag and rebuild targets
+            ratio = archive_ratio(report["samples"])
+            report["soak"]["archive_vs_db"] = ratio
+            kb = report["storage"]["archive_kb_per_message"]
+            report["targets"]["archive ÷ database, max over the run (or ≤ 2 KB a message)"] = (
+                ratio["max"], 2.0, (ratio["max"] or 0) <= 2.0 or (kb is not None and kb <= 2.0))
+            lag = report["archive"]["lag_p99_seconds"]
+            report["targets"]["archive lag p99 (s)"] = (lag, 1.0, lag is not None and lag <= 1.0)
+            print("rebuilding a copy of the mailbox from its archive", flush=True)
+            report["rebuild"] = rebuild_check(paths, prefill.get("last_message_id", 0))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "workload.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
