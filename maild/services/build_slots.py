@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from maild.services import agents as ag
 from maild.services.projects import find_in, validate_project_key
+from maild.services.reservations import begin
 from maild.services.sessions import Session
 from maild.store import Connection, Store, format_ts, utcnow
 from maild.store.outbox import enqueue
@@ -119,17 +119,6 @@ def with_slots(release_reservations: RetireHook) -> RetireHook:
     return hook
 
 
-def _begin(conn: Connection, key: str, session: Session | None, agent_name: str | None,
-           token: str | None) -> tuple[dict[str, Any], Any, dt.datetime]:
-    """What every lease change starts with: the project, the acting agent, the time, and the
-    leases that expired by then released (so they never count as holders)."""
-    project = find_in(conn, key)
-    agent = ag.acting_agent(conn, session, agent_name, token)
-    now_dt = dt.datetime.now(dt.UTC)
-    release_expired(conn, format_ts(now_dt))
-    return project, agent, now_dt
-
-
 class BuildSlots:
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -142,7 +131,7 @@ class BuildSlots:
         ttl = dt.timedelta(seconds=validate_ttl(ttl_seconds, "ttl_seconds"))
 
         def unit(conn: Connection) -> dict[str, Any]:
-            project, agent, now_dt = _begin(conn, key, session, agent_name, token)
+            project, agent, now_dt = begin(conn, key, session, agent_name, token, release_expired)
             now = format_ts(now_dt)
             live = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE s.project_id = ? AND s.slot = ?"
                                 " AND s.released_ts IS NULL ORDER BY s.id", (project["id"], name)).fetchall()
@@ -182,7 +171,7 @@ class BuildSlots:
         extend = dt.timedelta(seconds=validate_ttl(extend_seconds, "extend_seconds"))
 
         def unit(conn: Connection) -> dict[str, Any]:
-            project, agent, now_dt = _begin(conn, key, session, agent_name, token)
+            project, agent, now_dt = begin(conn, key, session, agent_name, token, release_expired)
             row = self._held(conn, project, agent, name, on_branch)
             if row is None or row[9] is not None:
                 state = "was never acquired" if row is None else f"ended at {row[9]}"
@@ -207,7 +196,7 @@ class BuildSlots:
         on_branch = validate_branch(branch)
 
         def unit(conn: Connection) -> dict[str, Any]:
-            project, agent, now_dt = _begin(conn, key, session, agent_name, token)
+            project, agent, now_dt = begin(conn, key, session, agent_name, token, release_expired)
             now = format_ts(now_dt)
             row = self._held(conn, project, agent, name, on_branch)
             if row is None or row[9] is not None:  # idempotent: releasing twice is not an error

@@ -16,6 +16,7 @@ import datetime as dt
 import os
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -178,6 +179,18 @@ class Activity:
     git_ts: str | None = None
 
 
+def begin(conn: Connection, key: str, session: Session | None, agent_name: str | None, token: str | None,
+          release: Callable[[Connection, str], int] = release_expired) -> tuple[dict[str, Any], Any, dt.datetime]:
+    """What every lease change starts with (file reservations, and build slots with their own
+    `release`): the project, the acting agent, the time, and the leases that expired by then
+    released, so they never count as holders."""
+    project = find_in(conn, key)
+    agent = ag.acting_agent(conn, session, agent_name, token)
+    now_dt = dt.datetime.now(dt.UTC)
+    release(conn, format_ts(now_dt))
+    return project, agent, now_dt
+
+
 def newest_mtime(root: Path, pattern: str) -> float | None:
     """Newest mtime of the files under `root` matching `pattern`; walks only below the pattern's
     literal leading directories and at most MAX_PROBED_FILES files."""
@@ -309,11 +322,8 @@ class Reservations:
                     if p in BROAD]
 
         def unit(conn: Connection) -> dict[str, Any]:
-            project = find_in(conn, key)
-            agent = ag.acting_agent(conn, session, agent_name, token)
-            now_dt = dt.datetime.now(dt.UTC)
+            project, agent, now_dt = begin(conn, key, session, agent_name, token)
             now = format_ts(now_dt)
-            release_expired(conn, now)
             active = self._active_set(conn, project["id"], now)
             conflicts: list[dict[str, Any]] = [
                 {"path": p, "holders": c} for p in patterns if (c := active.conflicts(agent[0], p, exclusive))
@@ -394,10 +404,7 @@ class Reservations:
         extend = dt.timedelta(seconds=max(MIN_TTL_SECONDS, extend_seconds))
 
         def unit(conn: Connection) -> dict[str, Any]:
-            project = find_in(conn, key)
-            agent = ag.acting_agent(conn, session, agent_name, token)
-            now_dt = dt.datetime.now(dt.UTC)
-            release_expired(conn, format_ts(now_dt))
+            project, agent, now_dt = begin(conn, key, session, agent_name, token)
             renewed: list[dict[str, Any]] = []
             rows: list[Any] = []
             mine: list[Any] = conn.execute(
