@@ -192,8 +192,12 @@ def main() -> int:
         except (subprocess.CalledProcessError, StopIteration) as exc:
             note = f"wheel_venv: not measured, building the wheel failed ({exc})"
     print(note, file=sys.stderr)
-    figures = {"installs": bench_installs(10 if args.quick else 40, wheel), "note": note,
-               "integrate_all": bench_integrate_all(2 if args.quick else 5)}
+    try:
+        figures = {"installs": bench_installs(10 if args.quick else 40, wheel), "note": note,
+                   "integrate_all": bench_integrate_all(2 if args.quick else 5)}
+    finally:
+        if wheel is not None:
+            shutil.rmtree(wheel.parents[2], ignore_errors=True)  # the throwaway venv and its wheel
     write_report("hooks", figures)
     return 0
 
