@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
-from shared.client import DaemonClient
 from shared.errors import DaemonUnavailable, MailError, NotFound
-from shared.globs import is_virtual, overlaps
-from shared.guard_install import HOOKS, project_key_for
-from shared.paths import MailboxPaths
+
+# The rest loads where it is used: the edit-time hook (mailctl/hooks.py) imports this module on
+# every edit for `unknown_agent_note`, and start-up is all its cost.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
+    from shared.client import DaemonClient
+    from shared.paths import MailboxPaths
+    from shared.wire import Wire
 
 
 def project_slug(project_key: str) -> str:
@@ -74,18 +79,28 @@ def pushed_paths(repo: Path, stdin: str) -> list[str]:
 
 def conflicts_via_daemon(paths: MailboxPaths, project: str, agent: str | None,
                          files: list[str]) -> tuple[list[dict[str, Any]], str]:
-    """The running daemon's conflicts for `files`, and (only when there are some) the note about an
-    unknown agent name, asked on the same connection: one connect and hello, not two."""
+    """The running daemon's conflicts for `files` (see `conflicts_on`)."""
+    from shared.client import DaemonClient
+
     with DaemonClient(paths, autostart=False) as conn:
-        result = conn.call_tool("guard_check", {"paths": files, "agent_name": agent, "project_key": project})
-        conflicts = list(result["conflicts"])
-        return conflicts, (unknown_agent_note(conn, project, agent) if conflicts else "")
+        return conflicts_on(conn, project, agent, files)
+
+
+def conflicts_on(conn: DaemonClient | Wire, project: str, agent: str | None,
+                 files: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """The daemon's conflicts for `files`, and (only when there are some) the note about an unknown
+    agent name, asked on the same connection: one connect and hello, not two."""
+    result = conn.call_tool("guard_check", {"paths": files, "agent_name": agent, "project_key": project})
+    conflicts = list(result["conflicts"])
+    return conflicts, (unknown_agent_note(conn, project, agent) if conflicts else "")
 
 
 def conflicts_via_database(paths: MailboxPaths, project: str, agent: str | None,
                            files: list[str]) -> list[dict[str, Any]] | None:
     """None when there is no database at all; raises OSError/sqlite3.Error when it cannot be read."""
     import sqlite3  # only when the daemon is down: the hook's fast path does without it
+
+    from shared.globs import is_virtual, overlaps
 
     if not paths.db.exists():
         return None
@@ -114,7 +129,7 @@ def conflicts_via_database(paths: MailboxPaths, project: str, agent: str | None,
 NO_AGENT_NOTE = "No agent name is set (AGENT_MAIL_NAME), so every exclusive reservation counts as another agent's."
 
 
-def unknown_agent_note(conn: DaemonClient, project: str, agent: str | None) -> str:
+def unknown_agent_note(conn: DaemonClient | Wire, project: str, agent: str | None) -> str:
     """Said beside conflicts: a name the mailbox does not know is reported, not silently treated as
     some other agent (then no reservation can be recognised as the caller's own)."""
     if agent is None:
@@ -139,6 +154,9 @@ def check(root: Path, repo: Path, hook: str, stdin: str, project_key: str | None
     files = staged_paths(repo) if hook == "pre-commit" else pushed_paths(repo, stdin)
     if not files:
         return 0
+    from shared.guard_install import project_key_for
+    from shared.paths import MailboxPaths
+
     agent = os.environ.get("AGENT_MAIL_NAME") or None
     project = project_key or project_key_for(repo)
     paths = MailboxPaths(root)
@@ -180,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     `mailctl guard check` (which loads every command group): the hook's cost is mostly start-up.
     git runs hooks at the checkout's top level, so the current directory is the repository."""
     import argparse
+    from pathlib import Path
+
+    from shared.guard_install import HOOKS
 
     parser = argparse.ArgumentParser(prog="python -m mailctl.guard", description=main.__doc__)
     parser.add_argument("--root", required=True, help="the mailbox root")

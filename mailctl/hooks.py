@@ -8,7 +8,9 @@
   mailbox is never a silent pass.
 The client's hook JSON arrives on stdin; the answer is its JSON on stdout (Claude Code and Codex
 share a shape; Gemini CLI's BeforeTool differs). Standard library + `shared` only, like the shim:
-a hook runs on every prompt or edit, so start-up is the cost that matters.
+a hook runs on every prompt or edit, so start-up is the cost that matters: paths are strings (no
+pathlib), the daemon is reached through `shared.wire` (no socket.py), and typing is never loaded
+(~6 ms together; tests/bench/bench_hooks.py). `shared.client` comes in only to start a daemon.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
-from shared.client import DaemonClient
 from shared.errors import DaemonUnavailable, MailError, NotFound
-from shared.paths import MailboxPaths, find_git_toplevel, resolve_root
+from shared.paths import STATE_DIR_NAME, git_toplevel, resolve_root_text, socket_path_text
+from shared.wire import Wire
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from shared.client import DaemonClient
+    from shared.paths import MailboxPaths
 
 EVENTS = ("session-start", "unread", "edit-guard")
 HINT_DIR = "hooks"
@@ -33,11 +40,41 @@ class Hook:
         self.event = event
         self.payload = payload
         cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else None
-        self.cwd = Path(cwd) if cwd and Path(cwd).is_dir() else Path.cwd()
-        self.paths = MailboxPaths(resolve_root(root, cwd=self.cwd))
+        self.cwd: str = cwd if cwd and os.path.isdir(cwd) else os.getcwd()
+        self.root: str = resolve_root_text(root, self.cwd) or self._user_root()
+        self.state_dir = os.path.join(self.root, STATE_DIR_NAME)
         self.agent = agent or os.environ.get("AGENT_MAIL_NAME") or None
         self.project = project
         self.client_event = str(payload.get("hook_event_name") or "")
+
+    @staticmethod
+    def _user_root() -> str:
+        from shared.paths import user_root
+
+        return str(user_root())
+
+    @property
+    def paths(self) -> MailboxPaths:
+        """The full MailboxPaths (pathlib), for the slow paths only: starting maild, reading its database."""
+        from pathlib import Path
+
+        from shared.paths import MailboxPaths
+
+        return MailboxPaths(Path(self.root))
+
+    def connect(self, *, autostart: bool) -> Wire | DaemonClient:
+        """The running daemon through the light `Wire`; `shared.client` only to start one (or for a
+        socket path too long for the state dir)."""
+        socket_path = socket_path_text(self.root)
+        if socket_path is not None:
+            try:
+                return Wire(socket_path)
+            except DaemonUnavailable:
+                if not autostart:
+                    raise
+        from shared.client import DaemonClient
+
+        return DaemonClient(self.paths, autostart=autostart)
 
     # -- identity -------------------------------------------------------------------------------
     def token(self) -> str | None:
@@ -45,13 +82,13 @@ class Hook:
             return os.environ["AGENT_MAIL_TOKEN"]
         if self.agent is None:
             return None
-        from mailctl.integrations.record import agent_token
+        from mailctl.integrations.record import RECORD_NAME, token_in
 
-        return agent_token(self.paths, self.agent)
+        return token_in(os.path.join(self.state_dir, RECORD_NAME), self.agent)
 
-    def inbox(self, conn: DaemonClient, *, urgent_only: bool, limit: int) -> dict[str, Any]:
+    def inbox(self, conn: Wire | DaemonClient, *, urgent_only: bool, limit: int) -> dict[str, Any]:
         result: dict[str, Any] = conn.call_tool("fetch_inbox", {
-            "project_key": str(self.paths.root), "agent_name": self.agent, "registration_token": self.token(),
+            "project_key": self.root, "agent_name": self.agent, "registration_token": self.token(),
             "limit": limit, "urgent_only": urgent_only, "include_bodies": False,
         })
         return result
@@ -70,17 +107,17 @@ class Hook:
         if env_file:
             import shlex
 
-            with Path(env_file).open("a", encoding="utf-8") as handle:
+            with open(env_file, "a", encoding="utf-8") as handle:
                 handle.write(f"export AGENT_MAIL_NAME={shlex.quote(self.agent)}\n")
         try:
-            with DaemonClient(self.paths) as conn:
+            with self.connect(autostart=True) as conn:
                 box = self.inbox(conn, urgent_only=False, limit=5)
         except NotFound:
-            return self.context(f"Agent Mail: {self.agent} is not registered in the mailbox at {self.paths.root}; "
+            return self.context(f"Agent Mail: {self.agent} is not registered in the mailbox at {self.root}; "
                                 f"call register_agent with name={self.agent}.", "SessionStart")
         unread, urgent = box["unread_count"], sum(1 for m in box["result"] if _urgent_unread(m))
         self._remember(unread, urgent)
-        lines = [f"Agent Mail: you are {self.agent} (project {self.paths.root}). {unread} unread"
+        lines = [f"Agent Mail: you are {self.agent} (project {self.root}). {unread} unread"
                  + (f", {urgent} urgent" if urgent else "") + "."]
         lines += [f"- #{m['id']} from {m.get('from')}: {m.get('subject')}" for m in box["result"]
                   if not m.get("read_ts")]
@@ -88,30 +125,32 @@ class Hook:
         return self.context("\n".join(lines), "SessionStart")
 
     # -- unread -----------------------------------------------------------------------------------
-    def hint_file(self) -> Path:
-        return self.paths.state_dir / HINT_DIR / f"{(self.agent or 'anonymous').lower()}.json"
+    def hint_file(self) -> str:
+        return os.path.join(self.state_dir, HINT_DIR, f"{(self.agent or 'anonymous').lower()}.json")
 
     def _remember(self, unread: int, urgent: int) -> bool:
         """Store the counts; True when they differ from the last ones stored."""
         path = self.hint_file()
         try:
-            last = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, encoding="utf-8") as handle:
+                last = json.load(handle)
         except (OSError, ValueError):
             last = None
         now = {"unread": unread, "urgent": urgent}
         if last == now:
             return False
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(now), encoding="utf-8")
-        tmp.replace(path)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(now))
+        os.replace(tmp, path)
         return True
 
     def unread(self) -> dict[str, Any] | None:
         if self.agent is None:
             return None
         try:  # no auto-start: a hint is not worth starting a daemon in the middle of a turn
-            with DaemonClient(self.paths, autostart=False) as conn:
+            with self.connect(autostart=False) as conn:
                 box = self.inbox(conn, urgent_only=True, limit=50)
         except (DaemonUnavailable, OSError):
             return None
@@ -147,23 +186,26 @@ class Hook:
         target = self.edited_path()
         if target is None:
             return None
-        repo = find_git_toplevel(self.cwd) or self.paths.root
-        absolute = Path(target) if Path(target).is_absolute() else self.cwd / target
+        repo = git_toplevel(self.cwd) or self.root
+        absolute = target if os.path.isabs(target) else os.path.join(self.cwd, target)
         relative = os.path.relpath(os.path.normpath(absolute), repo)
         if relative.startswith(".."):
             return None  # outside the repository: no reservation can cover it
         if os.environ.get("AGENT_MAIL_BYPASS") == "1":
             return self.decision("allow", f"agent-mail edit guard BYPASSED (AGENT_MAIL_BYPASS=1) for {relative}")
-        if self.project is None:
+        if self.project is None:  # `integrate` writes --project; without it, the guard's own key (cached)
+            from pathlib import Path
+
             from shared.guard_install import cached_project_key
 
-            self.project = cached_project_key(repo, self.paths.state_dir / HINT_DIR / ".project-key.json")
+            self.project = cached_project_key(Path(repo), Path(self.state_dir, HINT_DIR, ".project-key.json"))
         project = self.project
         from mailctl import guard
 
         try:  # the fast path: the running daemon, one connection (the note is asked only on a conflict)
             conflicts: list[dict[str, Any]] | None
-            conflicts, note = guard.conflicts_via_daemon(self.paths, project, self.agent, [relative])
+            with self.connect(autostart=False) as conn:
+                conflicts, note = guard.conflicts_on(conn, project, self.agent, [relative])
         except (DaemonUnavailable, MailError, OSError):
             import sqlite3
 

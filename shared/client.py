@@ -21,19 +21,12 @@ from shared import __version__
 from shared.errors import (
     DaemonUnavailable,
     InvalidArgument,
-    MailError,
-    ProtocolError,
     UnsafeStateDir,
-    from_dict,
 )
 from shared.paths import MailboxPaths, pid_alive, read_status, verify_private
-from shared.protocol import (
-    CLIENT_CAPABILITIES_META_KEY,
-    HELLO_METHOD,
-    MAX_FRAME_BYTES,
-    MODERN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION_META_KEY,
-)
+from shared.protocol import HELLO_METHOD, MAX_FRAME_BYTES
+from shared.wire import envelope_meta as envelope_meta  # noqa: PLC0414 - re-exported (HTTP client, tests)
+from shared.wire import reply_result, tool_result, verify_peer
 
 if TYPE_CHECKING:  # subprocess and signal load lazily: hooks and shims that find maild running never need them
     import subprocess
@@ -107,23 +100,6 @@ def try_connect(path: Path) -> socket.socket | None:
         sock.close()
         raise
     return sock
-
-
-def verify_peer(sock: socket.socket, path: Path) -> None:
-    """The process on the other end must run as this user (Linux `SO_PEERCRED`; elsewhere the file
-    checks above are what we have)."""
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None:
-        return
-    import struct
-
-    pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
-    if uid != os.geteuid():
-        raise UnsafeStateDir(
-            f"the process listening on {path} (pid {pid}) runs as uid {uid}, not as you: nothing was sent "
-            f"to it. Remove {path.parent} (or ask its owner to), or use another mailbox root (--root)",
-            data={"path": str(path), "peer_pid": pid, "peer_uid": uid},
-        )
 
 
 def _log_tail(paths: MailboxPaths, lines: int = 1) -> str:
@@ -273,10 +249,6 @@ def stop_daemon(paths: MailboxPaths, timeout: float = 10.0, *, force: bool = Fal
     return True
 
 
-def envelope_meta() -> dict[str, Any]:
-    return {PROTOCOL_VERSION_META_KEY: MODERN_PROTOCOL_VERSION, CLIENT_CAPABILITIES_META_KEY: {}}
-
-
 class DaemonClient:
     """A blocking JSON-RPC client over one socket connection (CLI, scripts, tests, hooks)."""
 
@@ -343,26 +315,11 @@ class DaemonClient:
                 continue
             if reply.get("id") != request_id and not ("error" in reply and reply.get("id") is None):
                 continue  # a notification, or a reply to an abandoned request
-            if "error" in reply:
-                err = reply["error"] if isinstance(reply["error"], dict) else {"message": str(reply["error"])}
-                detail = err.get("data")
-                if isinstance(detail, dict) and isinstance(detail.get("code"), str):
-                    raise from_dict(detail)  # a domain error carried by a protocol error (resources)
-                raise ProtocolError(f"{err.get('message')} (JSON-RPC {err.get('code')})", data=err)
-            result: dict[str, Any] = reply["result"]
-            return result
+            return reply_result(reply)
 
     def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
         """Call a tool; returns its structured result or raises the tool's MailError."""
-        result = self.request("tools/call", {"name": name, "arguments": arguments or {}})
-        structured = result.get("structuredContent")
-        if result.get("isError"):
-            payload = (structured or {}).get("error") if isinstance(structured, dict) else None
-            if isinstance(payload, dict):
-                raise from_dict(payload)
-            text = " ".join(c.get("text", "") for c in result.get("content", []))
-            raise MailError(text or f"tool {name} failed")
-        return structured
+        return tool_result(name, self.request("tools/call", {"name": name, "arguments": arguments or {}}))
 
     def read_resource(self, uri: str) -> Any:
         result = self.request("resources/read", {"uri": uri})

@@ -9,28 +9,43 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Any
+
+# pathlib and typing load lazily: every hook process imports this module, and they cost it ~5 ms of
+# start-up (mailctl/hooks.py works on strings for the same reason).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 STATE_DIR_NAME = ".mcp_mail"
+SOCKET_NAME = "maild.sock"
 ROOT_ENV = "AGENT_MAIL_ROOT"
 USER_ROOT_ALIASES = ("user", "@user", "~user")
 # sun_path holds 108 bytes on Linux and 104 on macOS, NUL included: stay under the smaller.
 MAX_SOCKET_PATH_BYTES = 103
 
 
-def find_git_toplevel(start: Path) -> Path | None:
+def git_toplevel(start: str) -> str | None:
     """The nearest ancestor holding `.git` (a dir, or a file in worktrees), like `git rev-parse`."""
-    start = start.resolve()
-    for candidate in (start, *start.parents):
-        if (candidate / ".git").exists():
-            return candidate
-    return None
+    here = os.path.realpath(start)
+    while True:
+        if os.path.exists(os.path.join(here, ".git")):  # noqa: PTH110, PTH118 - no pathlib (see imports)
+            return here
+        parent = os.path.dirname(here)  # noqa: PTH120
+        if parent == here:
+            return None
+        here = parent
+
+
+def find_git_toplevel(start: Path) -> Path | None:
+    """`git_toplevel` for a Path."""
+    top = git_toplevel(os.fspath(start))
+    return None if top is None else type(start)(top)
 
 
 def fallback_note(explicit: str | None, root: Path) -> str | None:
     """What a client says (once, on stderr) when no root was chosen and no git repository is here."""
-    if explicit or os.environ.get(ROOT_ENV) or find_git_toplevel(Path.cwd()) is not None:
+    if explicit or os.environ.get(ROOT_ENV) or git_toplevel(os.getcwd()) is not None:  # noqa: PTH109
         return None
     return (f"note: no git repository here; using the user-level mailbox {root} "
             "(pass --root or set AGENT_MAIL_ROOT to choose another)")
@@ -38,21 +53,38 @@ def fallback_note(explicit: str | None, root: Path) -> str | None:
 
 def user_root() -> Path:
     """The shared, user-level mailbox root, for coordinating across several repositories."""
+    from pathlib import Path
+
     import platformdirs
 
     return Path(platformdirs.user_data_dir("agent-mail", appauthor=False))
 
 
-def resolve_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
-    """Pick the mailbox root: `--root` > `AGENT_MAIL_ROOT` > git top-level of cwd > user root."""
+def resolve_root_text(explicit: str | os.PathLike[str] | None = None, cwd: str | None = None) -> str | None:
+    """`resolve_root` as a string and without pathlib (for hooks), or None when the answer is the
+    user-level root (which needs platformdirs: call `resolve_root`)."""
     chosen = explicit if explicit not in (None, "") else os.environ.get(ROOT_ENV) or None
     if chosen is not None:
         text = os.fspath(chosen)
         if text in USER_ROOT_ALIASES:
-            return user_root()
-        return Path(text).expanduser().resolve()
-    here = cwd or Path.cwd()
-    return find_git_toplevel(here) or user_root()
+            return None
+        return os.path.realpath(os.path.expanduser(text))  # noqa: PTH111
+    return git_toplevel(cwd or os.getcwd())  # noqa: PTH109
+
+
+def resolve_root(explicit: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
+    """Pick the mailbox root: `--root` > `AGENT_MAIL_ROOT` > git top-level of cwd > user root."""
+    from pathlib import Path
+
+    text = resolve_root_text(explicit, None if cwd is None else os.fspath(cwd))
+    return user_root() if text is None else Path(text)
+
+
+def socket_path_text(root: str) -> str | None:
+    """`MailboxPaths(root).socket` as a string when it is the preferred one in the state dir (None: too
+    long for AF_UNIX, ask MailboxPaths)."""
+    path = os.path.join(root, STATE_DIR_NAME, SOCKET_NAME)  # noqa: PTH118
+    return path if len(os.fsencode(path)) <= MAX_SOCKET_PATH_BYTES else None
 
 
 class MailboxPaths:
@@ -119,7 +151,7 @@ class MailboxPaths:
 
     @property
     def preferred_socket(self) -> Path:
-        return self.state_dir / "maild.sock"
+        return self.state_dir / SOCKET_NAME
 
     @property
     def socket(self) -> Path:
@@ -135,6 +167,7 @@ class MailboxPaths:
 def short_runtime_dir() -> Path:
     """A short 0700 directory owned by this user for sockets whose natural path is too long."""
     import tempfile
+    from pathlib import Path
 
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = Path(runtime) / "agent-mail" if runtime else Path(tempfile.gettempdir()) / f"agent-mail-{os.getuid()}"
@@ -160,14 +193,14 @@ def _owner_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def verify_private(path: Path, what: str, *, fix_mode: bool = False) -> None:
+def verify_private(path: str | Path, what: str, *, fix_mode: bool = False) -> None:
     """Refuse a state dir or socket that another user owns or may write (issue 13: a local user made
     `.mcp_mail` 0777 and listened there). Missing is fine: we create it 0700 ourselves. With
     `fix_mode`, our own group/world-writable dir is tightened to 0700 instead of refused."""
     from shared.errors import UnsafeStateDir
 
     try:
-        info = path.stat()
+        info = os.stat(path)  # noqa: PTH116 - a str from hooks, a Path from everyone else
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -182,7 +215,7 @@ def verify_private(path: Path, what: str, *, fix_mode: bool = False) -> None:
     if info.st_mode & 0o022:
         if fix_mode:
             try:
-                path.chmod(0o700)
+                os.chmod(path, 0o700)  # noqa: PTH101
             except OSError:
                 pass
             else:
@@ -212,6 +245,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    from pathlib import Path
+
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
     except (OSError, IndexError):

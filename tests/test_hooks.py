@@ -217,3 +217,76 @@ def test_session_start_names_the_agent_summarises_unread_and_exports_the_name(se
     assert "unread" in context
     assert "fetch_inbox" in context
     assert env_file.read_text() == f"export AGENT_MAIL_NAME={setup.agent}\n"
+
+
+# -- start-up: what a hook process loads ----------------------------------------------------------
+HEAVY = ("pathlib", "socket", "typing", "subprocess", "sqlite3", "argparse", "shared.client")
+
+
+def imported(command: str, payload: dict[str, Any], setup: Setup) -> set[str]:
+    """Modules a process loads beyond a bare interpreter's start-up (python's own -X importtime list)."""
+    def modules(argv: list[str], data: str) -> set[str]:
+        run = subprocess.run(argv, input=data, capture_output=True, text=True, cwd=setup.root, timeout=60,
+                             env={**setup.env, "PYTHONPROFILEIMPORTTIME": "1"}, check=True)
+        return {line.rsplit("|", 1)[1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+
+    import shlex
+
+    return modules(shlex.split(command), json.dumps(payload)) - modules([sys.executable, "-P", "-c", "pass"], "")
+
+
+def test_hooks_answer_without_loading_pathlib_socket_py_or_typing(setup: Setup) -> None:
+    """The hooks' cost is start-up (tests/bench/bench_hooks.py): with maild running, none of them
+    loads the heavy modules, whether it denies, allows or hints."""
+    deny = pre_tool_use(setup.root, str(setup.root / "src" / "app.py"))
+    loaded = imported(setup.commands["edit-guard"], deny, setup)
+    assert "shared.wire" in loaded  # the measurement sees the hook's own modules
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+    allow = pre_tool_use(setup.root, str(setup.root / "docs" / "x.md"))
+    assert imported(setup.commands["edit-guard"], allow, setup).isdisjoint(HEAVY)
+    assert imported(setup.commands["unread"], prompt(setup.root), setup).isdisjoint(HEAVY)
+    start = {"session_id": "s-3", "cwd": str(setup.root), "hook_event_name": "SessionStart"}
+    assert imported(setup.commands["session-start"], start, setup).isdisjoint(HEAVY)
+
+
+def test_session_start_starts_maild_when_none_runs(tmp_path: Path, setup: Setup) -> None:
+    """The light connection only finds a running daemon; session-start falls back to the full client,
+    which starts one (the unread hint and the guard do not start daemons)."""
+    fresh = git_init(tmp_path / "fresh")
+    payload = {"session_id": "s-4", "cwd": str(fresh), "hook_event_name": "SessionStart"}
+    hint = f"{sys.executable} -P -m mailctl hook unread --agent Nobody --root {fresh}"
+    assert setup.hook("unread", prompt(fresh), hint) is None
+    assert not (fresh / ".mcp_mail" / "maild.sock").exists()
+    command = f"{sys.executable} -P -m mailctl hook session-start --agent Nobody --root {fresh}"
+    try:
+        answer = setup.hook("session-start", payload, command)
+        assert answer is not None
+        assert "Nobody is not registered in the mailbox" in answer["hookSpecificOutput"]["additionalContext"]
+        assert (fresh / ".mcp_mail" / "maild.sock").exists()
+    finally:
+        stop_daemon(MailboxPaths(fresh), force=True)
+
+
+def test_the_light_connection_checks_the_socket_like_the_client_does(tmp_path: Path, setup: Setup) -> None:
+    import socket
+
+    from shared.errors import DaemonUnavailable, NotFound, UnsafeStateDir
+    from shared.wire import Wire
+
+    with Wire(str(setup.root / ".mcp_mail" / "maild.sock")) as wire:  # decoding: results and domain errors
+        assert wire.call_tool("health_check")["status"] == "ok"
+        with pytest.raises(NotFound):
+            wire.call_tool("whois", {"project_key": str(setup.root), "agent_name": "NoSuchAgent"})
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    with pytest.raises(DaemonUnavailable, match="not listening"):
+        Wire(str(state / "maild.sock"))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(state / "maild.sock"))
+        listener.listen()
+        (state / "maild.sock").chmod(0o777)  # writable by others: nothing is sent there
+        with pytest.raises(UnsafeStateDir, match="writable by other users"):
+            Wire(str(state / "maild.sock"))
+    finally:
+        listener.close()

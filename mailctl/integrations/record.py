@@ -1,15 +1,20 @@
 """Where `integrate` keeps what it did, and the one lookup the hooks need from it (stdlib only).
 
 `<root>/.mcp_mail/integrations.json` (mode 0600) holds, per client, its agent, that agent's token,
-the scope and the edits made. `engine.py` writes it; hooks read an agent's token from it.
+the scope and the edits made. `engine.py` writes it; hooks read an agent's token from it (by a
+string path: a hook process does without pathlib, see mailctl/hooks.py).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 
-from shared.paths import MailboxPaths
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from shared.paths import MailboxPaths
 
 RECORD_NAME = "integrations.json"
 
@@ -20,8 +25,14 @@ def record_path(paths: MailboxPaths) -> Path:
 
 def agent_token(paths: MailboxPaths, agent: str) -> str | None:
     """The token integrate stored for `agent` (what the hooks present), or None."""
+    return token_in(record_path(paths), agent)
+
+
+def token_in(record: str | os.PathLike[str], agent: str) -> str | None:
+    """`agent`'s token in the record file at `record`, or None."""
     try:
-        clients = json.loads(record_path(paths).read_text(encoding="utf-8")).get("clients", {})
+        with open(record, encoding="utf-8") as handle:  # noqa: PTH123 - a str path from hooks
+            clients = json.load(handle).get("clients", {})
     except (OSError, ValueError, AttributeError):
         return None
     for info in clients.values() if isinstance(clients, dict) else ():
