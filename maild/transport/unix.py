@@ -5,7 +5,8 @@ non-JSON-RPC objects get a JSON-RPC error on the same connection, which stays op
 daemon). An optional first `maild/hello` notification goes to the session registry. Each frame is
 decoded once: `tools/call`, `tools/list` and `resources/read` whose era is known go to the lean
 dispatcher; everything else (handshakes, notifications, rare methods) to the SDK's `Server.run`,
-started — and imported — only when a connection first needs it. Flow control: see flow.py.
+started — and imported — only when a connection first needs it. Flow control: see flow.py;
+reading the socket on asyncio: receiver.py.
 """
 
 from __future__ import annotations
