@@ -217,7 +217,8 @@ def _wait_ready(paths: MailboxPaths, proc: subprocess.Popen[bytes], report: int,
                 f"maild did not become ready in time; see {paths.log_file} (mailctl daemon logs)"
             )
         time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+        # At most 20 ms between tries: a 100 ms cap lost ~50 ms of every cold start on average.
+        delay = min(delay * 2, 0.02)
 
 
 def ensure_started(

@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class Args(BaseModel):
-    """Base for tool argument models: unknown parameters are an error, not silently ignored."""
+    """Base for tool argument models: unknown parameters are an error, not silently ignored.
+    `defer_build`: a model's validator is built at its tool's first call, not at import — building
+    all of them was most of the daemon's cold start, and the first health_check needs one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 Handler = Callable[..., Awaitable[Any]]

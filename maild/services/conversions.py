@@ -14,12 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 from collections import OrderedDict
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -29,6 +26,9 @@ from maild.services import images
 from maild.store import Connection, Store, utcnow
 from maild.store.outbox import enqueue
 from shared.config import Settings
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,11 @@ class LowPriorityWorker:
         self._executor: ProcessPoolExecutor | None = None
 
     async def to_webp(self, data: bytes, method: int, quality: int) -> images.Converted:
+        # Imported here: multiprocessing is ~10 ms of the daemon's start that only images need.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=images.lower_priority)

@@ -9,7 +9,6 @@ imports Pillow.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import os
 import signal
@@ -17,12 +16,11 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-# Pillow warns (DecompressionBombWarning) between MAX_IMAGE_PIXELS and twice that, and raises beyond:
-# an attachment is refused at the warning already.
-warnings.simplefilter("error", Image.DecompressionBombWarning)
+if TYPE_CHECKING:
+    from PIL import Image
 
 # The deferred converter's niceness: other agents' sends (the daemon at nice 0) always go first.
 DEFERRED_NICENESS = 19
@@ -77,13 +75,26 @@ def is_image(media_type: str) -> bool:
     return media_type in ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff")
 
 
+def _pillow() -> ModuleType:
+    """PIL.Image, imported at the first image (not at the daemon's start: ~15 ms nobody sending text needs)."""
+    from PIL import Image
+
+    # Pillow warns (DecompressionBombWarning) between MAX_IMAGE_PIXELS and twice that, and raises
+    # beyond: an attachment is refused at the warning already. Set at every use (it replaces itself),
+    # so a caller's catch_warnings() cannot have dropped it.
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    return Image
+
+
 def _open(data: bytes) -> Image.Image:
+    pil = _pillow()
     try:
-        image = Image.open(io.BytesIO(data), formats=CONVERTIBLE)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        opened = pil.open(io.BytesIO(data), formats=CONVERTIBLE)
+    except (pil.DecompressionBombError, pil.DecompressionBombWarning) as exc:
         raise ImageRefused(f"it is too large to decode safely ({exc})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (pil.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageRefused(f"it is not a readable image ({exc})") from None
+    image: Image.Image = opened
     return image
 
 
@@ -98,12 +109,13 @@ def verify(data: bytes) -> tuple[int, int]:
     once its EXIF orientation is applied. What a deferred conversion checks before the send answers:
     a bomb, a corrupt or a truncated file is refused here, so the later encode only fails on limits
     of the encoder itself. Pillow's decoders release the GIL, so a thread suffices (≈ 36 ms, 2 MP PNG)."""
+    pil = _pillow()
     with _open(data) as image:
         try:
             image.seek(0)
             image.load()
             orientation = image.getexif().get(0x0112, 1)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except (pil.DecompressionBombError, pil.DecompressionBombWarning) as exc:
             raise ImageRefused(f"it is too large to decode safely ({exc})") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageRefused(f"it is corrupt or truncated ({exc})") from None
@@ -114,16 +126,19 @@ def verify(data: bytes) -> tuple[int, int]:
 def to_webp(data: bytes, *, method: int, quality: int) -> Converted:
     """Decode fully (first frame of an animation), apply the EXIF orientation, drop all metadata
     (EXIF, GPS, XMP, ICC comments), keep alpha, encode WebP. Refuses corrupt or oversized input."""
+    pil = _pillow()
     with _open(data) as image:
         try:
             image.seek(0)
             image.load()
+            from PIL import ImageOps
+
             oriented = ImageOps.exif_transpose(image)
             has_alpha = oriented.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
                 oriented.mode == "P" and "transparency" in oriented.info
             )
             pixels = oriented.convert("RGBA" if has_alpha else "RGB")
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except (pil.DecompressionBombError, pil.DecompressionBombWarning) as exc:
             raise ImageRefused(f"it is too large to decode safely ({exc})") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageRefused(f"it is corrupt or truncated ({exc})") from None
@@ -176,6 +191,8 @@ def _die_with_parent() -> None:
     the conversion; an orphan would only burn a core for a result nobody can store)."""
     if not sys.platform.startswith("linux"):
         return
+    import ctypes  # only in worker processes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -5,7 +5,8 @@ non-JSON-RPC objects get a JSON-RPC error on the same connection, which stays op
 daemon). An optional first `maild/hello` notification goes to the session registry. Each frame is
 decoded once: `tools/call`, `tools/list` and `resources/read` whose era is known go to the lean
 dispatcher; everything else (handshakes, notifications, rare methods) to the SDK's `Server.run`,
-started — and imported — only when a connection first needs it. Flow control: see flow.py.
+started — and imported — only when a connection first needs it. Flow control: see flow.py;
+reading the socket on asyncio: receiver.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import logging
 import math
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from maild.mcp_surface.dispatch import LEAN_METHODS, LeanDispatcher, lean_request, modern_version
 from maild.services.sessions import Session, Sessions, current_session
 from maild.transport.flow import MAX_IN_FLIGHT, MAX_UNSENT_BYTES, InFlight
+from maild.transport.receiver import Receiver, open_receiver
 from shared.errors import MailError
 from shared.protocol import (
     HELLO_METHOD,
@@ -50,7 +53,7 @@ SdkFactory = Callable[[], "tuple[Server[Any], InitializationOptions]"]
 class LineReader:
     """Split a byte stream into lines, refusing (but skipping past) lines over `limit` bytes."""
 
-    def __init__(self, stream: anyio.abc.ByteReceiveStream, limit: int) -> None:
+    def __init__(self, stream: Receiver, limit: int) -> None:
         self._stream = stream
         self._limit = limit
         self._buffer = bytearray()
@@ -132,6 +135,7 @@ class _Connection:
         self._sdk_factory = sdk
         self._sdk_in: MemoryObjectSendStream[Any] | None = None
         self._send_lock: anyio.Lock | None = None  # made at the first answer: idle waiters need none
+        self._raw: socket.socket | None = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)  # noqa: S610 - anyio
         self._broken = False
         # Requests run on worker tasks that outlive them: a task per request cost ~7 % of the
         # daemon's time under 16 clients. Workers wait here for the next request once idle.
@@ -164,16 +168,43 @@ class _Connection:
         """Write one frame; after the client has gone, writes are dropped (answers still count as done)."""
         if self._broken:
             return
-        self.flow.queued(len(data))
         if self._send_lock is None:
-            self._send_lock = anyio.Lock()
+            self._send_lock = anyio.Lock(fast_acquire=True)
+        self.flow.queued(len(data))
         try:
-            async with self._send_lock:
-                await self.stream.send(data)
+            # Nobody else writing: straight into the socket's buffer, without the lock's and the
+            # stream's yields to the loop (two loop rounds per answer, ~5 % of a send's loop CPU).
+            # Whatever the buffer cannot take goes through the stream, still holding the lock.
+            self._send_lock.acquire_nowait()
+        except anyio.WouldBlock:
+            try:
+                async with self._send_lock:
+                    await self.stream.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._broken = True
+            finally:
+                self.flow.sent(len(data))
+            return
+        try:
+            sent = self._send_now(data)
+            if sent < len(data):
+                await self.stream.send(data[sent:])
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._broken = True
         finally:
+            self._send_lock.release()
             self.flow.sent(len(data))
+
+    def _send_now(self, data: bytes) -> int:
+        """Bytes written without waiting (0 when the buffer is full or there is no raw socket)."""
+        if self._raw is None:
+            return 0
+        try:
+            return self._raw.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:  # the peer is gone: as the stream would say
+            raise anyio.BrokenResourceError from exc
 
     async def to_sdk(self, message: SessionMessage) -> None:
         if self._sdk_in is None:
@@ -282,16 +313,21 @@ class UnixTransport:
                 conn.close_jobs()
 
     async def _read_frames(self, conn: _Connection, session: Session) -> None:
-        reader = LineReader(conn.stream, self._max_frame)
+        source, watched = open_receiver(conn.stream)
+        reader = LineReader(source, self._max_frame)
         first = True
-        while True:
-            line = await reader.next()
-            if line is None:
-                return
-            first = await self._on_line(conn, session, line, first)
-            # Not bound while awaiting the next line: an idle connection (a client in wait_for_mail)
-            # would otherwise keep its last request, raw and decoded, alive for as long as it waits.
-            del line
+        try:
+            while True:
+                line = await reader.next()
+                if line is None:
+                    return
+                first = await self._on_line(conn, session, line, first)
+                # Not bound while awaiting the next line: an idle connection (a client in wait_for_mail)
+                # would otherwise keep its last request, raw and decoded, alive for as long as it waits.
+                del line
+        finally:
+            if watched is not None:
+                watched.close()  # before the socket closes: the loop must not watch a closed fd
 
     async def _on_line(self, conn: _Connection, session: Session, line: bytes | object, first: bool) -> bool:
         """Handle one frame; returns whether the next frame is still the connection's first."""
