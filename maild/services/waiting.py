@@ -69,12 +69,16 @@ class MailWaiters:
         self._wake_all = False
         self._arrived = anyio.Event()
         self.woken = 0
+        self.mail_commits = 0  # announced commits that added mail: a read that spans one may be stale
         feed.listen(self._on_change)
 
     def _on_change(self, change: Change) -> None:
         for agent_id in change.agent_ids:
             self._agent_versions[agent_id] = self._agent_versions.get(agent_id, 0) + 1
-        if "mail" not in change.kinds or not (self._waiting or self._watchers):
+        if "mail" not in change.kinds:
+            return
+        self.mail_commits += 1
+        if not (self._waiting or self._watchers):
             return
         if not change.message_ids or len(change.message_ids) >= min(_CAPPED, RING_SIZE):
             self._wake_all = True
@@ -192,7 +196,7 @@ class MailWaiters:
             )
         key = validate_project_key(project_key)
 
-        def resolve(conn: Connection) -> tuple[int, str, int]:
+        def resolve(conn: Connection) -> tuple[int, str, int, list[dict[str, Any]], int]:
             find_in(conn, key)
             agent = ag.acting_agent(conn, session, agent_name, token)
             base = since_id
@@ -200,19 +204,25 @@ class MailWaiters:
                 base = conn.execute(
                     "SELECT coalesce(max(message_id), 0) FROM message_recipients WHERE agent_id = ?", (agent[0],)
                 ).get
-            return agent[0], agent[1], int(base)
+            return (agent[0], agent[1], int(base), *_newer(conn, agent[0], int(base), limit, include_bodies))
 
-        agent_id, name, base = await self._store.read(resolve)
+        # Who, from where, and what is already there, in one read. A waiter is registered only once
+        # the agent is known, so a mail commit announced during this read means "read again".
+        announced = self.mail_commits
+        agent_id, name, base, items, unread = await self._store.read(resolve)
+        current = self.mail_commits == announced
         deadline = anyio.current_time() + patience
         timed_out = hung_up = False
-        while True:
+        while not items:
             # Registered before the read, so a commit in between still wakes us.
             waiter = _Waiter((agent_id, base, limit, include_bodies))
             self._waiting.setdefault(agent_id, set()).add(waiter)
             if session is not None:
                 session.waits.add(waiter)
             try:
-                items, unread = await self._store.read(_newer, agent_id, base, limit, include_bodies)
+                if not current:
+                    items, unread = await self._store.read(_newer, agent_id, base, limit, include_bodies)
+                current = False
                 if items or timed_out or hung_up:
                     break
                 timed_out = True
