@@ -59,9 +59,11 @@ class MailWaiters:
         # Resource subscriptions (resource://inbox/{agent}): agent id -> (session, uri) -> notify.
         self._watchers: dict[int, dict[tuple[int, str], Notify]] = {}
         self.notified = 0
-        # Bumped whenever an agent's row is written (its unread counter lives there): the unread hint
-        # reads the database only for a session whose agent's version moved since its last call.
+        # Bumped whenever a commit moves an agent's unread counter (not on every write of its row: a
+        # send writes the sender's last_active_ts): the unread hint reads the database only for a
+        # session whose agent's version moved since its last call. The epoch moves them all.
         self._agent_versions: dict[int, int] = {}
+        self._unread_epoch = 0
         self._pending: set[int] = set()  # message ids whose recipients must be looked up
         self._touched: set[int] = set()  # agents whose rows the mail commits wrote (recipients among them)
         self._pending_at: float | None = None  # the first unrouted mail commit's time.monotonic()
@@ -73,7 +75,9 @@ class MailWaiters:
         feed.listen(self._on_change)
 
     def _on_change(self, change: Change) -> None:
-        for agent_id in change.agent_ids:
+        if len(change.unread_ids) >= _CAPPED:  # a capped list may miss someone: everyone re-reads
+            self._unread_epoch += 1
+        for agent_id in change.unread_ids:
             self._agent_versions[agent_id] = self._agent_versions.get(agent_id, 0) + 1
         if "mail" not in change.kinds:
             return
@@ -253,13 +257,13 @@ class MailWaiters:
     async def unread_hint(self, session: Session | None, result: Any = None) -> dict[str, Any] | None:
         """`{"agent_mail/unread": {"count": n, "urgent": u}}` when the bound agent's unread counts
         changed since this session's last call (or on its first call with unread mail); else None.
-        Costs no query unless the agent's row was written since the session last looked."""
+        Costs no query unless a commit moved the agent's unread counter since the session last looked."""
         if session is None or session.agent_id is None:
             return None
         agent_id = session.agent_id
         if isinstance(result, dict) and "unread_count" in result:  # fetch_inbox, wait_for_mail: said already
             return None
-        version = (agent_id, self._agent_versions.get(agent_id, 0))
+        version = (agent_id, self._unread_epoch, self._agent_versions.get(agent_id, 0))
         if session.unread_seen == version:
             return None
         session.unread_seen = version
