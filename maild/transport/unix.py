@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectSendStream
 
 from maild.mcp_surface.dispatch import LEAN_METHODS, LeanDispatcher, lean_request, modern_version
@@ -49,10 +50,15 @@ SdkFactory = Callable[[], "tuple[Server[Any], InitializationOptions]"]
 
 
 class LineReader:
-    """Split a byte stream into lines, refusing (but skipping past) lines over `limit` bytes."""
+    """Split a socket's byte stream into lines, refusing (but skipping past) lines over `limit` bytes.
 
-    def __init__(self, stream: anyio.abc.ByteReceiveStream, limit: int) -> None:
-        self._stream = stream
+    Reads the non-blocking socket itself and waits on its file descriptor number: the stream's
+    `receive` hands the socket object to asyncio's selector, whose not-yet-registered lookup formats
+    the socket's repr (two system calls) for every request on an idle connection (~8 % of the
+    daemon's time under 64 wait_for_mail clients)."""
+
+    def __init__(self, stream: anyio.abc.SocketStream, limit: int) -> None:
+        self._raw: socket.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)  # noqa: S610 - not Django
         self._limit = limit
         self._buffer = bytearray()
         self._discarding = False
@@ -76,12 +82,24 @@ class LineReader:
             if len(self._buffer) > self._limit:
                 self._buffer.clear()
                 self._discarding = True
+            # Read in `_fill`, not here: a chunk held while awaiting the next one would stay alive
+            # for as long as the connection idles (a waiter's whole request).
             try:
-                # Appended without a local name: a chunk held while awaiting the next one would
-                # stay alive for as long as the connection idles (a waiter's whole request).
-                self._buffer += await self._stream.receive(65536)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                more = self._fill()
+            except BlockingIOError:
+                await anyio.wait_readable(self._raw.fileno())
+                continue
+            except OSError:  # reset by the client, or closed
                 return None
+            if not more:
+                return None
+            await checkpoint()  # data came without waiting: still let the other tasks run
+
+    def _fill(self) -> bool:
+        """Append what the socket has (BlockingIOError: nothing yet); False at the end of the stream."""
+        data = self._raw.recv(65536)
+        self._buffer += data
+        return bool(data)
 
 
 def _error_frame(request_id: Any, code: int, message: str, data: dict[str, Any] | None = None) -> bytes:
