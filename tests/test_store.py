@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,8 @@ async def test_a_commit_names_the_agents_whose_unread_counter_moved_and_no_other
             c: Any = conn
             message: int = c.execute("INSERT INTO messages(project_id, sender_id, subject, body_md, created_ts)"
                                      " VALUES (1, ?, 's', 'b', ?) RETURNING id", (sender, now)).get
-            c.execute("INSERT INTO message_recipients(message_id, agent_id, kind) VALUES (?, ?, 'to')", (message, reader))
+            c.execute("INSERT INTO message_recipients(message_id, agent_id, kind) VALUES (?, ?, 'to')",
+                      (message, reader))
             c.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, sender))
             if fail:
                 raise Refused("no")
@@ -208,7 +210,8 @@ async def test_a_commit_names_the_agents_whose_unread_counter_moved_and_no_other
         assert announced[-1][UNREAD_MOVED] == [reader]
         assert sorted(announced[-1]["agents"]) == sorted([sender, reader])
         await store.write(lambda c: c.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, reader)))
-        assert UNREAD_MOVED not in announced[-1] and announced[-1]["agents"] == [reader]
+        assert UNREAD_MOVED not in announced[-1]
+        assert announced[-1]["agents"] == [reader]
         await store.write(lambda c: c.execute(
             "UPDATE message_recipients SET read_ts = ? WHERE message_id = ? AND agent_id = ?", (now, message, reader)))
         assert announced[-1][UNREAD_MOVED] == [reader]
@@ -229,7 +232,5 @@ async def test_a_commit_names_the_agents_whose_unread_counter_moved_and_no_other
 
 
 async def _quietly(write: Any) -> None:
-    try:
+    with contextlib.suppress(MailError):
         await write
-    except MailError:
-        pass
