@@ -233,6 +233,8 @@ class MailWaiters:
                 if not current:
                     items, unread = await self._store.read(_newer, agent_id, base, limit, include_bodies)
                 current = False
+                # (A hang-up during the first read woke no one: this waiter was not registered yet.)
+                hung_up = hung_up or (session is not None and session.hung_up)
                 if items or timed_out or hung_up:
                     break
                 # (Woken during the read: mail is there, read again.)
