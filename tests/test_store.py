@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -169,3 +171,66 @@ async def test_a_failure_that_ends_the_whole_transaction_fails_every_unit_in_it(
         assert sorted(failed) == list(range(10))  # one batch, all lost: every caller hears so
         assert rows == []
         await store.write(insert, 11)  # the writer works on afterwards
+
+
+async def test_a_commit_names_the_agents_whose_unread_counter_moved_and_no_others(tmp_path: Path) -> None:
+    """The unread hint re-reads an agent's counts only when this names it: a delivery and a read
+    name the recipient; the sender's last_active_ts write does not; a rolled-back unit names no one."""
+    from maild.store import UNREAD_MOVED
+
+    class Refused(MailError):
+        code = "REFUSED"
+
+    async with open_store(tmp_path / "m.db", Settings()) as store:
+        now = utcnow()
+
+        def setup(conn: object) -> tuple[int, int]:
+            c: Any = conn
+            c.execute("INSERT INTO projects(id, slug, human_key, created_ts) VALUES (1, 'p', '/p', ?)", (now,))
+            ids = [c.execute("INSERT INTO agents(project_id, name, inception_ts, last_active_ts) VALUES (1, ?, ?, ?)"
+                             " RETURNING id", (name, now, now)).get for name in ("Sender", "Reader")]
+            return ids[0], ids[1]
+
+        sender, reader = await store.write(setup)
+        announced: list[dict[str, list[int]]] = []
+        store.on_commit(announced.append)
+
+        def deliver(conn: object, fail: bool = False) -> int:
+            c: Any = conn
+            message: int = c.execute("INSERT INTO messages(project_id, sender_id, subject, body_md, created_ts)"
+                                     " VALUES (1, ?, 's', 'b', ?) RETURNING id", (sender, now)).get
+            c.execute("INSERT INTO message_recipients(message_id, agent_id, kind) VALUES (?, ?, 'to')",
+                      (message, reader))
+            c.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, sender))
+            if fail:
+                raise Refused("no")
+            return message
+
+        message = await store.write(deliver)
+        assert announced[-1][UNREAD_MOVED] == [reader]
+        assert sorted(announced[-1]["agents"]) == sorted([sender, reader])
+        await store.write(lambda c: c.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?", (now, reader)))
+        assert UNREAD_MOVED not in announced[-1]
+        assert announced[-1]["agents"] == [reader]
+        await store.write(lambda c: c.execute(
+            "UPDATE message_recipients SET read_ts = ? WHERE message_id = ? AND agent_id = ?", (now, message, reader)))
+        assert announced[-1][UNREAD_MOVED] == [reader]
+        heard = len(announced)
+        with pytest.raises(Refused):
+            await store.write(deliver, True)
+        assert len(announced) == heard  # nothing committed, nothing announced
+
+        async with anyio.create_task_group() as tg:  # a failing unit inside a group commit is trimmed
+            tg.start_soon(store.write, lambda c: c.execute("UPDATE agents SET last_active_ts = ? WHERE id = ?",
+                                                           (now, sender)))
+            for fail in (True, False):
+                tg.start_soon(_quietly, store.write(deliver, fail))
+        moved = [agent for change in announced[heard:] for agent in change.get(UNREAD_MOVED, [])]
+        assert moved == [reader]
+        counts = await store.read(lambda c: c.execute("SELECT unread_count FROM agents ORDER BY id").fetchall())
+        assert counts == [(0,), (1,)]
+
+
+async def _quietly(write: Any) -> None:
+    with contextlib.suppress(MailError):
+        await write

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from maild.store import Store
+from maild.store import UNREAD_MOVED, Store
 
 RING_SIZE = 512
 # Which table's commits mean what to a reader of the mailbox. message_recipients is WITHOUT ROWID,
@@ -37,7 +37,8 @@ class Change:
     seq: int
     kinds: tuple[str, ...]
     message_ids: tuple[int, ...] = ()
-    agent_ids: tuple[int, ...] = ()  # agents rows written (unread counters move with them)
+    agent_ids: tuple[int, ...] = ()  # agents rows written
+    unread_ids: tuple[int, ...] = ()  # agents whose unread counter moved (a subset of those rows)
     # time.monotonic() of the commit (taken on the writer thread): benches time commit -> client from it.
     at: float = field(default_factory=time.monotonic)
 
@@ -76,7 +77,7 @@ class ChangeFeed:
         self._seq += 1
         change = Change(
             self._seq, tuple(kinds), tuple(changed.get("messages", ())), tuple(changed.get("agents", ())),
-            time.monotonic() if at is None else at,
+            tuple(changed.get(UNREAD_MOVED, ())), time.monotonic() if at is None else at,
         )
         self._ring.append(change)
         wakeup, self._wakeup = self._wakeup, None

@@ -43,8 +43,8 @@ class Session:
     # so none outlives its client.
     waits: set[Any] = field(default_factory=set, repr=False, compare=False)
     hung_up: bool = False
-    # The unread hint (services/waiting.py): the agents-row version last looked at, and what was told.
-    unread_seen: tuple[int, int] | None = None
+    # The unread hint (services/waiting.py): the unread-counter version last looked at, and what was told.
+    unread_seen: tuple[int, int, int] | None = None
     unread_told: tuple[int, int, int] | None = None
 
     def describe(self) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """wait_for_mail: an agent's call that returns the moment mail for it commits (or on its timeout).
 
-Waiters are registered by agent id and sleep in a cancel scope; nothing polls. The change feed announces each committed
-`messages` row; one background task (`run`) looks up those messages' recipients in a single read
-and wakes only the matching agents' waiters, so 64 idle waiters cost no queries. A
-waiter holds no database connection while it waits (each read is a short unit of work), and ends
-at once when its request is cancelled or its connection hangs up (`Sessions.hang_up`). It does not
-decide who may read an inbox: that is `agents.acting_agent`, as for fetch_inbox.
+Waiters are registered by agent id and sleep on their agent's Event; nothing polls. The change
+feed announces each committed `messages` row; one background task (`run`) finds the recipients
+among the agents rows the commit wrote, reads all their woken waiters' answers in one unit of work
+and wakes only those agents, so 64 idle waiters cost no queries. A waiter holds no database
+connection while it waits (each read is a short unit of work), and ends at once when its request
+is cancelled or its connection hangs up (`Sessions.hang_up`). It does not decide who may read an
+inbox: that is `agents.acting_agent`, as for fetch_inbox.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ Notify = Callable[[], Awaitable[object]]
 
 @dataclass(eq=False, slots=True)
 class _Waiter:
-    """One pending wait. Woken by cancelling the cancel scope it sleeps in: the scope it needs
-    anyway, so an idle waiter costs no Event (about 0.8 KB each on asyncio)."""
+    """One pending wait. It sleeps on its agent's Event (one per waiting agent, not per waiter: about
+    0.8 KB each on asyncio), which mail sets for all of them at once, in a cancel scope holding its
+    deadline; a hang-up cancels that scope (cancelling 64 scopes costs ~3x setting one Event)."""
 
     query: tuple[int, int, int, bool]  # agent id, since id, limit, include_bodies
     answer: tuple[list[dict[str, Any]], int] | None = None
@@ -46,7 +48,7 @@ class _Waiter:
     scope: anyio.CancelScope | None = None
 
     def wake(self) -> None:
-        """Mail came (or the client hung up): end the sleep, or skip it if not asleep yet."""
+        """The client hung up: end the sleep, or skip it if not asleep yet."""
         self.woken = True
         if self.scope is not None:
             self.scope.cancel()
@@ -56,12 +58,15 @@ class MailWaiters:
     def __init__(self, store: Store, feed: ChangeFeed) -> None:
         self._store = store
         self._waiting: dict[int, set[_Waiter]] = {}
+        self._mail_for: dict[int, anyio.Event] = {}  # agent id -> what its sleeping waiters wait on
         # Resource subscriptions (resource://inbox/{agent}): agent id -> (session, uri) -> notify.
         self._watchers: dict[int, dict[tuple[int, str], Notify]] = {}
         self.notified = 0
-        # Bumped whenever an agent's row is written (its unread counter lives there): the unread hint
-        # reads the database only for a session whose agent's version moved since its last call.
+        # Bumped whenever a commit moves an agent's unread counter (not on every write of its row: a
+        # send writes the sender's last_active_ts): the unread hint reads the database only for a
+        # session whose agent's version moved since its last call. The epoch moves them all.
         self._agent_versions: dict[int, int] = {}
+        self._unread_epoch = 0
         self._pending: set[int] = set()  # message ids whose recipients must be looked up
         self._touched: set[int] = set()  # agents whose rows the mail commits wrote (recipients among them)
         self._pending_at: float | None = None  # the first unrouted mail commit's time.monotonic()
@@ -69,12 +74,18 @@ class MailWaiters:
         self._wake_all = False
         self._arrived = anyio.Event()
         self.woken = 0
+        self.mail_commits = 0  # announced commits that added mail: a read that spans one may be stale
         feed.listen(self._on_change)
 
     def _on_change(self, change: Change) -> None:
-        for agent_id in change.agent_ids:
+        if len(change.unread_ids) >= _CAPPED:  # a capped list may miss someone: everyone re-reads
+            self._unread_epoch += 1
+        for agent_id in change.unread_ids:
             self._agent_versions[agent_id] = self._agent_versions.get(agent_id, 0) + 1
-        if "mail" not in change.kinds or not (self._waiting or self._watchers):
+        if "mail" not in change.kinds:
+            return
+        self.mail_commits += 1
+        if not (self._waiting or self._watchers):
             return
         if not change.message_ids or len(change.message_ids) >= min(_CAPPED, RING_SIZE):
             self._wake_all = True
@@ -128,8 +139,11 @@ class MailWaiters:
         for query, waiters in groups.items():
             for waiter in waiters:
                 waiter.answer = answers.get(query)
-                waiter.wake()
+                waiter.woken = True
                 self.woken += 1
+            arrived = self._mail_for.pop(query[0], None)
+            if arrived is not None:
+                arrived.set()
 
     def _everyone(self) -> set[int]:
         return set(self._waiting) | set(self._watchers)
@@ -192,7 +206,7 @@ class MailWaiters:
             )
         key = validate_project_key(project_key)
 
-        def resolve(conn: Connection) -> tuple[int, str, int]:
+        def resolve(conn: Connection) -> tuple[int, str, int, list[dict[str, Any]], int]:
             find_in(conn, key)
             agent = ag.acting_agent(conn, session, agent_name, token)
             base = since_id
@@ -200,29 +214,31 @@ class MailWaiters:
                 base = conn.execute(
                     "SELECT coalesce(max(message_id), 0) FROM message_recipients WHERE agent_id = ?", (agent[0],)
                 ).get
-            return agent[0], agent[1], int(base)
+            return (agent[0], agent[1], int(base), *_newer(conn, agent[0], int(base), limit, include_bodies))
 
-        agent_id, name, base = await self._store.read(resolve)
+        # Who, from where, and what is already there, in one read. A waiter is registered only once
+        # the agent is known, so a mail commit announced during this read means "read again".
+        announced = self.mail_commits
+        agent_id, name, base, items, unread = await self._store.read(resolve)
+        current = self.mail_commits == announced
         deadline = anyio.current_time() + patience
         timed_out = hung_up = False
-        while True:
+        while not items:
             # Registered before the read, so a commit in between still wakes us.
             waiter = _Waiter((agent_id, base, limit, include_bodies))
             self._waiting.setdefault(agent_id, set()).add(waiter)
             if session is not None:
                 session.waits.add(waiter)
             try:
-                items, unread = await self._store.read(_newer, agent_id, base, limit, include_bodies)
+                if not current:
+                    items, unread = await self._store.read(_newer, agent_id, base, limit, include_bodies)
+                current = False
+                # (A hang-up during the first read woke no one: this waiter was not registered yet.)
+                hung_up = hung_up or (session is not None and session.hung_up)
                 if items or timed_out or hung_up:
                     break
-                timed_out = True
-                if not waiter.woken:  # (woken during the read: mail is there, read again)
-                    with anyio.CancelScope() as scope:
-                        waiter.scope = scope
-                        await anyio.sleep(max(0.0, deadline - anyio.current_time()))
-                    waiter.scope = None
-                    timed_out = not scope.cancelled_caught
-                timed_out = timed_out and not waiter.woken
+                # (Woken during the read: mail is there, read again.)
+                timed_out = not waiter.woken and await self._sleep(waiter, deadline)
                 hung_up = session is not None and session.hung_up
                 if waiter.answer is not None and waiter.answer[0]:  # read for us by `run`
                     items, unread = waiter.answer
@@ -233,6 +249,7 @@ class MailWaiters:
                     waiters.discard(waiter)
                     if not waiters:
                         del self._waiting[agent_id]
+                        self._mail_for.pop(agent_id, None)
                 waiter.scope = None
                 if session is not None:
                     session.waits.discard(waiter)
@@ -240,16 +257,30 @@ class MailWaiters:
         return {"result": items, "agent": name, "unread_count": unread, "timed_out": not items and timed_out,
                 "since_id": base, "last_id": last_id}
 
+    async def _sleep(self, waiter: _Waiter, deadline: float) -> bool:
+        """Sleep until mail for the waiter's agent, a hang-up, or `deadline`; True if the deadline
+        ended it. The Event may also wake a waiter that registered after `run` chose whom to answer:
+        it is neither woken nor timed out, and reads again."""
+        agent_id = waiter.query[0]
+        arrived = self._mail_for.get(agent_id)
+        if arrived is None:
+            arrived = self._mail_for[agent_id] = anyio.Event()
+        with anyio.CancelScope(deadline=deadline) as scope:
+            waiter.scope = scope
+            await arrived.wait()
+        waiter.scope = None
+        return scope.cancelled_caught and not waiter.woken
+
     async def unread_hint(self, session: Session | None, result: Any = None) -> dict[str, Any] | None:
         """`{"agent_mail/unread": {"count": n, "urgent": u}}` when the bound agent's unread counts
         changed since this session's last call (or on its first call with unread mail); else None.
-        Costs no query unless the agent's row was written since the session last looked."""
+        Costs no query unless a commit moved the agent's unread counter since the session last looked."""
         if session is None or session.agent_id is None:
             return None
         agent_id = session.agent_id
         if isinstance(result, dict) and "unread_count" in result:  # fetch_inbox, wait_for_mail: said already
             return None
-        version = (agent_id, self._agent_versions.get(agent_id, 0))
+        version = (agent_id, self._unread_epoch, self._agent_versions.get(agent_id, 0))
         if session.unread_seen == version:
             return None
         session.unread_seen = version

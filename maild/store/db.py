@@ -75,6 +75,11 @@ Connection = apsw.Connection
 # Tables whose committed changes are announced (see Store.on_commit); others are not worth a wakeup.
 # (WITHOUT ROWID tables such as message_recipients are never reported by SQLite's update hook.)
 WATCHED_TABLES = frozenset({"messages", "agents", "sessions", "file_reservations", "archive_outbox", "projects"})
+# Reported with a commit like a table: the agents whose unread counter (agents.unread_count, kept by
+# triggers) moved. The update hook only says an agents row was written, and most such writes are
+# a sender's last_active_ts: the unread hint re-reads an agent's counts only when this names it.
+UNREAD_MOVED = "agents.unread_count"
+_CAP = 256  # rowids announced per table per commit
 CommitListener = Callable[[dict[str, list[int]]], object]
 # A constraint (e.g. the unique active-name index) refused a write; services catch this one.
 IntegrityError = apsw.ConstraintError
@@ -173,8 +178,14 @@ class Store:
     def _record_change(self, _op: int, _db: str, table: str, rowid: int) -> None:
         if table in WATCHED_TABLES:
             rows = self._changed.setdefault(table, [])
-            if len(rows) < 256:
+            if len(rows) < _CAP:
                 rows.append(rowid)
+
+    def _record_unread(self, agent_id: int) -> None:
+        """Called by the writer's TEMP trigger on agents.unread_count (see `_watch_unread`)."""
+        rows = self._changed.setdefault(UNREAD_MOVED, [])
+        if len(rows) < _CAP:
+            rows.append(agent_id)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` as one unit of work on the single writer connection, atomically.
@@ -312,6 +323,19 @@ class Store:
             await self._writer.aclose()
 
 
+def _watch_unread(conn: apsw.Connection, record: Callable[[int], None]) -> None:
+    """A TEMP trigger (this connection's alone, no schema change) reporting which agents' unread
+    counters a transaction moved; a rolled-back savepoint's reports are trimmed like its rowids."""
+    def moved(*args: Any) -> None:  # SQL: maild_unread_moved(agent_id)
+        record(int(args[0]))
+
+    conn.create_scalar_function("maild_unread_moved", moved, 1)
+    conn.execute(
+        "CREATE TEMP TRIGGER IF NOT EXISTS maild_unread_moved AFTER UPDATE OF unread_count ON main.agents"
+        " BEGIN SELECT maild_unread_moved(new.id); END"
+    )
+
+
 def _controller() -> Any:
     """apsw's controller for the running backend. Not its AnyIO one: that one hands every finished
     unit back with a *blocking* `from_thread.run_sync`, so the worker thread idles until the event
@@ -360,6 +384,7 @@ async def open_store(path: Path, settings: Settings) -> AsyncIterator[Store]:
             raise _describe(exc, path) from exc
         store = Store(path, writer, readers, version)
         await writer.async_run(lambda conn: conn.set_update_hook(store._record_change), writer)
+        await writer.async_run(_watch_unread, writer, store._record_unread)
     except BaseException:
         with anyio.CancelScope(shield=True):
             for reader in readers:

@@ -165,7 +165,12 @@ class _Connection:
         self._jobs_out.close()
 
     async def send(self, data: bytes) -> None:
-        """Write one frame; after the client has gone, writes are dropped (answers still count as done)."""
+        """Write one frame; after the client has gone, writes are dropped (answers still count as done).
+
+        A frame is first offered straight to the (non-blocking) socket when no other frame is being
+        written: the stream's own send yields to the event loop twice (the lock, the stream), so the
+        64 waiters one commit wakes were each encoded before the first answer left. Only what the
+        socket does not take at once waits for writability, in order, under the lock."""
         if self._broken:
             return
         if self._send_lock is None:
