@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -89,9 +88,13 @@ LOAD_PACK_THRESHOLD = 12  # packs that make a busy archiver roll the small ones 
 IDLE_PACK_THRESHOLD = 2  # after a quiet spell, anything to fold is folded
 LOOSE_DIR_THRESHOLD = 128  # objects/xx fan-out folders in use (of 256): many loose objects
 IDLE_LOOSE_DIR_THRESHOLD = 16
-# A repack under load runs niced: it may take longer, but the daemon, the shims and fast-import
-# (the archive lag) get the CPU first. Its children (pack-objects) inherit the niceness.
-_LOW_PRIORITY = ["nice", "-n", "10"] if shutil.which("nice") else []
+# Each group commit is a fast-import checkpoint, i.e. a new pack, and fast-import deltifies a tree only
+# against an older version in its *current* pack: every commit writes the trees it touches whole, and
+# the repack has to find their deltas. git sorts delta candidates by a hash of the file name and then
+# by size, so the versions of one agent's `inbox/…/0097xxx` tree sit among every other agent's trees of
+# that name: with git's default window of 10 most are missed. A window of 50 finds them: on a 4-minute
+# 8-agent soak archive, 10.5 MB against 21.4 MB (window 10) and 14.0 MB (the incremental repacks).
+REPACK_WINDOW = 50
 _TMP_PACK = ("tmp_pack_", "tmp_idx_", ".tmp-")
 
 
@@ -268,7 +271,8 @@ class FastImportCommitter:
             for keep in ours:
                 keep.unlink(missing_ok=True)
             subprocess.run(
-                [*_LOW_PRIORITY, "git", "-c", "repack.writeBitmaps=false", "-c", f"pack.threads={2 if idle else 1}",
+                ["git", "-c", "repack.writeBitmaps=false", "-c", f"pack.threads={2 if idle else 1}",
+                 "-c", f"pack.window={REPACK_WINDOW}",
                  "--git-dir", str(self.repo), "repack", "-d", "-q", "--geometric=2"],
                 capture_output=True, text=True, check=True, timeout=1800,
             )
