@@ -99,7 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         from maild.app import run_daemon
 
         backend = args.backend or os.environ.get("AGENT_MAIL_BACKEND") or "asyncio"
-        anyio.run(run_daemon, paths, settings, args.http_required, backend=backend)
+        profile = os.environ.get("AGENT_MAIL_PROFILE")  # a cProfile dump at exit, for the benches
+        if profile:
+            import cProfile
+
+            cProfile.runctx("anyio.run(run_daemon, paths, settings, args.http_required, backend=backend)",
+                            globals(), locals(), filename=profile)
+        else:
+            anyio.run(run_daemon, paths, settings, args.http_required, backend=backend)
     except MailError as exc:
         logging.getLogger("maild").error("cannot start: %s", exc.message)  # noqa: TRY400 - one line, by design
         report(exc.message)

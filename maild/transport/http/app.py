@@ -374,36 +374,3 @@ def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable
         expose_headers=["Mcp-Session-Id", "Mcp-Protocol-Version", "Retry-After", "WWW-Authenticate"],
     )
     return cors
-
-
-async def serve_http(
-    app: ASGIApp, settings: Settings, stop: anyio.Event, done: anyio.Event,
-    task_status: Any = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run hypercorn on the daemon's own event loop (asyncio or trio) until `stop` is set.
-
-    hypercorn must be stopped through its shutdown trigger, not by cancellation (its asyncio
-    worker fails on a cancelled shutdown); `done` tells the caller it has finished."""
-    import sniffio
-    from hypercorn.config import Config
-
-    config = Config()
-    config.bind = [f"{settings.http_host}:{settings.http_port}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 3.0
-    config.include_server_header = False  # one header less to build and validate per answer, no version banner
-    if sniffio.current_async_library() == "trio":
-        from hypercorn.trio import serve as trio_serve
-
-        runner: Any = trio_serve
-    else:
-        from hypercorn.asyncio import serve as asyncio_serve
-
-        runner = asyncio_serve
-    log.info("HTTP bridge on http://%s:%d%s", settings.http_host, settings.http_port, settings.http_path)
-    task_status.started()
-    try:
-        await runner(app, config, shutdown_trigger=stop.wait)
-    finally:
-        done.set()

@@ -1,0 +1,87 @@
+"""The bridge's hypercorn runner (maild/transport/http/server.py): a fixed-length answer leaves in
+one write (its headers wait for the body), a streamed answer's headers still leave at once.
+
+A real hypercorn on loopback, on both backends, with a small ASGI app that pauses between starting
+its answer and sending the body, read by a plain socket: what arrives during the pause shows
+whether the headers were held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from maild.transport.http.server import serve_http
+from shared.config import Settings
+
+pytestmark = pytest.mark.anyio
+PAUSE = 0.4
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    streamed = scope["path"] == "/stream"
+    headers = [(b"content-type", b"text/event-stream")] if streamed else [
+        (b"content-type", b"application/json"), (b"content-length", b"11")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await anyio.sleep(PAUSE)
+    await send({"type": "http.response.body", "body": b'{"ok":true}', "more_body": streamed})
+    if streamed:
+        await send({"type": "http.response.body", "body": b""})
+
+
+def exchange(port: int, path: str) -> tuple[bytes, bytes]:
+    """(what arrived during the app's pause, everything) for one GET."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        sock.settimeout(PAUSE / 2)
+        early = b""
+        with contextlib.suppress(TimeoutError):
+            early = sock.recv(65536)
+        sock.settimeout(10)
+        rest = early
+        while chunk := sock.recv(65536):
+            rest += chunk
+        return early, rest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_fixed_length_answers_leave_in_one_write_streamed_ones_start_at_once() -> None:
+    settings = dataclasses.replace(Settings(), http_host="127.0.0.1", http_port=free_port())
+    stop, done = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        await tg.start(serve_http, app, settings, stop, done)
+        deadline = time.monotonic() + 10
+        while True:  # started() comes before hypercorn binds: wait for the port
+            try:
+                with socket.create_connection(("127.0.0.1", settings.http_port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "hypercorn did not listen"
+                await anyio.sleep(0.02)
+        early, whole = await anyio.to_thread.run_sync(exchange, settings.http_port, "/fixed")
+        assert early == b""  # the headers waited for the body...
+        assert whole.startswith(b"HTTP/1.1 200 ")
+        assert whole.endswith(b'\r\n\r\n{"ok":true}')
+        early, whole = await anyio.to_thread.run_sync(exchange, settings.http_port, "/stream")
+        assert early.startswith(b"HTTP/1.1 200 ")
+        assert b"transfer-encoding: chunked" in early.lower()
+        assert b'{"ok":true}' not in early
+        assert b'{"ok":true}' in whole
+        stop.set()
+        await done.wait()
