@@ -8,6 +8,7 @@ whether the headers were held.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import socket
@@ -15,6 +16,7 @@ import time
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from maild.transport.http.server import serve_http
@@ -85,3 +87,36 @@ async def test_fixed_length_answers_leave_in_one_write_streamed_ones_start_at_on
         assert b'{"ok":true}' in whole
         stop.set()
         await done.wait()
+
+
+@pytest.mark.parametrize("backend", ["asyncio"])  # hypercorn's asyncio worker only: trio keeps its own timer
+async def test_the_keep_alive_timer_starts_only_after_the_grace_and_stops_at_once() -> None:
+    from hypercorn.asyncio.task_group import TaskGroup
+
+    from maild.transport.http.server import IDLE_GRACE_SECONDS, LazyIdleTask
+
+    ran: list[str] = []
+
+    async def idle() -> None:
+        ran.append("started")
+        try:
+            await anyio.sleep(60)
+        finally:
+            ran.append("ended")
+
+    async with TaskGroup(asyncio.get_running_loop()) as group:
+        timer = LazyIdleTask()
+        for _ in range(50):  # a busy connection: requests closer together than the grace
+            await timer.restart(group, idle)
+            await anyio.lowlevel.checkpoint()
+            await timer.stop()
+        assert ran == []
+        await timer.restart(group, idle)  # then idle for longer than the grace: hypercorn's timer runs
+        await anyio.sleep(IDLE_GRACE_SECONDS * 2)
+        assert ran == ["started"]
+        await timer.stop()  # the next request (or the connection closing) cancels it and waits for it
+        assert ran == ["started", "ended"]
+        await timer.restart(group, idle)
+        await timer.stop()
+        await anyio.sleep(IDLE_GRACE_SECONDS * 2)
+        assert ran == ["started", "ended"]

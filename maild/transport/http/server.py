@@ -5,16 +5,23 @@ the body in a second write: two `send` syscalls (and two wake-ups of the client)
 JSON answer, the largest single cost of a stateless call on loopback. Answers whose length is known
 (`content-length`) hold their headers back until the first body bytes, so both leave in one write.
 Streamed answers (SSE, chunked) keep hypercorn's own behaviour: their headers go out at once.
+On asyncio, each connection's keep-alive timer is armed lazily: hypercorn cancels and recreates a
+timer task around every request (two tasks, a lock and several loop turns each time); a cheap timer
+handle now stands in until the connection has really been idle for `IDLE_GRACE_SECONDS`.
 This module does not own the ASGI app (app.py) or the daemon's lifecycle (maild/app.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import h11
+import hypercorn.asyncio.tcp_server
 import hypercorn.protocol
 from hypercorn.config import Config
 from hypercorn.events import RawData
@@ -24,6 +31,7 @@ from hypercorn.protocol.h11 import H11Protocol
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
+IDLE_GRACE_SECONDS = 0.5  # taken off hypercorn's keep-alive timeout, so an idle connection still closes on time
 
 
 class CoalescingH11Protocol(H11Protocol):
@@ -58,10 +66,43 @@ class CoalescingH11Protocol(H11Protocol):
         await super().stream_send(event)
 
 
-def install_coalescing() -> None:
-    """Make hypercorn build HTTP/1.1 connections with CoalescingH11Protocol (it looks the class up
-    in its `protocol` package each time a connection opens)."""
+class LazyIdleTask:
+    """hypercorn's asyncio per-connection "single task" (the keep-alive timer), started only after
+    IDLE_GRACE_SECONDS without a request: between requests of a busy connection, stop and restart
+    cost a timer handle instead of creating, cancelling and awaiting tasks."""
+
+    def __init__(self) -> None:
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._lock = asyncio.Lock()
+
+    async def restart(self, task_group: Any, action: Callable[[], Any]) -> None:
+        await self.stop()
+
+        def spawn() -> None:
+            self._timer = None
+            self._task = task_group._task_group.create_task(action())  # as hypercorn's own
+
+        self._timer = asyncio.get_running_loop().call_later(IDLE_GRACE_SECONDS, spawn)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None:
+            async with self._lock:
+                task, self._task = self._task, None
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+
+def install() -> None:
+    """Make hypercorn build HTTP/1.1 connections with CoalescingH11Protocol and asyncio keep-alive
+    timers with LazyIdleTask (it looks both names up in its own modules each time a connection opens)."""
     setattr(hypercorn.protocol, "H11Protocol", CoalescingH11Protocol)  # noqa: B010 - hypercorn does not export it
+    setattr(hypercorn.asyncio.tcp_server, "AsyncioSingleTask", LazyIdleTask)  # noqa: B010 - nor this
 
 
 def config_for(settings: Settings) -> Config:
@@ -84,7 +125,7 @@ async def serve_http(
     worker fails on a cancelled shutdown); `done` tells the caller it has finished."""
     import sniffio
 
-    install_coalescing()
+    install()
     config = config_for(settings)
     if sniffio.current_async_library() == "trio":
         from hypercorn.trio import serve as trio_serve
@@ -94,6 +135,7 @@ async def serve_http(
         from hypercorn.asyncio import serve as asyncio_serve
 
         runner = asyncio_serve
+        config.keep_alive_timeout -= IDLE_GRACE_SECONDS  # LazyIdleTask starts the timer that much later
     log.info("HTTP bridge on http://%s:%d%s", settings.http_host, settings.http_port, settings.http_path)
     task_status.started()
     try:
