@@ -1,5 +1,6 @@
 """The bridge's hypercorn runner (maild/transport/http/server.py): a fixed-length answer leaves in
-one write (its headers wait for the body), a streamed answer's headers still leave at once.
+one write (its headers wait for the body), a streamed answer's headers still leave at once; the
+asyncio keep-alive timer starts lazily; a lean answer's JSON (orjson) means what json's would.
 
 A real hypercorn on loopback, on both backends, with a small ASGI app that pauses between starting
 its answer and sending the body, read by a plain socket: what arrives during the pause shows
@@ -120,3 +121,27 @@ async def test_the_keep_alive_timer_starts_only_after_the_grace_and_stops_at_onc
         await timer.stop()
         await anyio.sleep(IDLE_GRACE_SECONDS * 2)
         assert ran == ["started", "ended"]
+
+
+@pytest.mark.parametrize("backend", ["asyncio"])  # no I/O: one run is enough
+async def test_lean_answers_and_bodies_mean_the_same_json_whatever_orjson_would_change() -> None:
+    import datetime
+    import json
+
+    from maild.transport.http.app import decode, encode_answer
+    from maild.transport.unix import encode
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    when = datetime.datetime(2026, 12, 1, 17, 0, tzinfo=datetime.UTC)
+    for value in ({"t": when, "p": Point(1), "f": [1e-05, 0.1, 1e16], "s": "é ✓", "n": None},
+                  {"big": 2**70}, {"lone": "\ud800"}, {1: "int key"}):
+        frame = {"jsonrpc": "2.0", "id": 1, "result": value}
+        assert json.loads(encode_answer(frame)) == json.loads(encode(frame))
+        assert encode_answer(frame).endswith(b"}\n")
+    assert decode(b'{"a": NaN}')["a"] != decode(b'{"a": NaN}')["a"]  # json's NaN, as before
+    assert decode(b'{"a": 123456789012345678901234567890}') == {"a": 123456789012345678901234567890}
+    assert decode('{"a": "x"}'.encode("utf-16")) == {"a": "x"}
+    assert decode(b"not json") is None

@@ -33,6 +33,11 @@ from maild.transport.unix import encode
 from shared.config import Settings, csv
 from shared.protocol import LEGACY_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSION
 
+try:
+    import orjson
+except ImportError:  # an environment installed before orjson was a dependency: json does the work
+    orjson = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Any]]
@@ -43,6 +48,8 @@ IDENTITY_KEY = "agent_mail_identity"
 DEFAULT_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 DEFAULT_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 READINESS_TIMEOUT_SECONDS = 5.0
+_ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_APPEND_NEWLINE
+                   if orjson is not None else 0)
 _UNAUTHORIZED = (401, {"error": "unauthorized"}, [(b"www-authenticate", b"Bearer")])
 
 
@@ -69,11 +76,24 @@ async def _respond(send: Send, status: int, body: dict[str, Any],
 
 
 def decode(body: bytes) -> Any:
-    """The POST body as JSON, or None when it is not JSON (the SDK then answers the parse error)."""
+    """The POST body as JSON, or None when it is not JSON (the SDK then answers the parse error).
+
+    Not orjson: it reads integers past 64 bits as floats without a word, so arguments would differ."""
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
         return None
+
+
+def encode_answer(frame: dict[str, Any]) -> bytes:
+    """A lean answer as UTF-8 JSON: orjson where it writes what `encode` would mean (datetimes and
+    dataclasses still go through `str`), `encode` for whatever orjson refuses."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(frame, default=str, option=_ORJSON_OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError: big integers, lone surrogates, non-string keys
+            pass
+    return encode(frame)
 
 
 def what_is_asked(frame: Any) -> tuple[str, str]:
@@ -299,7 +319,7 @@ class Gate:
             from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS  # the SDK's own table
 
             status = ERROR_CODE_HTTP_STATUS.get(error["code"], 200)
-        payload = encode(response)
+        payload = encode_answer(response)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(payload)).encode())]})
