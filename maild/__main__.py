@@ -62,6 +62,23 @@ def _reporter(fd: int | None) -> Callable[[str], None]:
     return report
 
 
+def _run(run: Callable[..., object], *args: object, **kwargs: object) -> None:
+    """run(*args, **kwargs); with AGENT_MAIL_PROFILE=FILE, under cProfile (main thread CPU time, not
+    wall time: benches run on loaded machines), the profile dumped to FILE at exit."""
+    profile = os.environ.get("AGENT_MAIL_PROFILE")
+    if not profile:
+        run(*args, **kwargs)
+        return
+    import cProfile
+    import time
+
+    profiler = cProfile.Profile(time.thread_time)
+    try:
+        profiler.runcall(run, *args, **kwargs)
+    finally:
+        profiler.dump_stats(profile)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = _reporter(args.report_fd)
@@ -102,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         from maild.app import run_daemon
 
         backend = args.backend or os.environ.get("AGENT_MAIL_BACKEND") or "asyncio"
-        anyio.run(run_daemon, paths, settings, args.http_required, backend=backend)
+        _run(anyio.run, run_daemon, paths, settings, args.http_required, backend=backend)
     except MailError as exc:
         logging.getLogger("maild").error("cannot start: %s", exc.message)  # noqa: TRY400 - one line, by design
         report(exc.message)

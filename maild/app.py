@@ -350,7 +350,7 @@ def _share_revocations(tg: anyio.abc.TaskGroup, services: Services) -> None:
 
 def _http_server(app: Any, settings: Settings) -> Callable[[anyio.Event, anyio.Event], Awaitable[None]]:
     async def serve(stop: anyio.Event, done: anyio.Event) -> None:
-        from maild.transport.http.app import serve_http
+        from maild.transport.http.server import serve_http
 
         await serve_http(app, settings, stop, done)
 

@@ -33,6 +33,11 @@ from maild.transport.unix import encode
 from shared.config import Settings, csv
 from shared.protocol import LEGACY_PROTOCOL_VERSION, MODERN_PROTOCOL_VERSION
 
+try:
+    import orjson
+except ImportError:  # an environment installed before orjson was a dependency: json does the work
+    orjson = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Any]]
@@ -43,6 +48,8 @@ IDENTITY_KEY = "agent_mail_identity"
 DEFAULT_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 DEFAULT_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 READINESS_TIMEOUT_SECONDS = 5.0
+_ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_APPEND_NEWLINE
+                   if orjson is not None else 0)
 _UNAUTHORIZED = (401, {"error": "unauthorized"}, [(b"www-authenticate", b"Bearer")])
 
 
@@ -69,11 +76,24 @@ async def _respond(send: Send, status: int, body: dict[str, Any],
 
 
 def decode(body: bytes) -> Any:
-    """The POST body as JSON, or None when it is not JSON (the SDK then answers the parse error)."""
+    """The POST body as JSON, or None when it is not JSON (the SDK then answers the parse error).
+
+    Not orjson: it reads integers past 64 bits as floats without a word, so arguments would differ."""
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
         return None
+
+
+def encode_answer(frame: dict[str, Any]) -> bytes:
+    """A lean answer as UTF-8 JSON: orjson where it writes what `encode` would mean (datetimes and
+    dataclasses still go through `str`), `encode` for whatever orjson refuses."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(frame, default=str, option=_ORJSON_OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError: big integers, lone surrogates, non-string keys
+            pass
+    return encode(frame)
 
 
 def what_is_asked(frame: Any) -> tuple[str, str]:
@@ -299,7 +319,7 @@ class Gate:
             from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS  # the SDK's own table
 
             status = ERROR_CODE_HTTP_STATUS.get(error["code"], 200)
-        payload = encode(response)
+        payload = encode_answer(response)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(payload)).encode())]})
@@ -374,36 +394,3 @@ def build_app(server: Server[Any], settings: Settings, read_only_tools: Callable
         expose_headers=["Mcp-Session-Id", "Mcp-Protocol-Version", "Retry-After", "WWW-Authenticate"],
     )
     return cors
-
-
-async def serve_http(
-    app: ASGIApp, settings: Settings, stop: anyio.Event, done: anyio.Event,
-    task_status: Any = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run hypercorn on the daemon's own event loop (asyncio or trio) until `stop` is set.
-
-    hypercorn must be stopped through its shutdown trigger, not by cancellation (its asyncio
-    worker fails on a cancelled shutdown); `done` tells the caller it has finished."""
-    import sniffio
-    from hypercorn.config import Config
-
-    config = Config()
-    config.bind = [f"{settings.http_host}:{settings.http_port}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 3.0
-    config.include_server_header = False  # one header less to build and validate per answer, no version banner
-    if sniffio.current_async_library() == "trio":
-        from hypercorn.trio import serve as trio_serve
-
-        runner: Any = trio_serve
-    else:
-        from hypercorn.asyncio import serve as asyncio_serve
-
-        runner = asyncio_serve
-    log.info("HTTP bridge on http://%s:%d%s", settings.http_host, settings.http_port, settings.http_path)
-    task_status.started()
-    try:
-        await runner(app, config, shutdown_trigger=stop.wait)
-    finally:
-        done.set()
