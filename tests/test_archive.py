@@ -680,11 +680,14 @@ def test_an_archive_in_the_old_layout_is_migrated_and_passes_doctor(mailbox: Mai
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["trio"])  # one backend is enough for sizes; the rest run both
-def test_thousands_of_messages_under_load_keep_packs_and_bytes_per_message_bounded(mailbox: Mailbox) -> None:
+def test_thousands_of_messages_under_load_keep_packs_and_bytes_per_message_bounded(
+        mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch) -> None:
     # Issue 22: each group commit used to rewrite month folders of 50,000+ entries into a pack of
     # its own, and the idle-only repack never ran under load (4.8 GB for 52,000 messages). Bounds
     # are sizes, not times: at most LOAD_PACK_THRESHOLD + a few packs while mail flows, and a few
     # KB per message once it stops (upstream's file formats, three copies of every message).
+    # A short commit cadence, so this load (seconds long on a quiet machine) makes many commits.
+    monkeypatch.setenv("ARCHIVE_COMMIT_INTERVAL_SECONDS", "0.02")
     names = [f"Writer{i}" for i in range(6)]
     for name in names:
         agent(mailbox, name).close()
@@ -717,3 +720,23 @@ def test_thousands_of_messages_under_load_keep_packs_and_bytes_per_message_bound
     assert most_packs <= LOAD_PACK_THRESHOLD + 4
     size = dir_bytes(mailbox.paths.archive)
     assert size / report["messages_archived"] <= 8_000, f"{size / report['messages_archived']:.0f} bytes a message"
+
+
+def test_under_sustained_load_commits_keep_the_cadence(mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 22: every commit rewrites the trees it touches, so under load a round starts at most
+    # every archive_commit_interval_seconds (more mail per commit); nothing is lost or reordered.
+    monkeypatch.setenv("ARCHIVE_COMMIT_INTERVAL_SECONDS", "0.5")
+    a = agent(mailbox, "BlueLake")
+    agent(mailbox, "GreenCastle").close()
+    started = time.monotonic()
+    sent = [send(a, "GreenCastle", subject=f"steady {i}")["id"] for i in range(150)]
+    while time.monotonic() - started < 2.0:  # keep the load up for at least four intervals
+        sent.append(send(a, "GreenCastle", subject=f"steady {len(sent)}")["id"])
+    elapsed = time.monotonic() - started
+    a.close()
+    report = wait_drained(mailbox)["archive"]
+    assert report["messages_archived"] == len(sent)
+    # One commit may start right away, then one per interval at most (+1 for the drain at the end).
+    assert 2 <= report["commits"] <= elapsed / 0.5 + 3, (report["commits"], elapsed)
+    files = head_files(mailbox.paths.archive)
+    assert sum(1 for f in files if "/messages/20" in f) == len(sent)
