@@ -298,9 +298,15 @@ def test_run_on_a_busy_slot_warns_and_exits_75_unless_it_waits(module_mailbox: M
 def test_ctrl_c_ends_the_command_and_releases_the_slot(module_mailbox: Mailbox) -> None:
     box = module_mailbox
     script = "import time; print('started', flush=True); time.sleep(60)"
-    proc = subprocess.Popen([sys.executable, "-P", "-m", "mailctl", "run", "--slot", "cli-ctrl-c", "--shared", "--",
-                             sys.executable, "-c", script], env=box.env, cwd=box.root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # A shell's background job starts with SIGINT ignored, and an ignored signal stays ignored across
+    # exec: handle it here while spawning, so the children start as a terminal's foreground job would.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "mailctl", "run", "--slot", "cli-ctrl-c", "--shared",
+                                 "--", sys.executable, "-c", script], env=box.env, cwd=box.root,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "started\n"
