@@ -25,8 +25,8 @@ from shared.errors import (
 )
 from shared.paths import MailboxPaths, pid_alive, read_status, verify_private
 from shared.protocol import HELLO_METHOD, MAX_FRAME_BYTES
+from shared.wire import answers, reply_result, tool_result, verify_peer
 from shared.wire import envelope_meta as envelope_meta  # noqa: PLC0414 - re-exported (HTTP client, tests)
-from shared.wire import reply_result, tool_result, verify_peer
 
 if TYPE_CHECKING:  # subprocess and signal load lazily: hooks and shims that find maild running never need them
     import subprocess
@@ -312,11 +312,8 @@ class DaemonClient:
             if not line:
                 raise DaemonUnavailable("maild closed the connection; retry (it restarts on demand)")
             reply = json.loads(line)
-            if not isinstance(reply, dict):
-                continue
-            if reply.get("id") != request_id and not ("error" in reply and reply.get("id") is None):
-                continue  # a notification, or a reply to an abandoned request
-            return reply_result(reply)
+            if answers(reply, request_id):
+                return reply_result(reply)
 
     def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
         """Call a tool; returns its structured result or raises the tool's MailError."""

@@ -48,6 +48,12 @@ def envelope_meta() -> dict[str, Any]:
     return {PROTOCOL_VERSION_META_KEY: MODERN_PROTOCOL_VERSION, CLIENT_CAPABILITIES_META_KEY: {}}
 
 
+def answers(reply: Any, request_id: int) -> bool:
+    """Whether a frame read is the answer to `request_id` (or a connection-level error); anything
+    else — a notification, a reply to an abandoned request — is skipped by the reader."""
+    return isinstance(reply, dict) and (reply.get("id") == request_id or ("error" in reply and reply.get("id") is None))
+
+
 def reply_result(reply: dict[str, Any]) -> dict[str, Any]:
     """A JSON-RPC reply's result, or the error it carries raised as a MailError."""
     if "error" in reply:
@@ -134,11 +140,8 @@ class Wire:
         deadline = time.monotonic() + self.timeout
         while True:
             reply = json.loads(self._line(deadline))
-            if not isinstance(reply, dict):
-                continue
-            if reply.get("id") != request_id and not ("error" in reply and reply.get("id") is None):
-                continue  # a notification, or a reply to an abandoned request
-            return reply_result(reply)
+            if answers(reply, request_id):
+                return reply_result(reply)
 
     def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
         """Call a tool; returns its structured result or raises the tool's MailError."""
