@@ -20,7 +20,14 @@ import apsw
 import pytest
 
 from maild.archive import formats, layout
-from maild.archive.committer import LOAD_PACK_THRESHOLD, FastImportCommitter, branch_head, head_files, read_blobs
+from maild.archive.committer import (
+    LOAD_PACK_THRESHOLD,
+    SETTLED_MIN_BYTES,
+    FastImportCommitter,
+    branch_head,
+    head_files,
+    read_blobs,
+)
 from shared.client import DaemonClient
 from shared.errors import AuthenticationRequired, MailError
 from shared.paths import pid_alive
@@ -511,7 +518,7 @@ def test_an_idle_repack_folds_fast_imports_small_packs_and_commits_go_on(tmp_pat
     repo = tmp_path / "archive"
     committer = FastImportCommitter(repo, "maild", "maild@localhost")
     assert committer.maintain(idle=True) is False, "no archive yet: nothing to do, and no error (issue 13)"
-    assert committer.packing() == {"packs": 0, "loose_dirs": 0}
+    assert committer.packing() == {"packs": 0, "settled_packs": 0, "loose_dirs": 0}
     batch_packs(committer, 6)
     pack_dir = repo / "objects" / "pack"
     assert len(list(pack_dir.glob("*.pack"))) >= 6
@@ -555,6 +562,30 @@ def test_a_repack_runs_beside_commits_that_keep_landing(tmp_path: Path) -> None:
                           check=False)
     assert fsck.returncode == 0, fsck.stderr
     assert len(head_files(repo)) == 20 * 120
+
+
+def test_a_repack_under_load_leaves_the_big_pack_alone(tmp_path: Path) -> None:
+    """Geometric repacking rewrote the biggest pack whenever the small ones added up to half of it,
+    so the archive briefly doubled on disk (issue 22): a settled pack is never rewritten."""
+    repo = tmp_path / "archive"
+    committer = FastImportCommitter(repo, "maild", "maild@localhost")
+    size = (SETTLED_MIN_BYTES + (1 << 20)) // 120  # 120 files: over fast-import's unpack limit, so a pack
+    committer.commit({f"projects/p/big/{i}.bin": os.urandom(size) for i in range(120)}, "big files")
+    committer.close()  # its pack loses fast-import's keep: an ordinary pack from here on
+    pack_dir = repo / "objects" / "pack"
+    (big,) = [p.name for p in pack_dir.glob("*.pack")]
+    batch_packs(committer, 14)
+    assert committer.packing()["settled_packs"] == 1
+    assert committer.maintain(idle=False) is True
+    packs = sorted(p.name for p in pack_dir.glob("*.pack"))
+    assert big in packs, "the settled pack was rewritten"
+    assert len(packs) == 2, "the batch packs fold into one beside it"
+    assert committer.maintenance_due(idle=True) is False, "a settled pack is not work for an idle repack"
+    committer.close()
+    fsck = subprocess.run(["git", "--git-dir", str(repo), "fsck", "--strict"], capture_output=True, text=True,
+                          check=False)
+    assert fsck.returncode == 0, fsck.stderr
+    assert len(head_files(repo)) == 15 * 120
 
 
 KILL_DURING_REPACK = """

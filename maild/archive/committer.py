@@ -95,7 +95,25 @@ IDLE_LOOSE_DIR_THRESHOLD = 16
 # that name: with git's default window of 10 most are missed. A window of 50 finds them: on a 4-minute
 # 8-agent soak archive, 10.5 MB against 21.4 MB (window 10) and 14.0 MB (the incremental repacks).
 REPACK_WINDOW = 50
+# A repack leaves the archive's big packs as they are: a pack of at least an eighth of the archive (and
+# SETTLED_MIN_BYTES) is "settled" and passed to `--keep-pack`. Geometric repacking would otherwise
+# rewrite the biggest pack whenever the small ones add up to half of it: git writes the new pack
+# before it deletes the old, so the archive briefly doubled on disk (2.97x the database in a 30-minute
+# soak), and batch packs piled up (61) during the long rewrite. A settled pack rejoins the roll-ups
+# once the archive has grown eight times past it, so their count stays about SETTLED_FRACTION.
+SETTLED_FRACTION = 8
+SETTLED_MIN_BYTES = 8 << 20
 _TMP_PACK = ("tmp_pack_", "tmp_idx_", ".tmp-")
+
+
+def _settled_packs(pack_dir: Path) -> list[str]:
+    """The names of the packs a repack leaves alone (see SETTLED_FRACTION)."""
+    sizes = {}
+    for pack in pack_dir.glob("*.pack"):
+        with contextlib.suppress(FileNotFoundError):  # a repack beside us may just have folded it
+            sizes[pack.name] = pack.stat().st_size
+    floor = max(SETTLED_MIN_BYTES, sum(sizes.values()) // SETTLED_FRACTION)
+    return sorted(name for name, size in sizes.items() if size >= floor)
 
 
 def _fast_import_keeps(pack_dir: Path) -> list[Path]:
@@ -236,31 +254,35 @@ class FastImportCommitter:
             proc.stdout.close()
 
     def packing(self) -> dict[str, int]:
-        """Packs and loose-object folders in the archive now (cheap: two directory listings)."""
+        """Packs (and how many of them are settled) and loose-object folders in the archive now
+        (cheap: directory listings and a stat per pack)."""
         objects = self.repo / "objects"
         try:
             packs = sum(1 for _ in (objects / "pack").glob("*.pack"))
+            settled = len(_settled_packs(objects / "pack"))
             loose = sum(1 for d in objects.iterdir() if len(d.name) == 2)
         except OSError:  # no archive yet (nothing committed): nothing to pack
-            return {"packs": 0, "loose_dirs": 0}
-        return {"packs": packs, "loose_dirs": loose}
+            return {"packs": 0, "settled_packs": 0, "loose_dirs": 0}
+        return {"packs": packs, "settled_packs": settled, "loose_dirs": loose}
 
     def maintenance_due(self, *, idle: bool) -> bool:
         """Whether a repack would pay now. Busy: once LOAD_PACK_THRESHOLD batch packs piled up (each
-        batch is a pack with no deltas to the others). Idle: whenever there is anything to fold."""
+        batch is a pack with no deltas to the others). Idle: whenever there is anything to fold.
+        Settled packs do not count: a repack leaves them alone."""
         now = self.packing()
+        packs = now["packs"] - now["settled_packs"]
         if idle:
-            return now["packs"] >= IDLE_PACK_THRESHOLD or now["loose_dirs"] >= IDLE_LOOSE_DIR_THRESHOLD
-        return now["packs"] >= LOAD_PACK_THRESHOLD or now["loose_dirs"] >= LOOSE_DIR_THRESHOLD
+            return packs >= IDLE_PACK_THRESHOLD or now["loose_dirs"] >= IDLE_LOOSE_DIR_THRESHOLD
+        return packs >= LOAD_PACK_THRESHOLD or now["loose_dirs"] >= LOOSE_DIR_THRESHOLD
 
     def maintain(self, *, idle: bool = False) -> bool:
         """Fold fast-import's batch packs (and loose objects) into few deltified ones; True if it ran.
         Stops the live fast-import first (so its packs lose their `.keep`; the next batch starts a
         fresh one on the branch), then runs `git repack --geometric=2 -d` *without* the lock:
         commits go on beside it, and their new packs carry `.keep` so the repack leaves them alone.
-        Geometric keeps the pack count logarithmic and rewrites the big pack only when the small
-        ones add up to half of it. Crash-safe: git writes the new pack before deleting old ones,
-        and `recover` clears what a kill left."""
+        Geometric keeps the pack count logarithmic; the settled packs are kept out of it, so no
+        repack rewrites most of the archive (see SETTLED_FRACTION). Crash-safe: git writes the new
+        pack before deleting old ones, and `recover` clears what a kill left."""
         if not self.maintenance_due(idle=idle):
             return False
         pack_dir = self.repo / "objects" / "pack"
@@ -270,10 +292,11 @@ class FastImportCommitter:
         try:
             for keep in ours:
                 keep.unlink(missing_ok=True)
+            settled = [f"--keep-pack={name}" for name in _settled_packs(pack_dir)]
             subprocess.run(
                 ["git", "-c", "repack.writeBitmaps=false", "-c", f"pack.threads={2 if idle else 1}",
                  "-c", f"pack.window={REPACK_WINDOW}",
-                 "--git-dir", str(self.repo), "repack", "-d", "-q", "--geometric=2"],
+                 "--git-dir", str(self.repo), "repack", "-d", "-q", "--geometric=2", *settled],
                 capture_output=True, text=True, check=True, timeout=1800,
             )
         except subprocess.CalledProcessError as exc:
