@@ -82,7 +82,7 @@ class Settings:
     # Under sustained load a group commit starts at most this often: every commit rewrites the trees
     # of each folder it touches, so fewer, larger commits keep the archive small (docs/archive.md).
     archive_commit_interval_seconds: float = field(
-        default=0.3, metadata=_env("ARCHIVE_COMMIT_INTERVAL_SECONDS")
+        default=0.5, metadata=_env("ARCHIVE_COMMIT_INTERVAL_SECONDS")
     )
     git_author_name: str = field(default="agent-mail", metadata=_env("GIT_AUTHOR_NAME"))
     git_author_email: str = field(default="agent-mail@localhost", metadata=_env("GIT_AUTHOR_EMAIL"))
