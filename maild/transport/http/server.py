@@ -125,9 +125,25 @@ async def serve_http(
     worker fails on a cancelled shutdown); `done` tells the caller it has finished."""
     import sniffio
 
+    library = sniffio.current_async_library()
+    choice = settings.http_server
+    if library == "asyncio" and choice in ("auto", "uvicorn", "uvicorn-h11"):
+        from maild.transport.http.uvicorn_runner import parser_name, serve_uvicorn
+
+        http = "h11" if choice == "uvicorn-h11" else parser_name()
+        log.info("HTTP bridge on http://%s:%d%s (uvicorn, %s)", settings.http_host, settings.http_port,
+                 settings.http_path, http)
+        task_status.started()
+        try:
+            await serve_uvicorn(app, settings, stop, http)
+        finally:
+            done.set()
+        return
+    if library == "trio" and choice.startswith("uvicorn"):
+        log.warning("HTTP_SERVER=%s runs on asyncio only; this trio daemon serves the bridge with hypercorn", choice)
     install()
     config = config_for(settings)
-    if sniffio.current_async_library() == "trio":
+    if library == "trio":
         from hypercorn.trio import serve as trio_serve
 
         runner: Any = trio_serve
@@ -136,7 +152,7 @@ async def serve_http(
 
         runner = asyncio_serve
         config.keep_alive_timeout -= IDLE_GRACE_SECONDS  # LazyIdleTask starts the timer that much later
-    log.info("HTTP bridge on http://%s:%d%s", settings.http_host, settings.http_port, settings.http_path)
+    log.info("HTTP bridge on http://%s:%d%s (hypercorn)", settings.http_host, settings.http_port, settings.http_path)
     task_status.started()
     try:
         await runner(app, config, shutdown_trigger=stop.wait)

@@ -1,0 +1,83 @@
+"""How the bridge runs uvicorn on asyncio: its configuration, its life inside the daemon's loop.
+
+uvicorn with httptools (llhttp, in C) costs far less CPU per request than hypercorn + h11 (see
+docs/transport.md for the figures), so the asyncio daemon serves the bridge with it; trio keeps
+hypercorn (server.py), since uvicorn runs on asyncio only. The daemon owns the lifecycle: the socket
+is bound exactly as hypercorn binds it (bridge.check_bind), uvicorn neither installs signal handlers
+nor configures logging nor runs a lifespan, and it stops when the daemon's `stop` event is set.
+This module does not own the ASGI app (app.py) or the choice of server (server.serve_http).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+import anyio
+import uvicorn
+
+from shared.config import Settings
+
+log = logging.getLogger(__name__)
+GRACEFUL_SECONDS = 3.0  # as hypercorn's graceful_timeout: open streams get this long, then are cancelled
+KEEP_ALIVE_SECONDS = 5.0  # hypercorn's default keep_alive_timeout: an idle connection closes after it
+DATE_REFRESH_SECONDS = 1.0  # uvicorn builds its Date header once a second
+
+
+def parser_name() -> str:
+    """httptools where installed (a C parser), else uvicorn's pure-Python h11 protocol."""
+    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+
+
+def config_for(app: Any, settings: Settings, http: str | None = None) -> uvicorn.Config:
+    config = uvicorn.Config(
+        app,
+        http=http or parser_name(),
+        ws="none",  # the bridge serves no WebSocket
+        lifespan="off",  # the daemon starts and stops everything the app uses
+        log_config=None,  # the daemon configured logging already
+        access_log=False,
+        server_header=False,  # no version banner, as with hypercorn
+        proxy_headers=False,  # the gate alone decides whether X-Forwarded-For is trusted
+        timeout_keep_alive=int(KEEP_ALIVE_SECONDS),
+        timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
+        h11_max_incomplete_event_size=16 * 1024,  # as hypercorn's h11_max_incomplete_size
+    )
+    config.load()
+    return config
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn's server, run by the daemon: stops on `stop` instead of polling every 0.1 s."""
+
+    def __init__(self, config: uvicorn.Config, stop: anyio.Event) -> None:
+        super().__init__(config)
+        self._stop = stop
+
+    async def main_loop(self) -> None:
+        while not await self.on_tick(0):  # tick 0: refresh the Date header
+            with anyio.move_on_after(DATE_REFRESH_SECONDS):
+                await self._stop.wait()
+            self.should_exit = self._stop.is_set()
+
+
+async def serve_uvicorn(app: Any, settings: Settings, stop: anyio.Event, http: str | None = None) -> None:
+    """Serve `app` on the bridge's address until `stop` is set, then shut down gracefully."""
+    from hypercorn.config import Config as HypercornConfig
+
+    bind = HypercornConfig()
+    bind.bind = [f"{settings.http_host}:{settings.http_port}"]
+    created = bind.create_sockets()  # OSError if the address is taken: bridge.run_bridge reports it
+    sockets = list(created.insecure_sockets)
+    config = config_for(app, settings, http)
+    server = EmbeddedServer(config, stop)
+    server.lifespan = config.lifespan_class(config)
+    try:
+        await server.startup(sockets=sockets)
+        await server.main_loop()
+    finally:
+        if server.started:
+            await server.shutdown(sockets=sockets)
+        for sock in sockets:
+            sock.close()
