@@ -1,10 +1,13 @@
-"""How the bridge runs uvicorn on asyncio: its configuration, its life inside the daemon's loop.
+"""How the bridge runs uvicorn on asyncio: its configuration, its life inside the daemon's loop,
+and one write per fixed-length answer.
 
 uvicorn with httptools (llhttp, in C) costs far less CPU per request than hypercorn + h11 (see
 docs/transport.md for the figures), so the asyncio daemon serves the bridge with it; trio keeps
 hypercorn (server.py), since uvicorn runs on asyncio only. The daemon owns the lifecycle: the socket
 is bound exactly as hypercorn binds it (bridge.check_bind), uvicorn neither installs signal handlers
-nor configures logging nor runs a lifespan, and it stops when the daemon's `stop` event is set.
+nor configures logging, and it stops when the daemon's `stop` event is set.
+As with hypercorn (server.py), a fixed-length answer's status line and headers wait for its body,
+so both leave in one `send` (one wake-up of the client); streamed answers start at once.
 This module does not own the ASGI app (app.py) or the choice of server (server.serve_http).
 """
 
@@ -16,6 +19,7 @@ from typing import Any
 
 import anyio
 import uvicorn
+from uvicorn.protocols.http import httptools_impl
 
 from shared.config import Settings
 
@@ -35,7 +39,7 @@ def config_for(app: Any, settings: Settings, http: str | None = None) -> uvicorn
         app,
         http=http or parser_name(),
         ws="none",  # the bridge serves no WebSocket
-        lifespan="off",  # the daemon starts and stops everything the app uses
+        lifespan="on",  # the SDK's session manager runs in the app's lifespan (as under hypercorn)
         log_config=None,  # the daemon configured logging already
         access_log=False,
         server_header=False,  # no version banner, as with hypercorn
@@ -46,6 +50,59 @@ def config_for(app: Any, settings: Settings, http: str | None = None) -> uvicorn
     )
     config.load()
     return config
+
+
+class HeldWrites:
+    """A connection's transport for one answer: while `hold` is set, what is written waits, and
+    leaves with the next write (or before a close)."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+        self.hold = False
+
+    def write(self, data: bytes) -> None:
+        if self.hold:
+            self.hold = False
+            self._held = data
+            return
+        held, self._held = self._held, None
+        self._transport.write(data if held is None else held + data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info...: the real transport's
+        return getattr(self._transport, name)
+
+
+class CoalescingCycle(httptools_impl.RequestResponseCycle):
+    """uvicorn's httptools request cycle, holding a fixed-length answer's headers until its body."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.transport = HeldWrites(self.transport)  # type: ignore[assignment]
+
+    async def send(self, message: Any) -> None:
+        transport: HeldWrites = self.transport  # type: ignore[assignment]
+        if (message["type"] == "http.response.start" and not self.response_started
+                and any(name.lower() == b"content-length" for name, _ in message.get("headers", ()))):
+            transport.hold = True
+        await super().send(message)
+        if self.response_complete:
+            transport.flush()  # a HEAD answer writes no body: its headers still go out
+
+
+def install() -> None:
+    """Make uvicorn's httptools protocol build CoalescingCycle (it looks the name up in its module
+    for every request)."""
+    setattr(httptools_impl, "RequestResponseCycle", CoalescingCycle)  # noqa: B010 - not an exported hook
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -71,10 +128,15 @@ async def serve_uvicorn(app: Any, settings: Settings, stop: anyio.Event, http: s
     created = bind.create_sockets()  # OSError if the address is taken: bridge.run_bridge reports it
     sockets = list(created.insecure_sockets)
     config = config_for(app, settings, http)
+    if config.http == "httptools":
+        install()
     server = EmbeddedServer(config, stop)
     server.lifespan = config.lifespan_class(config)
     try:
-        await server.startup(sockets=sockets)
+        try:
+            await server.startup(sockets=sockets)
+        except SystemExit as exc:  # uvicorn exits when the app's lifespan startup fails: the daemon must not
+            raise RuntimeError("the bridge app's lifespan startup failed (see the log above)") from exc
         await server.main_loop()
     finally:
         if server.started:
