@@ -1,13 +1,15 @@
 """The bridge's HTTP server per backend (maild/transport/http/server.py, uvicorn_runner.py): uvicorn +
 httptools on asyncio, hypercorn on trio or with HTTP_SERVER=hypercorn. Through each: stateless calls
 on one kept-alive connection, a HEAD answer, the web mailbox's SSE stream delivering a change, and a
-graceful stop (SIGTERM) while that stream is still open.
+graceful stop (SIGTERM) while that stream is still open; a request head past 16 KiB is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import socket
 import time
 from typing import Any
 
@@ -26,6 +28,18 @@ BODY = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
 
 def bearer(**claims: Any) -> str:
     return jwt.encode({"sub": "ops", "role": "writer", "exp": int(time.time()) + 600, **claims}, SECRET)
+
+
+def endless_head(port: int) -> bytes:
+    """What the bridge answers a request whose headers never end (256 KiB of one header)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with contextlib.suppress(OSError):  # the server may close before all of it is sent
+            sock.sendall(b"GET /health/liveness HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 262144)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return answer
 
 
 def bridge_line(mailbox: Mailbox) -> str:
@@ -62,6 +76,8 @@ def test_each_backend_serves_the_bridge_on_its_server_streams_and_stops_graceful
         assert response.read() == b""
     finally:
         conn.close()
+
+    assert endless_head(bridge.port).startswith(b"HTTP/1.1 4")  # 400 or 431, then the connection closes
 
     reader = EventReader(bridge.port, {}, extra={"Authorization": f"Bearer {bearer(role='reader')}"})
     try:

@@ -24,6 +24,7 @@ from uvicorn.protocols.http import httptools_impl
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
+MAX_HEAD_BYTES = 16 * 1024  # a request's line and headers, as hypercorn's h11_max_incomplete_size
 GRACEFUL_SECONDS = 3.0  # as hypercorn's graceful_timeout: open streams get this long, then are cancelled
 KEEP_ALIVE_SECONDS = 5.0  # hypercorn's default keep_alive_timeout: an idle connection closes after it
 DATE_REFRESH_SECONDS = 1.0  # uvicorn builds its Date header once a second
@@ -35,9 +36,10 @@ def parser_name() -> str:
 
 
 def config_for(app: Any, settings: Settings, http: str | None = None) -> uvicorn.Config:
+    http = http or parser_name()
     config = uvicorn.Config(
         app,
-        http=http or parser_name(),
+        http=BoundedHttpToolsProtocol if http == "httptools" else http,
         ws="none",  # the bridge serves no WebSocket
         lifespan="on",  # the SDK's session manager runs in the app's lifespan (as under hypercorn)
         log_config=None,  # the daemon configured logging already
@@ -46,7 +48,7 @@ def config_for(app: Any, settings: Settings, http: str | None = None) -> uvicorn
         proxy_headers=False,  # the gate alone decides whether X-Forwarded-For is trusted
         timeout_keep_alive=int(KEEP_ALIVE_SECONDS),
         timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
-        h11_max_incomplete_event_size=16 * 1024,  # as hypercorn's h11_max_incomplete_size
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
     )
     config.load()
     return config
@@ -99,6 +101,35 @@ class CoalescingCycle(httptools_impl.RequestResponseCycle):
             transport.flush()  # a HEAD answer writes no body: its headers still go out
 
 
+class BoundedHttpToolsProtocol(httptools_impl.HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on a request's head: httptools buffers a header
+    until it ends, with no limit of its own, so a client could grow the daemon's memory without end.
+    Past MAX_HEAD_BYTES (give or take one read) the request gets a 400 and the connection closes."""
+
+    _awaiting_head = True
+    _head_bytes = 0
+    _heads = 0
+
+    def data_received(self, data: bytes) -> None:
+        heads = self._heads
+        super().data_received(data)
+        if self._heads != heads:
+            self._head_bytes = 0
+        elif self._awaiting_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self.send_400_response("Request header fields too large.")
+
+    def on_headers_complete(self) -> None:
+        self._heads += 1
+        self._awaiting_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._awaiting_head = True
+
+
 def install() -> None:
     """Make uvicorn's httptools protocol build CoalescingCycle (it looks the name up in its module
     for every request)."""
@@ -128,7 +159,7 @@ async def serve_uvicorn(app: Any, settings: Settings, stop: anyio.Event, http: s
     created = bind.create_sockets()  # OSError if the address is taken: bridge.run_bridge reports it
     sockets = list(created.insecure_sockets)
     config = config_for(app, settings, http)
-    if config.http == "httptools":
+    if config.http is BoundedHttpToolsProtocol:
         install()
     server = EmbeddedServer(config, stop)
     server.lifespan = config.lifespan_class(config)
