@@ -1,4 +1,6 @@
-"""How the bridge runs hypercorn: its configuration, and one write per fixed-length HTTP/1.1 answer.
+"""Which server runs the bridge (`serve_http`: uvicorn on asyncio unless HTTP_SERVER says otherwise,
+see uvicorn_runner.py; hypercorn on trio), and how hypercorn runs: its configuration, and one write
+per fixed-length HTTP/1.1 answer.
 
 hypercorn writes an answer's status line and headers as soon as the app starts the response, and
 the body in a second write: two `send` syscalls (and two wake-ups of the client) for every small
@@ -119,7 +121,8 @@ async def serve_http(
     app: Any, settings: Settings, stop: anyio.Event, done: anyio.Event,
     task_status: Any = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run hypercorn on the daemon's own event loop (asyncio or trio) until `stop` is set.
+    """Run the bridge on the daemon's own event loop until `stop` is set: uvicorn on asyncio
+    (HTTP_SERVER auto, uvicorn or uvicorn-h11), hypercorn on trio or with HTTP_SERVER=hypercorn.
 
     hypercorn must be stopped through its shutdown trigger, not by cancellation (its asyncio
     worker fails on a cancelled shutdown); `done` tells the caller it has finished."""

@@ -2,7 +2,7 @@
 and one write per fixed-length answer.
 
 uvicorn with httptools (llhttp, in C) costs far less CPU per request than hypercorn + h11 (see
-docs/transport.md for the figures), so the asyncio daemon serves the bridge with it; trio keeps
+docs/http.md for the figures), so the asyncio daemon serves the bridge with it; trio keeps
 hypercorn (server.py), since uvicorn runs on asyncio only. The daemon owns the lifecycle: the socket
 is bound exactly as hypercorn binds it (bridge.check_bind), uvicorn neither installs signal handlers
 nor configures logging, and it stops when the daemon's `stop` event is set.
