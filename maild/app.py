@@ -312,7 +312,7 @@ def _start_background(tg: anyio.abc.TaskGroup, services: Services, archiver: Arc
 
 
 async def _stop_bridge(stop: anyio.Event, done: anyio.Event) -> None:
-    """hypercorn stops through its shutdown trigger (not cancellation); give it a few seconds."""
+    """The bridge's server (uvicorn or hypercorn) stops through `stop`, not cancellation; give it a few seconds."""
     stop.set()
     with anyio.move_on_after(5):
         await done.wait()

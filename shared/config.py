@@ -144,6 +144,8 @@ class Settings:
     http_allowed_hosts: str = field(default="", metadata=_env("HTTP_ALLOWED_HOSTS"))
     http_max_body_bytes: int = field(default=4 * 1024 * 1024, metadata=_env("HTTP_MAX_BODY_BYTES"))
     http_request_timeout_seconds: float = field(default=30.0, metadata=_env("HTTP_REQUEST_TIMEOUT_SECONDS"))
+    # The bridge's HTTP server (docs/transport.md): auto = uvicorn + httptools on asyncio, hypercorn on trio.
+    http_server: str = field(default="auto", metadata=_env("HTTP_SERVER"))
     # Web mailbox on the bridge (docs/web.md): login-link lifetime and the session cookie's.
     web_enabled: bool = field(default=True, metadata=_env("AGENT_MAIL_WEB"))
     web_login_ttl_seconds: float = field(default=600.0, metadata=_env("AGENT_MAIL_WEB_LOGIN_TTL"))
@@ -184,6 +186,7 @@ _CHOICES = {
     "synchronous": ("NORMAL", "FULL"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "http_rate_limit_backend": ("memory", "redis"),
+    "http_server": ("auto", "uvicorn", "uvicorn-h11", "hypercorn"),
     "llm_cache_backend": ("memory",),
     "ack_escalation_mode": ("log", "message", "file_reservation"),
 }

@@ -1,8 +1,8 @@
-"""The bridge's hypercorn runner (maild/transport/http/server.py): a fixed-length answer leaves in
+"""The bridge's servers (maild/transport/http/server.py, uvicorn_runner.py): a fixed-length answer leaves in
 one write (its headers wait for the body), a streamed answer's headers still leave at once; the
 asyncio keep-alive timer starts lazily; a lean answer's JSON (orjson) means what json's would.
 
-A real hypercorn on loopback, on both backends, with a small ASGI app that pauses between starting
+A real hypercorn (both backends) and uvicorn (asyncio) on loopback, with a small ASGI app that pauses between starting
 its answer and sending the body, read by a plain socket: what arrives during the pause shows
 whether the headers were held.
 """
@@ -64,8 +64,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_fixed_length_answers_leave_in_one_write_streamed_ones_start_at_once() -> None:
-    settings = dataclasses.replace(Settings(), http_host="127.0.0.1", http_port=free_port())
+@pytest.mark.parametrize("server", ["auto", "hypercorn"])  # auto: uvicorn on asyncio, hypercorn on trio
+async def test_fixed_length_answers_leave_in_one_write_streamed_ones_start_at_once(server: str) -> None:
+    settings = dataclasses.replace(Settings(), http_host="127.0.0.1", http_port=free_port(), http_server=server)
     stop, done = anyio.Event(), anyio.Event()
     async with anyio.create_task_group() as tg:
         await tg.start(serve_http, app, settings, stop, done)
@@ -75,7 +76,7 @@ async def test_fixed_length_answers_leave_in_one_write_streamed_ones_start_at_on
                 with socket.create_connection(("127.0.0.1", settings.http_port), timeout=1):
                     break
             except OSError:
-                assert time.monotonic() < deadline, "hypercorn did not listen"
+                assert time.monotonic() < deadline, "the server did not listen"
                 await anyio.sleep(0.02)
         early, whole = await anyio.to_thread.run_sync(exchange, settings.http_port, "/fixed")
         assert early == b""  # the headers waited for the body...

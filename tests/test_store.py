@@ -234,3 +234,23 @@ async def test_a_commit_names_the_agents_whose_unread_counter_moved_and_no_other
 async def _quietly(write: Any) -> None:
     with contextlib.suppress(MailError):
         await write
+
+
+async def test_an_inline_read_runs_on_the_loop_thread_sees_each_commit_and_cannot_write(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "m.db", Settings()) as store:
+        await store.write(lambda c: c.execute("CREATE TABLE queue(n INTEGER)"))
+        threads: list[int] = []
+
+        def count(conn: Any) -> int:
+            threads.append(threading.get_ident())
+            return int(conn.execute("SELECT count(*) FROM queue").get)
+
+        assert await store.read_inline(count) == 0
+        await store.write(lambda c: c.execute("INSERT INTO queue VALUES (1), (2)"))
+        assert await store.read_inline(count) == 2  # its connection stays open and still sees every commit
+        assert threads == [threading.get_ident()] * 2  # no hand-off to a reader thread
+        with pytest.raises(StorageError):
+            await store.read_inline(lambda c: c.execute("INSERT INTO queue VALUES (3)"))
+        with pytest.raises(StorageError):
+            await store.read_inline(lambda c: c.execute("SELECT * FROM missing").get)
+        assert await store.read(count) == 2

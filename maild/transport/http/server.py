@@ -1,4 +1,6 @@
-"""How the bridge runs hypercorn: its configuration, and one write per fixed-length HTTP/1.1 answer.
+"""Which server runs the bridge (`serve_http`: uvicorn on asyncio unless HTTP_SERVER says otherwise,
+see uvicorn_runner.py; hypercorn on trio), and how hypercorn runs: its configuration, and one write
+per fixed-length HTTP/1.1 answer.
 
 hypercorn writes an answer's status line and headers as soon as the app starts the response, and
 the body in a second write: two `send` syscalls (and two wake-ups of the client) for every small
@@ -119,15 +121,32 @@ async def serve_http(
     app: Any, settings: Settings, stop: anyio.Event, done: anyio.Event,
     task_status: Any = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run hypercorn on the daemon's own event loop (asyncio or trio) until `stop` is set.
+    """Run the bridge on the daemon's own event loop until `stop` is set: uvicorn on asyncio
+    (HTTP_SERVER auto, uvicorn or uvicorn-h11), hypercorn on trio or with HTTP_SERVER=hypercorn.
 
     hypercorn must be stopped through its shutdown trigger, not by cancellation (its asyncio
     worker fails on a cancelled shutdown); `done` tells the caller it has finished."""
     import sniffio
 
+    library = sniffio.current_async_library()
+    choice = settings.http_server
+    if library == "asyncio" and choice in ("auto", "uvicorn", "uvicorn-h11"):
+        from maild.transport.http.uvicorn_runner import parser_name, serve_uvicorn
+
+        http = "h11" if choice == "uvicorn-h11" else parser_name()
+        log.info("HTTP bridge on http://%s:%d%s (uvicorn, %s)", settings.http_host, settings.http_port,
+                 settings.http_path, http)
+        task_status.started()
+        try:
+            await serve_uvicorn(app, settings, stop, http)
+        finally:
+            done.set()
+        return
+    if library == "trio" and choice.startswith("uvicorn"):
+        log.warning("HTTP_SERVER=%s runs on asyncio only; this trio daemon serves the bridge with hypercorn", choice)
     install()
     config = config_for(settings)
-    if sniffio.current_async_library() == "trio":
+    if library == "trio":
         from hypercorn.trio import serve as trio_serve
 
         runner: Any = trio_serve
@@ -136,7 +155,7 @@ async def serve_http(
 
         runner = asyncio_serve
         config.keep_alive_timeout -= IDLE_GRACE_SECONDS  # LazyIdleTask starts the timer that much later
-    log.info("HTTP bridge on http://%s:%d%s", settings.http_host, settings.http_port, settings.http_path)
+    log.info("HTTP bridge on http://%s:%d%s (hypercorn)", settings.http_host, settings.http_port, settings.http_path)
     task_status.started()
     try:
         await runner(app, config, shutdown_trigger=stop.wait)
