@@ -8,6 +8,7 @@ against maild on asyncio and on trio. Tests isolate all state through the root (
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import subprocess
 import sys
@@ -128,6 +129,29 @@ def module_mailbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailbox
         yield box
     finally:
         box.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared_mailbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailbox]:
+    """One daemon per backend for a whole module: for tests of the daemon's tools where a fresh root per
+    test would only cost a start and a stop (about a CPU second each). Every test that uses it keeps to
+    its own project key and session names (see `tag`), so no test sees another's mail or agents; tests
+    that need settings, a restart or a damaged state keep the function-scoped `mailbox`."""
+    backend = str(request.param)
+    box = Mailbox(git_init(tmp_path_factory.mktemp(f"shared-{backend}") / "repo"), backend)
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+_tags = itertools.count(1)
+
+
+@pytest.fixture
+def tag() -> str:
+    """A short name unique to this test in the session, for project keys and session ids on a shared daemon."""
+    return f"t{next(_tags)}"
 
 
 @pytest.fixture
