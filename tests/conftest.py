@@ -8,6 +8,7 @@ against maild on asyncio and on trio. Tests isolate all state through the root (
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import subprocess
 import sys
@@ -66,6 +67,33 @@ class Mailbox:
     def stop(self) -> None:
         stop_daemon(self.paths, force=True)
 
+    def session(self, name: str) -> str:
+        """The session id to say hello with (a ProjectBox makes it unique to its test)."""
+        return name
+
+
+class ProjectBox(Mailbox):
+    """A test's own project (a fresh git repo) on a daemon other tests share: `root` is the project (its
+    key, the CLI's working directory), `paths` and `env` are the shared daemon's. It cannot be stopped:
+    a test that restarts or reconfigures the daemon needs the function-scoped `mailbox`."""
+
+    def __init__(self, shared: Mailbox, project_root: Path, tag: str) -> None:
+        super().__init__(shared.root, shared.backend)
+        self.daemon_root = shared.root
+        self.root = project_root
+        self.tag = tag
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, "AGENT_MAIL_ROOT": str(self.daemon_root)}
+
+    def session(self, name: str) -> str:
+        """A session id unique to this test (sessions bind agents daemon-wide)."""
+        return f"{name}@{self.tag}"
+
+    def stop(self) -> None:
+        raise AssertionError("a shared daemon is stopped by its module fixture; use `mailbox` to restart one")
+
 
 def children_of(pid: int) -> list[str]:
     """`pid (command) state` of each process whose parent is `pid`, zombies included (Linux /proc)."""
@@ -108,14 +136,25 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def mailbox(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mailbox]:
+def _fresh_mailbox(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mailbox]:
     monkeypatch.setenv("AGENT_MAIL_BACKEND", backend)
     box = Mailbox(git_init(tmp_path / "repo"), backend)
     try:
         yield box
     finally:
         box.stop()
+
+
+@pytest.fixture
+def mailbox(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mailbox]:
+    yield from _fresh_mailbox(tmp_path, backend, monkeypatch)
+
+
+@pytest.fixture
+def fresh_mailbox(tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mailbox]:
+    """The same as `mailbox`, for modules whose `mailbox` is a project on a shared daemon (`project_box`):
+    tests there that write settings before the start, restart or damage the daemon take this one."""
+    yield from _fresh_mailbox(tmp_path, backend, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +167,35 @@ def module_mailbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailbox
         yield box
     finally:
         box.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared_mailbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailbox]:
+    """One daemon per backend for a whole module: for tests of the daemon's tools where a fresh root per
+    test would only cost a start and a stop (about a CPU second each). Every test that uses it keeps to
+    its own project key and session names (see `tag`), so no test sees another's mail or agents; tests
+    that need settings, a restart or a damaged state keep the function-scoped `mailbox`."""
+    backend = str(request.param)
+    box = Mailbox(git_init(tmp_path_factory.mktemp(f"shared-{backend}") / "repo"), backend)
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+_tags = itertools.count(1)
+
+
+@pytest.fixture
+def tag() -> str:
+    """A short name unique to this test in the session, for project keys and session ids on a shared daemon."""
+    return f"t{next(_tags)}"
+
+
+@pytest.fixture
+def project_box(shared_mailbox: Mailbox, tmp_path: Path, tag: str) -> ProjectBox:
+    """This test's own project repo on the module's shared daemon (see ProjectBox)."""
+    return ProjectBox(shared_mailbox, git_init(tmp_path / "repo"), tag)
 
 
 @pytest.fixture

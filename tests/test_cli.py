@@ -44,6 +44,7 @@ def test_key_value_pairs_parse_json_values_and_fall_back_to_strings() -> None:
         parse_pairs([], "[1]")
 
 
+@pytest.mark.parametrize("backend", ["asyncio"])  # the CLI run synchronously: the daemon's backend is not its subject
 def test_call_prints_json_and_errors_exit_1_with_the_code(mailbox: Mailbox) -> None:
     ok = mailbox.mailctl("call", "ensure_project", "human_key=/srv/app")
     assert json.loads(ok.stdout)["slug"] == "srv-app"
@@ -70,6 +71,7 @@ def test_mailctl_never_imports_the_heavy_daemon_stack() -> None:
     assert run.stdout.strip() == ""
 
 
+@pytest.mark.parametrize("backend", ["asyncio"])  # as above
 def test_mail_commands_act_as_the_operator_and_as_an_agent_with_its_token(mailbox: Mailbox) -> None:
     registered = json.loads(mailbox.mailctl("register", "--program", "codex", "--model", "gpt", "--name",
                                             "BlueLake", "--json").stdout)

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import fasteners
 import pytest
 
 from shared.client import stop_daemon
@@ -46,15 +47,20 @@ def installed(binary: str) -> Path:
     if shutil.which("npm") is None or shutil.which("node") is None:
         pytest.skip(f"node/npm are not installed: cannot install {package}")
     CACHE.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".install-", dir=CACHE))
-    try:
-        run = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix",
-                              str(staging), package], capture_output=True, text=True, timeout=600, check=False)
-        if run.returncode != 0:
-            pytest.skip(f"npm install {package} failed (registry unreachable?): {run.stderr.strip()[-300:]}")
-        staging.rename(prefix)  # whole installs only: an interrupted one never looks cached
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # One installer at a time (two test processes, e.g. under pytest-xdist, may want the same client):
+    # the second waits, then finds the first one's install.
+    with fasteners.InterProcessLock(str(CACHE / ".install.lock")):
+        if exe.exists():
+            return exe
+        staging = Path(tempfile.mkdtemp(prefix=".install-", dir=CACHE))
+        try:
+            run = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix",
+                                  str(staging), package], capture_output=True, text=True, timeout=600, check=False)
+            if run.returncode != 0:
+                pytest.skip(f"npm install {package} failed (registry unreachable?): {run.stderr.strip()[-300:]}")
+            staging.rename(prefix)  # whole installs only: an interrupted one never looks cached
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return exe
 
 

@@ -1,6 +1,10 @@
 """The git guard in real repositories: blocked, allowed, warned, bypassed, renames, chain runner,
 pre-push, daemon down (database fallback), unreadable mailbox, project scoping with a shared
-mailbox, worktrees."""
+mailbox, worktrees.
+
+Here `mailbox` is each test's own repository as a project on a daemon the module shares (one per
+backend), as a checkout sharing a user's mailbox would be; the tests that stop the daemon or damage
+its database take `fresh_mailbox`, whose root is the repository."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import pytest
 from mailctl.guard import project_slug
 from maild.services.projects import slugify
 from shared.client import DaemonClient
-from tests.conftest import Mailbox, git_init
+from tests.conftest import Mailbox, ProjectBox, git_init
 
 
 def git(
@@ -27,8 +31,11 @@ def git(
 
 
 @pytest.fixture
-def repo(mailbox: Mailbox) -> Path:
-    root = mailbox.root
+def mailbox(project_box: ProjectBox) -> ProjectBox:
+    return project_box
+
+
+def first_commit(root: Path) -> Path:
     git(root, "config", "user.email", "t@example.com")
     git(root, "config", "user.name", "t")
     (root / "README").write_text("x")
@@ -37,9 +44,14 @@ def repo(mailbox: Mailbox) -> Path:
     return root
 
 
+@pytest.fixture
+def repo(mailbox: Mailbox) -> Path:
+    return first_commit(mailbox.root)
+
+
 def hold(mailbox: Mailbox, name: str, paths: list[str], project: Path | None = None, **extra: Any) -> None:
     key = str(project or mailbox.root)
-    with mailbox.client(hello={"session": f"s-{name}", "client": "test", "pid": 1}) as conn:
+    with mailbox.client(hello={"session": mailbox.session(f"s-{name}"), "client": "test", "pid": 1}) as conn:
         conn.call_tool("register_agent", {"project_key": key, "program": "p", "model": "m", "name": name})
         conn.call_tool("file_reservation_paths", {"project_key": key, "paths": paths, **extra})
 
@@ -88,7 +100,7 @@ def test_non_exclusive_and_released_reservations_never_block(mailbox: Mailbox, r
     mailbox.mailctl("guard", "install")
     hold(mailbox, "BlueLake", ["shared/**"], exclusive=False)
     assert commit(repo, "shared/a.py", "GreenCastle").returncode == 0
-    with mailbox.client(hello={"session": "s-RedFox", "client": "test", "pid": 1}) as conn:
+    with mailbox.client(hello={"session": mailbox.session("s-RedFox"), "client": "test", "pid": 1}) as conn:
         conn.call_tool("register_agent", {"project_key": str(repo), "program": "p", "model": "m", "name": "RedFox"})
         conn.call_tool("file_reservation_paths", {"project_key": str(repo), "paths": ["lib/**"]})
         conn.call_tool("release_file_reservations", {"project_key": str(repo)})
@@ -134,7 +146,8 @@ def test_core_hookspath_is_honoured(mailbox: Mailbox, repo: Path) -> None:
     assert commit(repo, "x/1.txt", "GreenCastle").returncode == 1
 
 
-def test_with_the_daemon_down_the_guard_reads_the_database(mailbox: Mailbox, repo: Path) -> None:
+def test_with_the_daemon_down_the_guard_reads_the_database(fresh_mailbox: Mailbox) -> None:
+    mailbox, repo = fresh_mailbox, first_commit(fresh_mailbox.root)
     mailbox.mailctl("guard", "install")
     hold(mailbox, "BlueLake", ["src/**"])
     mailbox.stop()
@@ -145,7 +158,8 @@ def test_with_the_daemon_down_the_guard_reads_the_database(mailbox: Mailbox, rep
     assert status is None, "the hook never starts a daemon"
 
 
-def test_an_unreadable_mailbox_blocks_in_block_mode_and_warns_in_warn_mode(mailbox: Mailbox, repo: Path) -> None:
+def test_an_unreadable_mailbox_blocks_in_block_mode_and_warns_in_warn_mode(fresh_mailbox: Mailbox) -> None:
+    mailbox, repo = fresh_mailbox, first_commit(fresh_mailbox.root)
     mailbox.mailctl("guard", "install")
     hold(mailbox, "BlueLake", ["src/**"])
     mailbox.stop()
@@ -199,8 +213,9 @@ def test_pre_push_catches_renames_out_of_a_reserved_path(mailbox: Mailbox, repo:
 
 
 def test_a_reservation_in_one_repository_never_blocks_another_sharing_the_mailbox(
-    mailbox: Mailbox, tmp_path: Path
+    fresh_mailbox: Mailbox, tmp_path: Path
 ) -> None:
+    mailbox = fresh_mailbox
     first, second = new_repo(tmp_path / "first"), new_repo(tmp_path / "second")
     for checkout in (first, second):
         installed = json.loads(mailctl_in(mailbox, checkout, "guard", "install", "--json").stdout)

@@ -137,10 +137,18 @@ def keys(tmp_path: Path) -> dict[str, Any]:
     return {"rsa": rsa_key, "ec": ec_key, "jwks_file": path, "rsa_public_pem": rsa_public_pem}
 
 
+@pytest.fixture(scope="module")
+def jwt_bridge(shared_mailbox: Mailbox) -> Bridge:
+    """One daemon and JWT bridge per backend for the module's tests of that configuration: they send
+    requests (mostly refused ones) and change no setting, so a fresh daemon each would only cost time."""
+    return start_bridge(shared_mailbox, f'http_jwt_enabled = true\nhttp_jwt_secret = "{SECRET}"\n'
+                                        'http_jwt_audience = "agent-mail"\nhttp_jwt_issuer = "https://issuer.test"\n')
+
+
 @pytest.fixture
-def jwt_bridge(mailbox: Mailbox) -> Bridge:
-    return start_bridge(mailbox, f'http_jwt_enabled = true\nhttp_jwt_secret = "{SECRET}"\n'
-                                 'http_jwt_audience = "agent-mail"\nhttp_jwt_issuer = "https://issuer.test"\n')
+def anyio_backend(jwt_bridge: Bridge) -> str:
+    """The official client runs on the backend of the daemon it talks to, as elsewhere."""
+    return jwt_bridge.mailbox.backend
 
 
 def good(**extra: Any) -> str:

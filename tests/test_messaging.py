@@ -1,4 +1,8 @@
-"""Mail between real agents over the real daemon: flows, filters, errors, privacy, resources."""
+"""Mail between real agents over the real daemon: flows, filters, errors, privacy, resources.
+
+One daemon per backend serves the module (`shared_mailbox`); each test works in its own project, so
+its agents, mail, threads and slugs are its own. Only the test that needs a setting at start gets a
+fresh daemon (`mailbox`)."""
 
 from __future__ import annotations
 
@@ -15,9 +19,15 @@ from tests.conftest import Mailbox
 PROJECT = "/work/app"
 
 
+@pytest.fixture
+def project(tag: str) -> str:
+    """This test's project on the shared daemon (slug work-app-tN)."""
+    return f"{PROJECT}-{tag}"
+
+
 class Agent:
-    def __init__(self, mailbox: Mailbox, name: str, project: str = PROJECT) -> None:
-        self.conn = mailbox.client(hello={"session": f"s-{name}", "client": "test", "pid": 1})
+    def __init__(self, mailbox: Mailbox, name: str, project: str) -> None:
+        self.conn = mailbox.client(hello={"session": f"s-{name}@{project}", "client": "test", "pid": 1})
         self.project = project
         self.info = self.conn.call_tool(
             "register_agent", {"project_key": project, "program": "claude-code", "model": "opus", "name": name}
@@ -39,8 +49,8 @@ class Agent:
 
 
 @pytest.fixture
-def pair(mailbox: Mailbox) -> Iterator[tuple[Agent, Agent]]:
-    a, b = Agent(mailbox, "BlueLake"), Agent(mailbox, "GreenCastle")
+def pair(shared_mailbox: Mailbox, project: str) -> Iterator[tuple[Agent, Agent]]:
+    a, b = Agent(shared_mailbox, "BlueLake", project), Agent(shared_mailbox, "GreenCastle", project)
     yield a, b
     a.conn.close()
     b.conn.close()
@@ -97,9 +107,11 @@ def test_inbox_filters_limit_urgent_and_since(pair: tuple[Agent, Agent]) -> None
         b.inbox(since_ts="yesterday")
 
 
-def test_to_cc_bcc_accept_strings_or_lists_and_bcc_stays_private(mailbox: Mailbox, pair: tuple[Agent, Agent]) -> None:
+def test_to_cc_bcc_accept_strings_or_lists_and_bcc_stays_private(
+    shared_mailbox: Mailbox, project: str, pair: tuple[Agent, Agent]
+) -> None:
     a, b = pair
-    c = Agent(mailbox, "RedFox")
+    c = Agent(shared_mailbox, "RedFox", project)
     sent = a.send(["GreenCastle"], cc="RedFox", bcc=["BlueLake"])
     assert (sent["to"], sent["cc"], sent["bcc"]) == (["GreenCastle"], ["RedFox"], ["BlueLake"])
     assert c.inbox()["result"][0]["kind"] == "cc"
@@ -123,7 +135,7 @@ def test_unknown_recipients_fail_with_suggestions_and_deliver_nothing(pair: tupl
 def test_auto_registered_recipients_get_the_first_message(mailbox: Mailbox) -> None:
     mailbox.paths.state_dir.mkdir(mode=0o700)
     mailbox.paths.config_file.write_text("auto_register_recipients = true\n")
-    a = Agent(mailbox, "BlueLake")
+    a = Agent(mailbox, "BlueLake", PROJECT)
     sent = a.send("NewHire", subject="Welcome", body="Start with the README.")
     assert sent["to"] == ["NewHire"]
     with mailbox.client() as anonymous:
@@ -153,7 +165,7 @@ def test_auto_registered_recipients_get_the_first_message(mailbox: Mailbox) -> N
     a.conn.close()
 
 
-def test_register_can_fetch_the_inbox_with_its_filters(pair: tuple[Agent, Agent]) -> None:
+def test_register_can_fetch_the_inbox_with_its_filters(project: str, pair: tuple[Agent, Agent]) -> None:
     a, b = pair
     first = a.send("GreenCastle", subject="old", importance="urgent")
     a.send("GreenCastle", subject="calm")
@@ -162,7 +174,7 @@ def test_register_can_fetch_the_inbox_with_its_filters(pair: tuple[Agent, Agent]
 
     def register(**options: Any) -> dict[str, Any]:
         return b.conn.call_tool("register_agent", {  # type: ignore[no-any-return]
-            "project_key": PROJECT, "program": "claude-code", "model": "opus", "name": "GreenCastle",
+            "project_key": project, "program": "claude-code", "model": "opus", "name": "GreenCastle",
             "auto_fetch_inbox": True, **options,
         })
 
@@ -181,14 +193,14 @@ def test_register_can_fetch_the_inbox_with_its_filters(pair: tuple[Agent, Agent]
     assert "inbox" not in register(auto_fetch_inbox=False), "without the option: the agent alone"
 
 
-def test_cross_project_addressing(mailbox: Mailbox) -> None:
-    a = Agent(mailbox, "BlueLake")
-    other = Agent(mailbox, "OliveOwl", project="/work/other")
-    a.send("OliveOwl@work-other")
-    a.send("project:/work/other#OliveOwl")
-    assert len(other.inbox(project_key="/work/other")["result"]) == 2
+def test_cross_project_addressing(shared_mailbox: Mailbox, project: str, tag: str) -> None:
+    a = Agent(shared_mailbox, "BlueLake", project)
+    other = Agent(shared_mailbox, "OliveOwl", project=f"/work/other-{tag}")
+    a.send(f"OliveOwl@work-other-{tag}")
+    a.send(f"project:/work/other-{tag}#OliveOwl")
+    assert len(other.inbox(project_key=f"/work/other-{tag}")["result"]) == 2
     with pytest.raises(RecipientNotFound):
-        a.send("OliveOwl@work-app")
+        a.send(f"OliveOwl@work-app-{tag}")
     a.conn.close()
     other.conn.close()
 
@@ -225,17 +237,19 @@ def test_unicode_and_metacharacters_round_trip(pair: tuple[Agent, Agent]) -> Non
     assert b.resource(f"resource://message/{sent['id']}")["body_md"] == body
 
 
-def test_spoofing_a_sender_is_refused_but_its_token_works(mailbox: Mailbox, pair: tuple[Agent, Agent]) -> None:
+def test_spoofing_a_sender_is_refused_but_its_token_works(
+    shared_mailbox: Mailbox, project: str, pair: tuple[Agent, Agent]
+) -> None:
     a, b = pair
     with pytest.raises(AuthenticationRequired, match="registration_token"):
         b.send("GreenCastle", sender_name="BlueLake", subject="I am BlueLake")
-    with mailbox.client() as anonymous:
+    with shared_mailbox.client() as anonymous:
         with pytest.raises(AuthenticationRequired):
-            anonymous.call_tool("send_message", {"project_key": PROJECT, "sender_name": "BlueLake",
+            anonymous.call_tool("send_message", {"project_key": project, "sender_name": "BlueLake",
                                                  "to": "GreenCastle", "subject": "x", "body_md": "x"})
         forwarded = anonymous.call_tool(
             "send_message",
-            {"project_key": PROJECT, "sender_name": "BlueLake", "sender_token": a.info["registration_token"],
+            {"project_key": project, "sender_name": "BlueLake", "sender_token": a.info["registration_token"],
              "to": "GreenCastle", "subject": "with token", "body_md": "x"},
         )
         assert forwarded["deliveries"][0]["payload"]["from"] == "BlueLake"
@@ -253,7 +267,7 @@ def test_read_and_ack_only_for_recipients_and_unknown_ids(pair: tuple[Agent, Age
         a.resource("resource://message/999999")
 
 
-def test_views_list_urgent_unread_and_pending_acks(pair: tuple[Agent, Agent]) -> None:
+def test_views_list_urgent_unread_and_pending_acks(project: str, pair: tuple[Agent, Agent]) -> None:
     a, b = pair
     urgent = a.send("GreenCastle", importance="urgent")
     needs_ack = a.send("GreenCastle", ack_required=True)
@@ -266,7 +280,7 @@ def test_views_list_urgent_unread_and_pending_acks(pair: tuple[Agent, Agent]) ->
     outbox = a.resource("resource://outbox/BlueLake?limit=2")
     assert outbox["count"] == 2
     assert outbox["messages"][0]["to"] == ["GreenCastle"]
-    inbox = b.resource(f"resource://inbox/GreenCastle?project={PROJECT}")
+    inbox = b.resource(f"resource://inbox/GreenCastle?project={project}")
     assert inbox["unread_count"] == 3
     with pytest.raises(AuthenticationRequired):
         a.resource("resource://inbox/GreenCastle")
@@ -274,40 +288,43 @@ def test_views_list_urgent_unread_and_pending_acks(pair: tuple[Agent, Agent]) ->
         b.resource("resource://inbox/GreenCastle?colour=red")
 
 
-def test_agents_projects_and_project_resources(pair: tuple[Agent, Agent]) -> None:
+def test_agents_projects_and_project_resources(tag: str, pair: tuple[Agent, Agent]) -> None:
     a, _b = pair
+    slug = f"work-app-{tag}"
     a.send("GreenCastle")
-    listing = a.resource("resource://agents/work-app")
+    listing = a.resource(f"resource://agents/{slug}")
     by_name = {agent["name"]: agent for agent in listing["agents"]}
     assert by_name["GreenCastle"]["unread_count"] == 1
     assert by_name["BlueLake"]["online"] is True
     assert "token_hash" not in str(listing)
-    assert a.resource("resource://projects")["projects"][0]["slug"] == "work-app"
-    assert {x["name"] for x in a.resource("resource://project/work-app")["agents"]} == {"BlueLake", "GreenCastle"}
+    assert slug in [p["slug"] for p in a.resource("resource://projects")["projects"]]
+    assert {x["name"] for x in a.resource(f"resource://project/{slug}")["agents"]} == {"BlueLake", "GreenCastle"}
 
 
 def test_a_third_agent_cannot_read_a_thread_it_is_not_part_of_in_another_project(
-    mailbox: Mailbox, pair: tuple[Agent, Agent]
+    shared_mailbox: Mailbox, tag: str, pair: tuple[Agent, Agent]
 ) -> None:
     a, _b = pair
     sent = a.send("GreenCastle", thread_id="FEAT-1")
-    outsider = Agent(mailbox, "NosyParker", project="elsewhere")
+    outsider = Agent(shared_mailbox, "NosyParker", project=f"elsewhere-{tag}")
     assert outsider.resource("resource://thread/FEAT-1")["messages"] == []
     with pytest.raises(NotFound):
         outsider.resource(f"resource://message/{sent['id']}")
     outsider.conn.close()
 
 
-def test_a_vanished_connection_closes_nothing_else(mailbox: Mailbox) -> None:
-    a = Agent(mailbox, "BlueLake")
+def test_a_vanished_connection_closes_nothing_else(shared_mailbox: Mailbox, project: str) -> None:
+    a = Agent(shared_mailbox, "BlueLake", project)
     a.conn.close()
-    with DaemonClient(mailbox.paths) as conn:
+    with DaemonClient(shared_mailbox.paths) as conn:
         assert conn.call_tool("health_check")["status"] == "ok"
 
 
-def test_the_cli_sends_replies_filters_and_creates_identities(mailbox: Mailbox) -> None:
+def test_the_cli_sends_replies_filters_and_creates_identities(shared_mailbox: Mailbox, project: str) -> None:
+    mailbox = shared_mailbox
+
     def cli(*args: str) -> Any:
-        return json.loads(mailbox.mailctl(*args, "--project", PROJECT, "--json").stdout)
+        return json.loads(mailbox.mailctl(*args, "--project", project, "--json").stdout)
 
     tokens = {name: cli("register", "--program", "codex", "--model", "gpt", "--name", name)["registration_token"]
               for name in ("BlueLake", "GreenCastle", "RedFox")}
@@ -334,7 +351,7 @@ def test_the_cli_sends_replies_filters_and_creates_identities(mailbox: Mailbox) 
     newer = cli("inbox", "--as", "BlueLake", f"--token={tokens['BlueLake']}", "--since", sent["created_ts"],
                 "--limit", "1")
     assert [m["subject"] for m in newer["result"]] == ["Later"]
-    text = mailbox.mailctl("inbox", "--as", "GreenCastle", f"--token={tokens['GreenCastle']}", "--project", PROJECT)
+    text = mailbox.mailctl("inbox", "--as", "GreenCastle", f"--token={tokens['GreenCastle']}", "--project", project)
     assert text.stdout.startswith("GreenCastle: 2 unread")
 
     created = cli("identity", "new", "--program", "codex", "--model", "gpt", "--name-hint", "Scout")

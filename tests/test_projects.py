@@ -1,4 +1,6 @@
-"""ensure_project: upstream slug rules, idempotent, any string key (the fork's behaviour)."""
+"""ensure_project: upstream slug rules, idempotent, any string key (the fork's behaviour).
+
+One daemon per backend serves the module: each test uses keys no other test uses."""
 
 from __future__ import annotations
 
@@ -7,6 +9,11 @@ import pytest
 from maild.services.projects import slugify
 from shared.errors import InvalidArgument
 from tests.conftest import Mailbox
+
+
+@pytest.fixture
+def mailbox(shared_mailbox: Mailbox) -> Mailbox:
+    return shared_mailbox
 
 
 @pytest.mark.parametrize(

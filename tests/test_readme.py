@@ -7,6 +7,8 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Mailbox
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +30,7 @@ def test_the_quick_start_installs_without_dev_tools() -> None:
     assert "[test]" not in quick_start.group(1)
 
 
+@pytest.mark.parametrize("backend", ["asyncio"])  # the CLI run synchronously: the daemon's backend is not its subject
 def test_every_everyday_mailctl_command_in_the_readme_works(mailbox: Mailbox) -> None:
     commands = re.findall(r"^\$ mailctl ([^#\n]+?)\s*(?:#.*)?$", README, flags=re.MULTILINE)
     assert len(commands) >= 5

@@ -1,6 +1,9 @@
 """File reservations through the real daemon: grants, conflicts, validation, the atomic race, renew,
 release, stale force-release with notification and its activity signals (mail, file mtimes, git
-commits) and settings, the background expiry sweep, macros."""
+commits) and settings, the background expiry sweep, macros.
+
+Here `mailbox` is each test's own project repo on a daemon the module shares (one per backend); the
+tests that write settings before the daemon starts take `fresh_mailbox`."""
 
 from __future__ import annotations
 
@@ -18,11 +21,16 @@ from maild.services.reservations import ReservationActive
 from shared.client import DaemonClient
 from shared.errors import InvalidArgument, NotFound
 from shared.globs import PatternIndex, overlaps
-from tests.conftest import Mailbox
+from tests.conftest import Mailbox, ProjectBox
+
+
+@pytest.fixture
+def mailbox(project_box: ProjectBox) -> ProjectBox:
+    return project_box
 
 
 def agent(mailbox: Mailbox, name: str) -> DaemonClient:
-    conn = mailbox.client(hello={"session": f"s-{name}", "client": "test", "pid": 1})
+    conn = mailbox.client(hello={"session": mailbox.session(f"s-{name}"), "client": "test", "pid": 1})
     conn.call_tool("register_agent", {"project_key": str(mailbox.root), "program": "p", "model": "m", "name": name})
     return conn
 
@@ -168,7 +176,7 @@ def test_expired_reservations_never_conflict(mailbox: Mailbox) -> None:
 
 
 def test_macros_start_a_session_and_run_a_reservation_cycle(mailbox: Mailbox) -> None:
-    with mailbox.client(hello={"session": "macro", "client": "test", "pid": os.getpid()}) as conn:
+    with mailbox.client(hello={"session": mailbox.session("macro"), "client": "test", "pid": os.getpid()}) as conn:
         started = conn.call_tool("macro_start_session", {"human_key": str(mailbox.root), "program": "p",
                                                          "model": "m", "agent_name": "MacroBot",
                                                          "file_reservation_paths": ["lib/**"]})
@@ -184,7 +192,7 @@ def test_macros_start_a_session_and_run_a_reservation_cycle(mailbox: Mailbox) ->
 def test_macro_prepare_thread_registers_reads_the_inbox_and_summarises(mailbox: Mailbox) -> None:
     project = str(mailbox.root)
     with agent(mailbox, "Writer") as writer, mailbox.client(
-        hello={"session": "joiner", "client": "test", "pid": os.getpid()}
+        hello={"session": mailbox.session("joiner"), "client": "test", "pid": os.getpid()}
     ) as joiner:
         with pytest.raises(NotFound, match="ensure_project"):
             joiner.call_tool("macro_prepare_thread", {"project_key": "/nowhere", "thread_id": "T-1",
@@ -286,7 +294,8 @@ def test_force_release_waits_until_mail_file_and_git_activity_are_older_than_the
     green.close()
 
 
-def test_inactivity_and_grace_come_from_the_settings(mailbox: Mailbox) -> None:
+def test_inactivity_and_grace_come_from_the_settings(fresh_mailbox: Mailbox) -> None:
+    mailbox = fresh_mailbox
     write_config(mailbox, reservation_inactivity_seconds=0, reservation_activity_grace_seconds=0)
     blue, green = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
     rid = reserve(blue, mailbox, ["docs/**"])["granted"][0]["id"]
@@ -298,7 +307,8 @@ def test_inactivity_and_grace_come_from_the_settings(mailbox: Mailbox) -> None:
     green.close()
 
 
-def test_the_background_sweep_releases_expired_reservations_without_any_read(mailbox: Mailbox) -> None:
+def test_the_background_sweep_releases_expired_reservations_without_any_read(fresh_mailbox: Mailbox) -> None:
+    mailbox = fresh_mailbox
     write_config(mailbox, reservation_sweep_seconds=0.1)
     with agent(mailbox, "BlueLake") as blue:
         rid = reserve(blue, mailbox, ["src/**"])["granted"][0]["id"]

@@ -155,6 +155,7 @@ def unread_bytes(pid: int) -> int:
     return sum(int(line.split()[2]) for line in listing.splitlines() if f"pid={pid}," in line)
 
 
+@pytest.mark.parametrize("backend", ["asyncio"])  # the shim's own exit (sync code): one daemon backend is enough
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_the_shim_exits_on_stdin_eof_and_on_signals(mailbox: Mailbox, sig: signal.Signals) -> None:
     proc = run_shim(mailbox)
@@ -234,6 +235,7 @@ def test_a_shim_whose_editor_died_exits_and_its_agent_goes_offline(mailbox: Mail
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("backend", ["trio"])  # the shim's own answers (sync code): one daemon backend is enough
 def test_unknown_methods_get_errors_and_the_shim_keeps_serving(mailbox: Mailbox) -> None:
     frames = [
         {"jsonrpc": "2.0", "id": 1, "method": "initialize",

@@ -1,4 +1,7 @@
-"""The socket speaks newline-delimited JSON-RPC 2.0 (MCP); bad frames get errors, never a crash."""
+"""The socket speaks newline-delimited JSON-RPC 2.0 (MCP); bad frames get errors, never a crash.
+
+One daemon per backend serves the module: a bad frame must not hurt the daemon, so later tests on
+the same daemon are part of the check."""
 
 from __future__ import annotations
 
@@ -36,6 +39,11 @@ class RawConnection:
     def close(self) -> None:
         self.reader.close()
         self.sock.close()
+
+
+@pytest.fixture
+def mailbox(shared_mailbox: Mailbox) -> Mailbox:
+    return shared_mailbox
 
 
 @pytest.fixture
