@@ -106,12 +106,16 @@ SETTLED_MIN_BYTES = 8 << 20
 _TMP_PACK = ("tmp_pack_", "tmp_idx_", ".tmp-")
 
 
-def _settled_packs(pack_dir: Path) -> list[str]:
-    """The names of the packs a repack leaves alone (see SETTLED_FRACTION)."""
+def _pack_sizes(pack_dir: Path) -> dict[str, int]:
     sizes = {}
     for pack in pack_dir.glob("*.pack"):
         with contextlib.suppress(FileNotFoundError):  # a repack beside us may just have folded it
             sizes[pack.name] = pack.stat().st_size
+    return sizes
+
+
+def _settled_packs(sizes: dict[str, int]) -> list[str]:
+    """The names of the packs a repack leaves alone (see SETTLED_FRACTION)."""
     floor = max(SETTLED_MIN_BYTES, sum(sizes.values()) // SETTLED_FRACTION)
     return sorted(name for name, size in sizes.items() if size >= floor)
 
@@ -258,8 +262,8 @@ class FastImportCommitter:
         (cheap: directory listings and a stat per pack)."""
         objects = self.repo / "objects"
         try:
-            packs = sum(1 for _ in (objects / "pack").glob("*.pack"))
-            settled = len(_settled_packs(objects / "pack"))
+            sizes = _pack_sizes(objects / "pack")  # one listing for both counts
+            packs, settled = len(sizes), len(_settled_packs(sizes))
             loose = sum(1 for d in objects.iterdir() if len(d.name) == 2)
         except OSError:  # no archive yet (nothing committed): nothing to pack
             return {"packs": 0, "settled_packs": 0, "loose_dirs": 0}
@@ -292,7 +296,7 @@ class FastImportCommitter:
         try:
             for keep in ours:
                 keep.unlink(missing_ok=True)
-            settled = [f"--keep-pack={name}" for name in _settled_packs(pack_dir)]
+            settled = [f"--keep-pack={name}" for name in _settled_packs(_pack_sizes(pack_dir))]
             subprocess.run(
                 ["git", "-c", "repack.writeBitmaps=false", "-c", f"pack.threads={2 if idle else 1}",
                  "-c", f"pack.window={REPACK_WINDOW}",
