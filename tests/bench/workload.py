@@ -17,6 +17,7 @@ Does not: assert anything about speed (the report compares figures with the issu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -262,6 +263,27 @@ def open_fds(pid: int) -> int | None:
         return None
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(the process's own CPU, its children's: those it reaped plus those alive now), in seconds:
+    the daemon's own work against git's (fast-import, repacks)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def fields(path: Path) -> list[str]:
+        return path.read_text().rsplit(")", 1)[1].split()  # after the command name (it may hold spaces)
+
+    try:
+        own = fields(Path(f"/proc/{pid}/stat"))
+    except OSError:
+        return 0.0, 0.0
+    children = (int(own[13]) + int(own[14])) / tick
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            live = fields(stat)
+            if int(live[1]) == pid:  # ppid
+                children += (int(live[11]) + int(live[12]) + int(live[13]) + int(live[14])) / tick
+    return (int(own[11]) + int(own[12])) / tick, children
+
+
 def file_mb(path: Path) -> float:
     return round(path.stat().st_size / 1e6, 2) if path.exists() else 0.0
 
@@ -354,6 +376,7 @@ async def workload(paths: MailboxPaths, plan: Plan, sample_every: float) -> dict
     solo_figures = await solo(agents[0], names[-1], plan.solo_rounds, plan.seed)
 
     samples: list[dict[str, Any]] = []
+    cpu_start = cpu_seconds(daemon_pid)
     started = time.monotonic()
     async with anyio.create_task_group() as tg:
         tg.start_soon(sample_forever, paths, daemon_pid, agents, recorder, sample_every, samples)
@@ -362,6 +385,7 @@ async def workload(paths: MailboxPaths, plan: Plan, sample_every: float) -> dict
                 load.start_soon(run_agent, agent, names, plan, started + plan.duration, i)
         elapsed = time.monotonic() - started
         tg.cancel_scope.cancel()
+    cpu_end = cpu_seconds(daemon_pid)
     health = await wait_archive_drained(agents[0])
     shim_rss_end = [r for a in agents if (r := rss_mb(a.process.pid)) is not None]
     daemon_rss_end = rss_mb(daemon_pid)
@@ -379,7 +403,11 @@ async def workload(paths: MailboxPaths, plan: Plan, sample_every: float) -> dict
                  "rss_mb_idle_max": round(max(shim_rss_idle), 2) if shim_rss_idle else None,
                  "rss_mb_end_max": round(max(shim_rss_end), 2) if shim_rss_end else None},
         "daemon": {"pid": daemon_pid, "rss_mb_start": daemon_rss_start, "rss_mb_end": daemon_rss_end,
-                   "rss_mb_max": max(rss_series) if rss_series else None, "fds_end": open_fds(daemon_pid)},
+                   "rss_mb_max": max(rss_series) if rss_series else None, "fds_end": open_fds(daemon_pid),
+                   "cpu_ms_per_send": round((cpu_end[0] - cpu_start[0]) * 1000 / max(recorder.sends, 1), 3),
+                   "git_cpu_ms_per_send": round((cpu_end[1] - cpu_start[1]) * 1000 / max(recorder.sends, 1), 3),
+                   "cpu_cores": round((cpu_end[0] - cpu_start[0]) / elapsed, 3),
+                   "git_cpu_cores": round((cpu_end[1] - cpu_start[1]) / elapsed, 3)},
         "archive": {"queue_depth_end": health["archive"]["queue_depth"],
                     "messages_archived": health["archive"].get("messages_archived"),
                     "packs_end": health["archive"].get("packs"),
@@ -419,6 +447,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"p95 {shim['spawn_to_initialize']['p95_ms']} ms |",
         f"| shim RSS (max) | {shim['rss_mb_end_max']} MB |",
         f"| daemon RSS start / max / end | {d['rss_mb_start']} / {d['rss_mb_max']} / {d['rss_mb_end']} MB |",
+        f"| daemon CPU during the load (itself / its git children) | {d.get('cpu_cores')} / "
+        f"{d.get('git_cpu_cores')} cores; {d.get('cpu_ms_per_send')} / {d.get('git_cpu_ms_per_send')} ms a send |",
         f"| archive lag p99 / drain after load | {a['lag_p99_seconds']} s / {a['drain_after_load_seconds']} s |",
         f"| DB / WAL / archive | {s['db_mb']} / {s['wal_mb']} / {s['archive_mb']} MB |",
         f"| `tools/list` tokens core / extended | {report['tools_list']['core']['tokens_estimate']} / "
