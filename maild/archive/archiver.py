@@ -10,6 +10,7 @@ archive in an older layout is moved (layout.py). Not here: file formats (formats
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import json
@@ -54,79 +55,89 @@ DIGEST_PART = formats.DIGEST_PART
 _THREAD = "m.project_id = :p AND (m.thread_id = :t OR m.id = :root)"
 
 
-def _thread_messages(conn: Connection, project_id: int, thread: str, part: int) -> list[dict[str, Any]]:
-    """Messages `part * DIGEST_PART` … of a thread, oldest first (keyset on id: no row is read twice)."""
-    match = _THREAD
-    params = {"p": project_id, "t": thread, "root": int(thread) if thread.isdigit() else -1}
-    first = conn.execute(f"SELECT m.id FROM messages m WHERE {match} ORDER BY m.id LIMIT 1 OFFSET :skip",
-                         {**params, "skip": part * DIGEST_PART}).fetchone()
-    if first is None:
-        return []
-    rows = conn.execute(
-        "SELECT m.id, m.thread_id, m.subject, m.body_md, m.importance, m.ack_required, m.created_ts, s.name"
-        f" FROM messages m JOIN agents s ON s.id = m.sender_id WHERE {match} AND m.id >= :first"
-        " ORDER BY m.id LIMIT :n", {**params, "first": first[0], "n": DIGEST_PART},
-    ).fetchall()
-    messages = []
-    for row in rows:
-        lists: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
-        for kind, name in conn.execute(
-            "SELECT r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
-            " WHERE r.message_id = ? ORDER BY a.name", (row[0],)
-        ):
-            lists[kind].append(name)
-        messages.append({"id": row[0], "thread_id": row[1], "subject": row[2], "body_md": row[3],
-                         "importance": row[4], "ack_required": bool(row[5]), "created_ts": row[6],
-                         "from": row[7], **lists})
-    return messages
+_RECIPIENTS = ("SELECT r.message_id, r.kind, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
+               " WHERE r.message_id IN (SELECT value FROM json_each(?)) ORDER BY r.message_id, a.name")
+
+
+# The touched threads, as rows of the JSON array bound to the query: [key, project id, thread id, root, n].
+_TOUCHED = ("WITH t(k, p, thread, root, n) AS (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4"
+            " FROM json_each(:threads))")
+_IN_THREAD = "m.project_id = t.p AND (m.thread_id = t.thread OR m.id = t.root)"
 
 
 def _digests(conn: Connection, threads: dict[tuple[str, str], list[int]]) -> Digests:
     """The digest parts each touched thread needs rewritten, with their messages and the thread's
-    first message id (its shard folder)."""
+    first message id (its shard folder). Two queries a batch, however many threads it touches:
+    a few queries a thread were most of the archiver's CPU in the daemon (382 µs a message)."""
+    projects = dict(conn.execute("SELECT slug, id FROM projects"))
+    keys = [(slug, thread, sorted(new_ids)) for (slug, thread), new_ids in threads.items()
+            if new_ids and slug in projects]
+    touched = [[k, projects[slug], thread, int(thread) if thread.isdigit() else -1, new_ids[0]]
+               for k, (slug, thread, new_ids) in enumerate(keys)]  # n: the oldest new message
+    # 1. every message of each thread from the start of the part that holds its oldest new one,
+    # with its position in the thread and the thread's first message (positions come from the ids
+    # alone, through the thread index; only the rows from that part on are read whole)
+    rows: dict[int, list[Any]] = {}
+    starts: dict[int, tuple[int, int]] = {}
+    for k, first, position, *message in conn.execute(
+        f"{_TOUCHED}, x AS (SELECT t.k AS k, m.id AS id, row_number() OVER w - 1 AS pos,"
+        " min(m.id) OVER (PARTITION BY t.k) AS first, sum(m.id < t.n) OVER (PARTITION BY t.k) AS before"
+        f" FROM t JOIN messages m ON {_IN_THREAD} WINDOW w AS (PARTITION BY t.k ORDER BY m.id))"
+        " SELECT x.k, x.first, x.pos, m.id, m.thread_id, m.subject, m.body_md, m.importance, m.ack_required,"
+        " m.created_ts, s.name FROM x JOIN messages m ON m.id = x.id JOIN agents s ON s.id = m.sender_id"
+        " WHERE x.pos >= x.before / :part * :part ORDER BY x.k, x.pos",
+        {"threads": json.dumps(touched), "part": DIGEST_PART},
+    ):
+        found = rows.setdefault(int(k), [])
+        if not found:
+            starts[int(k)] = (int(first), int(position))
+        found.append(message)
+    # 3. their recipients
+    lists: dict[int, dict[str, list[str]]] = {
+        message[0]: {"to": [], "cc": [], "bcc": []} for found in rows.values() for message in found}
+    for message_id, kind, name in conn.execute(_RECIPIENTS, (json.dumps(list(lists)),)):
+        lists[message_id][kind].append(name)
     digests: Digests = {}
-    for (slug, thread), new_ids in threads.items():
-        project_id = conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).fetchone()
-        if project_id is None:
-            continue
-        params = {"p": project_id[0], "t": thread, "root": int(thread) if thread.isdigit() else -1}
-        first = conn.execute(f"SELECT min(m.id) FROM messages m WHERE {_THREAD}", params).get
-        if first is None:
-            continue
-        parts = {
-            conn.execute(f"SELECT count(*) FROM messages m WHERE {_THREAD} AND m.id < :id", {**params, "id": mid}).get
-            // DIGEST_PART
-            for mid in new_ids
-        }
-        for part in parts:
-            digests[(slug, thread, part)] = (int(first), _thread_messages(conn, project_id[0], thread, part))
+    for k, found in rows.items():
+        slug, thread, new_ids = keys[k]
+        first, offset = starts[k]
+        ids = [message[0] for message in found]
+        for part in {(offset + bisect.bisect_left(ids, mid)) // DIGEST_PART for mid in new_ids}:
+            chunk = found[part * DIGEST_PART - offset:(part + 1) * DIGEST_PART - offset]
+            digests[(slug, thread, part)] = (first, [
+                {"id": m[0], "thread_id": m[1], "subject": m[2], "body_md": m[3], "importance": m[4],
+                 "ack_required": bool(m[5]), "created_ts": m[6], "from": m[7], **lists[m[0]]} for m in chunk])
     return digests
 
 
 def _agent_ids(conn: Connection, message_ids: list[int]) -> dict[int, dict[str, int]]:
-    """The agent id behind every name of each message (names can be reclaimed)."""
+    """The agent id behind every name of each message (names can be reclaimed), in one query."""
     ids: dict[int, dict[str, int]] = {}
-    for message_id in message_ids:
-        ids[message_id] = {str(name): int(agent_id) for agent_id, name in conn.execute(
-            "SELECT a.id, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id WHERE r.message_id = ?"
-            " UNION SELECT a.id, a.name FROM messages m JOIN agents a ON a.id = m.sender_id WHERE m.id = ?",
-            (message_id, message_id),
-        )}
+    for message_id, agent_id, name in conn.execute(
+        "SELECT r.message_id, a.id, a.name FROM message_recipients r JOIN agents a ON a.id = r.agent_id"
+        " WHERE r.message_id IN (SELECT value FROM json_each(:ids))"
+        " UNION SELECT m.id, a.id, a.name FROM messages m JOIN agents a ON a.id = m.sender_id"
+        " WHERE m.id IN (SELECT value FROM json_each(:ids))", {"ids": json.dumps(message_ids)},
+    ):
+        ids.setdefault(int(message_id), {})[str(name)] = int(agent_id)
     return ids
 
 
-def _live_reservation(conn: Connection, slug: str, pattern: str) -> dict[str, Any] | None:
-    """The newest unreleased reservation of a pattern: what upstream's by-pattern file shows."""
-    row = conn.execute(
-        "SELECT r.id, a.name, r.path_pattern, r.exclusive, r.reason, r.created_ts, r.expires_ts, r.released_ts,"
-        " r.agent_id FROM file_reservations r JOIN agents a ON a.id = r.agent_id JOIN projects p ON p.id = r.project_id"
-        " WHERE p.slug = ? AND r.path_pattern = ? AND r.released_ts IS NULL ORDER BY r.id DESC LIMIT 1",
-        (slug, pattern),
-    ).fetchone()
-    if row is None:
-        return None
-    return {"id": row[0], "agent": row[1], "path_pattern": row[2], "exclusive": bool(row[3]), "reason": row[4],
-            "created_ts": row[5], "expires_ts": row[6], "released_ts": row[7], "agent_id": row[8]}
+def _live_reservations(conn: Connection, patterns: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest unreleased reservation of each (project slug, pattern): what upstream's by-pattern
+    file shows. One query for the batch; a pattern with none is absent."""
+    live: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in conn.execute(
+        "WITH w(slug, pattern) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+        " SELECT w.slug, w.pattern, r.id, a.name, r.path_pattern, r.exclusive, r.reason, r.created_ts, r.expires_ts,"
+        " r.released_ts, r.agent_id FROM w JOIN projects p ON p.slug = w.slug JOIN file_reservations r"
+        " ON r.project_id = p.id AND r.path_pattern = w.pattern AND r.released_ts IS NULL"
+        " JOIN agents a ON a.id = r.agent_id ORDER BY r.id", (json.dumps(patterns),),
+    ):
+        live[(row[0], row[1])] = {  # ordered by id: the newest wins
+            "id": row[2], "agent": row[3], "path_pattern": row[4], "exclusive": bool(row[5]), "reason": row[6],
+            "created_ts": row[7], "expires_ts": row[8], "released_ts": row[9], "agent_id": row[10]}
+    return live
 
 
 Item = tuple[int, str, str | None, dict[str, Any], str]
@@ -170,8 +181,8 @@ def _batch(conn: Connection, limit: int) -> Batch:
     batch.keys = {str(slug): str(key) for slug, key in conn.execute("SELECT slug, human_key FROM projects")}
     batch.digests = _digests(conn, threads)
     agent_ids = _agent_ids(conn, message_ids)
-    for slug, pattern in batch.patterns:
-        batch.patterns[(slug, pattern)] = _live_reservation(conn, slug, pattern)
+    live = _live_reservations(conn, list(batch.patterns))
+    batch.patterns = {key: live.get(key) for key in batch.patterns}
     for _row_id, kind, _slug, payload, _created in batch.items:
         if kind == "message" and agent_ids.get(payload["message"]["id"]):
             payload["message"]["agent_ids"] = agent_ids[payload["message"]["id"]]
