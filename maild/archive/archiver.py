@@ -16,8 +16,8 @@ import itertools
 import json
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +228,7 @@ class Archiver:
         self.repacks = 0
         self.skipped = 0
         self.messages_archived = 0
-        self.lag_seconds: deque[float] = deque(maxlen=LAG_WINDOW)
+        self.lag = LagWindow(LAG_WINDOW)
         self._lag_summary: dict[str, Any] | None = None
         self._packing_cache: tuple[float, dict[str, int]] | None = None
         self._layout: int | None = -1  # -1: not looked at yet; None: empty archive
@@ -265,16 +265,14 @@ class Archiver:
 
     def _lag(self) -> dict[str, Any]:
         """Seconds from each row's DB commit to its confirmed git commit, over the last LAG_WINDOW
-        rows (sorted once per change, not per health_check)."""
+        rows (worked out once per change, not per health_check)."""
         if self._lag_summary is None:
-            ordered = sorted(self.lag_seconds)
-            recent = sorted(itertools.islice(reversed(self.lag_seconds), RECENT_LAG_ROWS))
             self._lag_summary = {
-                "lag_recent_p99_seconds": _percentile(recent, 0.99),
-                "lag_p50_seconds": _percentile(ordered, 0.50),
-                "lag_p99_seconds": _percentile(ordered, 0.99),
-                "lag_max_seconds": _percentile(ordered, 1.0),
-                "lag_samples": len(ordered),
+                "lag_recent_p99_seconds": _percentile(sorted(self.lag.newest(RECENT_LAG_ROWS)), 0.99),
+                "lag_p50_seconds": self.lag.percentile(0.50),
+                "lag_p99_seconds": self.lag.percentile(0.99),
+                "lag_max_seconds": self.lag.percentile(1.0),
+                "lag_samples": len(self.lag),
             }
         return self._lag_summary
 
@@ -392,7 +390,7 @@ class Archiver:
         if committed:
             self._committed()
         await self._store.write(_delete, [item[0] for item in batch.items])
-        self.lag_seconds.extend(archived_at - _epoch(created) for *_, created in batch.items)
+        self.lag.extend(archived_at - _epoch(created) for *_, created in batch.items)
         self._lag_summary = None
         self.skipped += len(skipped)
         self.archived += len(batch.items)
@@ -441,6 +439,46 @@ def _digest_files(digests: Digests) -> formats.Files:
         if part > 0 or len(messages) > 1 or any(m["thread_id"] for m in messages):
             files.update(formats.thread_digest(thread, slug, messages, part, first))
     return files
+
+
+class LagWindow:
+    """The archive lag of the last `size` outbox rows, counted per millisecond: a percentile walks the
+    distinct values (a few hundred when lags stay under a second) instead of sorting the window —
+    sorting 50,000 floats took 7 ms, on the event loop, at the first health_check after each batch."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._rows: deque[int] = deque()  # milliseconds, oldest first
+        self._counts: Counter[int] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def extend(self, lags: Iterable[float]) -> None:
+        for lag in lags:
+            ms = max(0, round(lag * 1000))
+            self._rows.append(ms)
+            self._counts[ms] += 1
+            if len(self._rows) > self.size:
+                oldest = self._rows.popleft()
+                self._counts[oldest] -= 1
+                if not self._counts[oldest]:
+                    del self._counts[oldest]
+
+    def newest(self, rows: int) -> list[float]:
+        return [ms / 1000 for ms in itertools.islice(reversed(self._rows), rows)]
+
+    def percentile(self, fraction: float) -> float | None:
+        """The value at rank `fraction * n` of the sorted window (as `_percentile` picks it)."""
+        if not self._rows:
+            return None
+        rank = min(len(self._rows) - 1, int(fraction * len(self._rows)))
+        seen = 0
+        for ms in sorted(self._counts):
+            seen += self._counts[ms]
+            if seen > rank:
+                return ms / 1000
+        return None  # not reached: the counts add up to the rows
 
 
 def _percentile(ordered: list[float], fraction: float) -> float | None:
