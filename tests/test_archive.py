@@ -590,8 +590,8 @@ def test_a_repack_under_load_leaves_the_big_pack_alone(tmp_path: Path) -> None:
 
 
 def test_a_repack_under_load_runs_at_the_lowest_cpu_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A repack beside a saturated daemon took the CPU its sends waited for (issue 22: send p99 +25 %
-    against archive-off at 16 agents): under load git runs at nice 19; an idle repack at ours."""
+    """A repack beside a saturated daemon competes for the CPU its sends wait for (issue 22: send
+    p99 against archive-off): under load git runs at nice 19; an idle repack at ours."""
     real_git, log = shutil.which("git"), tmp_path / "git.log"
     wrapper = tmp_path / "bin" / "git"
     wrapper.parent.mkdir()

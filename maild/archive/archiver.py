@@ -92,7 +92,7 @@ def _digests(conn: Connection, threads: dict[tuple[str, str], list[int]]) -> Dig
         if not found:
             starts[int(k)] = (int(first), int(position))
         found.append(message)
-    # 3. their recipients
+    # 2. their recipients
     lists: dict[int, dict[str, list[str]]] = {
         message[0]: {"to": [], "cc": [], "bcc": []} for found in rows.values() for message in found}
     for message_id, kind, name in conn.execute(_RECIPIENTS, (json.dumps(list(lists)),)):
