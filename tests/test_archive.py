@@ -590,15 +590,22 @@ def test_a_repack_under_load_leaves_the_big_pack_alone(tmp_path: Path) -> None:
     assert len(head_files(repo)) == 15 * 120
 
 
-def test_a_repack_under_load_runs_at_the_lowest_cpu_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A repack beside a saturated daemon competes for the CPU its sends wait for (issue 22: send
-    p99 against archive-off): under load git runs at nice 19; an idle repack at ours."""
+def logging_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str) -> Path:
+    """Put a `git` on PATH that logs `what` (shell-expanded) and its arguments, a line per run,
+    before running the real git; returns the log."""
     real_git, log = shutil.which("git"), tmp_path / "git.log"
     wrapper = tmp_path / "bin" / "git"
     wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\necho "$(nice) $*" >> {log}\nexec {real_git} "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\necho "{what} $*" >> {log}\nexec {real_git} "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_a_repack_under_load_runs_at_the_lowest_cpu_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repack beside a saturated daemon competes for the CPU its sends wait for (issue 22: send
+    p99 against archive-off): under load git runs at nice 19; an idle repack at ours."""
+    log = logging_git(tmp_path, monkeypatch, "$(nice)")
     committer = FastImportCommitter(tmp_path / "archive", "maild", "maild@localhost")
     batch_packs(committer, 14)
     assert committer.maintain(idle=False) is True
@@ -615,12 +622,7 @@ def test_git_that_writes_objects_keeps_its_heap_and_a_users_tunables_win(
     """fast-import and repack get GIT_MALLOC_TUNABLES (glibc stops handing zlib's pages back to the
     kernel after every object: 37 % of fast-import's CPU under load, docs/archive.md); a
     GLIBC_TUNABLES of the user's comes after ours, so it wins where both name a tunable."""
-    real_git, log = shutil.which("git"), tmp_path / "git.log"
-    wrapper = tmp_path / "bin" / "git"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\necho "$GLIBC_TUNABLES $*" >> {log}\nexec {real_git} "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    log = logging_git(tmp_path, monkeypatch, "$GLIBC_TUNABLES")
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1048576")
     committer = FastImportCommitter(tmp_path / "archive", "maild", "maild@localhost")
     batch_packs(committer, 2)
