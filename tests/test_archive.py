@@ -603,10 +603,9 @@ def logging_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str) -> P
     return log
 
 
-def test_git_runs_below_the_daemons_cpu_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """git beside a saturated daemon competes for the CPU its sends wait for (issue 22: send p99
-    against archive-off): fast-import runs at nice 10, a repack under load at nice 19, an idle
-    repack at ours."""
+def test_a_repack_under_load_runs_at_the_lowest_cpu_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repack beside a saturated daemon competes for the CPU its sends wait for (issue 22: send
+    p99 against archive-off): under load git runs at nice 19; an idle repack at ours."""
     log = logging_git(tmp_path, monkeypatch, "$(nice)")
     committer = FastImportCommitter(tmp_path / "archive", "maild", "maild@localhost")
     batch_packs(committer, 14)
@@ -616,8 +615,6 @@ def test_git_runs_below_the_daemons_cpu_priority(tmp_path: Path, monkeypatch: py
     committer.close()
     repacks = [line.split(" ", 1)[0] for line in log.read_text().splitlines() if " repack " in line]
     assert repacks == ["19", str(os.nice(0))], log.read_text()
-    imports = {line.split(" ", 1)[0] for line in log.read_text().splitlines() if " fast-import " in line}
-    assert imports == {str(min(os.nice(0) + 10, 19))}, log.read_text()
     assert len(head_files(tmp_path / "archive")) == 16 * 120
 
 

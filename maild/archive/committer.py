@@ -109,11 +109,6 @@ _TMP_PACK = ("tmp_pack_", "tmp_idx_", ".tmp-")
 # machine it otherwise competes with the daemon for the CPU that sends wait for. It runs beside the
 # commit path, so a slower repack delays nothing but the next one (docs/archive.md has the figures).
 LOAD_REPACK_NICE = 19
-# fast-import runs below the daemon's priority too, but less so: it is the commit path (the archive
-# lag waits on it). At the daemon's own priority its bursts (~15 ms a commit) took a core from the
-# shims and the daemon that sends wait on; at nice 10 a saturated 16-agent run's send p99 came within
-# a few % of archive-off, the lag p99 unchanged (docs/archive.md, stop 18).
-FAST_IMPORT_NICE = 10
 # glibc hands the free top of the heap back to the kernel once it passes 128 KB. git deflates every
 # object with a fresh zlib state (~270 KB), so each object it writes cost a heap shrink, then page
 # faults and zeroing to grow it again: in a 16-agent run the kernel's page-fault work was 46 % of
@@ -199,7 +194,7 @@ class FastImportCommitter:
             self._repaired = True
         self._needs_from = branch_head(self.repo) is not None
         self._proc = subprocess.Popen(
-            [*_nice(FAST_IMPORT_NICE), "git", "--git-dir", str(self.repo), "fast-import", "--quiet", "--done"],
+            ["git", "--git-dir", str(self.repo), "fast-import", "--quiet", "--done"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_git_env(),
         )
         return self._proc
