@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import random
 import re
 import shutil
@@ -100,7 +99,7 @@ def test_a_message_file_parses_back_to_the_database_row(mailbox: Mailbox) -> Non
     assert list(json.loads(text.split("\n---\n")[0].removeprefix("---json\n"))) == sorted(meta), "sorted keys"
     files = head_files(mailbox.paths.archive)
     name = path.rsplit("/", 1)[1]
-    folder = "/".join(path.split("/")[3:7])  # YYYY/MM/<shard of 1,000>/<shard of 100>
+    folder = "/".join(path.split("/")[3:6])  # YYYY/MM/<shard>
     assert folder.endswith(f"/{formats.shard(sent['id'])}")
     assert f"projects/work-app/agents/BlueLake/outbox/{folder}/{name}" in files
     assert f"projects/work-app/agents/GreenCastle/inbox/{folder}/{name}" in files
@@ -689,39 +688,33 @@ def test_kill_9_during_maintenance_loses_nothing_and_the_next_start_cleans_up(tm
     assert fsck.returncode == 0, fsck.stderr
 
 
-def to_older_layout(repo: Path, old_layout: int) -> None:
-    """Rewrite a layout-3 archive as an older daemon wrote it: layout 2 had shard folders of 1,000 ids
-    only; layout 1 had none (flat month folders, flat receipts and `id-` files, flat digests named
-    `<thread>.part-<n>`, and it kept the by-pattern file of a released reservation)."""
+def to_layout_1(repo: Path) -> None:
+    """Rewrite a layout-2 archive as the daemon wrote it before shard folders (flat month folders,
+    flat receipts and `id-` files, flat digests named `<thread>.part-<n>`, released by-pattern files)."""
     renames: list[tuple[str, str]] = []
-    files: dict[str, bytes | None] = {formats.LAYOUT_FILE: None if old_layout == 1 else formats.pretty_json(
-        {"layout": 2, "shard_size": 1000})}
+    files: dict[str, bytes | None] = {formats.LAYOUT_FILE: None}
     paths = head_files(repo)
     for path in paths:
-        if old_layout == 2:  # drop the folders of 100 ids
-            old = re.sub(r"/(\d+xxx)/\d+xx/", r"/\1/", path)
-        else:  # drop both shard folders
-            old = re.sub(r"/\d+xxx/\d+xx/", "/", path).replace("/file_reservations/by-id/", "/file_reservations/")
+        old = re.sub(r"/(\d{4}/\d{2})/\d+xxx/", r"/\1/", path)
+        old = re.sub(r"/receipts/\d+xxx/", "/receipts/", old)
+        old = re.sub(r"/file_reservations/by-id/\d+xxx/", "/file_reservations/", old)
         if "/messages/threads/" in path:
             files[path] = None
-            if old_layout == 1:
-                old = re.sub(r"~part-(\d+)\.md$", r".part-\1.md", old)
-            files[old] = f"# Thread (layout {old_layout})\n".encode()
+            flat = re.sub(r"/threads/\d+xxx/(.*)~part-(\d+)\.md$", r"/threads/\1.part-\2.md", path)
+            files[re.sub(r"/threads/\d+xxx/", "/threads/", flat)] = b"# Thread (layout 1)\n"
         elif old != path:
             renames.append((path, old))
     for path in paths:  # layout 1 kept the by-pattern file of a released reservation too
-        if "/by-id/" in path and old_layout == 1:
+        if "/by-id/" in path:
             blob = read_blobs(repo, [path])[path]
             if json.loads(blob)["released_ts"]:
                 files[formats.pattern_path("work-app", json.loads(blob)["path_pattern"])] = blob
     committer = FastImportCommitter(repo, "maild", "maild@localhost")
-    committer.commit(files, f"layout {old_layout}, as an older daemon left it", renames)
+    committer.commit(files, "layout 1, as an older daemon left it", renames)
     committer.close()
 
 
-@pytest.mark.parametrize("backend", ["trio"])  # the move is git and SQLite work: one backend is enough
-@pytest.mark.parametrize("old_layout", [1, 2])
-def test_an_archive_in_an_older_layout_is_migrated_and_passes_doctor(mailbox: Mailbox, old_layout: int) -> None:
+def test_an_archive_in_the_old_layout_is_migrated_and_passes_doctor(mailbox: Mailbox) -> None:
     a, b = agent(mailbox, "BlueLake"), agent(mailbox, "GreenCastle")
     first = send(a, "GreenCastle", subject="kick-off", thread_id="FEAT-1")
     b.call_tool("reply_message", {"project_key": PROJECT, "message_id": first["id"], "body_md": "on it\n\n"})
@@ -734,30 +727,21 @@ def test_an_archive_in_an_older_layout_is_migrated_and_passes_doctor(mailbox: Ma
     b.close()
     mailbox.stop()
     repo = mailbox.paths.archive
-    layout_3 = set(head_files(repo))
-    digest = next(p for p in layout_3 if p.endswith("/FEAT-1.md"))
-    link = re.search(r"\[View canonical\]\(([^)]+)\)", read_blobs(repo, [digest])[digest].decode())
-    assert link is not None
-    assert posixpath.normpath(posixpath.join(posixpath.dirname(digest), link[1])) in layout_3, "the link resolves"
-    to_older_layout(repo, old_layout)
+    layout_2 = set(head_files(repo))
+    to_layout_1(repo)
     old = set(head_files(repo))
-    assert layout.current(repo) == old_layout
-    if old_layout == 1:
-        assert formats.pattern_path("work-app", "docs/*.md") in old
-        assert any(p.endswith("/threads/FEAT-1.md") for p in old)
-        assert not any("xxx/" in p for p in old), "the test archive is really in layout 1"
-    else:
-        assert any(re.search(r"/messages/\d{4}/\d{2}/\d+xxx/[^/]+\.md$", p) for p in old)
-        assert not any(re.search(r"/\d+xx/", p) for p in old), "the test archive is really in layout 2"
+    assert formats.pattern_path("work-app", "docs/*.md") in old
+    assert any(p.endswith("/threads/FEAT-1.md") for p in old)
+    assert not any("xxx/" in p for p in old), "the test archive is really in the old layout"
 
     report = wait_drained(mailbox)  # starts the daemon, which moves the archive before anything else
     deadline = time.monotonic() + 30
     while layout.current(repo) != formats.LAYOUT:
         assert time.monotonic() < deadline, f"no migration: {report['archive']}"
         time.sleep(0.05)
-    assert set(head_files(repo)) == layout_3, "the move gives back exactly the files layout 3 writes"
+    assert set(head_files(repo)) == layout_2, "the move gives back exactly the files layout 2 writes"
     log = git(mailbox, "log", "-1", "--format=%s", "--name-status", "-M")
-    assert log.startswith("archive: layout 3")
+    assert log.startswith("archive: layout 2")
     assert "\nR100\t" in log, "files are moved, not rewritten (git sees renames)"
     doctor = json.loads(mailbox.mailctl("doctor", "--json").stdout)
     assert doctor["ok"] is True

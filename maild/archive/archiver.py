@@ -338,7 +338,7 @@ class Archiver:
                 await anyio.sleep(IDLE_POLL_SECONDS)
 
     async def migrate(self) -> bool:
-        """Move an older archive (layout 1 or 2) to layout 3 in one commit (see layout.py); True if it did.
+        """Move a layout-1 archive to layout 2 in one commit (see layout.py); True if it did.
         Runs before the first batch of each daemon, so new files never land in a half-old layout."""
         if self._layout == -1:
             self._layout = await anyio.to_thread.run_sync(layout.current, self.repo)
@@ -347,8 +347,7 @@ class Archiver:
         renames, files = await anyio.to_thread.run_sync(layout.plan, self.repo)
         digests = await self._store.read(_migration_digests)
         files.update(_digest_files(digests))
-        message = (f"archive: layout {formats.LAYOUT} (shard folders of {formats.SHARD_SIZE} ids, "
-                   f"split in {formats.SUB_SHARD_SIZE}s)\n\n"
+        message = (f"archive: layout {formats.LAYOUT} (shard folders of {formats.SHARD_SIZE} ids)\n\n"
                    f"{len(renames)} files moved, {sum(v is None for v in files.values())} removed, "
                    f"{len(digests)} thread digest parts written anew.\n")
         await anyio.to_thread.run_sync(functools.partial(self._committer.commit, files, message, renames))

@@ -1,10 +1,9 @@
 """File formats of the archive (upstream §4.3 and §4.4): pure functions from outbox payloads to files,
 and the parsers that read them back (for `doctor`, `rebuild` and the layout migration).
 
-Layout 3 (`layout.json` at the root says which): big folders are fanned out into shards of 1,000
-ids, each split in folders of 100 (`0052xxx/00523xx` holds ids 52,300-52,399), so a group commit
-rewrites a few small trees instead of folders with tens of thousands of entries (layout 2 had the
-1,000-id folders only; layout 1 none). Upstream's paths that tools read stay where they were:
+Layout 2 (`layout.json` at the root says which): big folders are fanned out into shards of 1,000
+ids (`0052xxx` holds ids 52,000-52,999), so a group commit rewrites a few small trees instead of
+folders with tens of thousands of entries. Upstream's paths that tools read stay where they were:
 `project.json`, `agents/<Name>/profile.json`, and `file_reservations/<sha1(pattern)>.json` (the
 pre-commit guard globs that folder; it now holds only the live reservations). See docs/archive.md.
 
@@ -24,14 +23,12 @@ from typing import Any
 _SUBJECT_SLUG = re.compile(r"[^a-zA-Z0-9._-]+")
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SAFE_THREAD = re.compile(r"[^A-Za-z0-9._-]")
-# Every layout: layout 1 had no shard folder, layout 2 one level (`doctor` reads an archive not yet migrated).
-SHARD_FOLDERS = r"(?:\d+xxx/(?:\d+xx/)?)?"
-MESSAGE_FILE = re.compile(rf"^projects/(?P<slug>[^/]+)/messages/\d{{4}}/\d{{2}}/{SHARD_FOLDERS}[^/]+__(?P<id>\d+)\.md$")
+# Both layouts: layout 1 had no shard folder (`doctor` must read an archive not yet migrated).
+MESSAGE_FILE = re.compile(r"^projects/(?P<slug>[^/]+)/messages/\d{4}/\d{2}/(?:\d+xxx/)?[^/]+__(?P<id>\d+)\.md$")
 PREVIEW_CHARS = 1200
 DIGEST_PART = 100
 SHARD_SIZE = 1000
-SUB_SHARD_SIZE = 100
-LAYOUT = 3
+LAYOUT = 2
 LAYOUT_FILE = "layout.json"
 TOKEN_SALT_PREFIX = "salted-sha256$"  # noqa: S105 - a format tag, not a secret
 
@@ -39,14 +36,12 @@ Files = dict[str, bytes | None]  # path -> content; None deletes the path
 
 
 def shard(number: int) -> str:
-    """The shard folders of an id: `0052xxx/00523xx` for 52,300-52,399 (sorted, readable, ≤ 100
-    entries a folder: each commit rewrites the trees it touches whole, so small ones are cheap)."""
-    number = int(number)
-    return f"{number // SHARD_SIZE:04d}xxx/{number // SUB_SHARD_SIZE:05d}xx"
+    """The shard folder of an id: `0052xxx` for 52,000-52,999 (sorted, readable, ≤ 1,000 entries)."""
+    return f"{int(number) // SHARD_SIZE:04d}xxx"
 
 
 def layout_file() -> bytes:
-    return pretty_json({"layout": LAYOUT, "shard_size": SHARD_SIZE, "sub_shard_size": SUB_SHARD_SIZE,
+    return pretty_json({"layout": LAYOUT, "shard_size": SHARD_SIZE,
                         "see": "docs/archive.md of Agent Mail: where each kind of file lives"})
 
 
@@ -147,7 +142,7 @@ def thread_digest(thread_id: str, slug: str, messages: list[dict[str, Any]], par
         recipients = ", ".join([*payload["to"], *payload["cc"]])
         parts.append(
             f"\n### {payload['subject']}\n\n## {payload['created_ts']} — {payload['from']} → {recipients}\n\n"
-            f"[View canonical](../../../{folder}/{filename})\n\n{preview}\n\n---\n"
+            f"[View canonical](../../{folder}/{filename})\n\n{preview}\n\n---\n"
         )
     path = f"projects/{segment(slug)}/messages/threads/{shard(root)}/{digest_name(thread_id, part)}"
     return {path: "".join(parts).encode()}

@@ -5,7 +5,7 @@ reservation and build slot files), writes a fresh database beside the old one, t
 file as `mail.sqlite3.bak-<time>` (WAL checkpointed first). Retired agents come back retired, and
 mail and leases keep their original agent ids, read/ack state comes back from the receipts, and
 registration tokens keep working through the salted hash each profile carries (profiles archived
-before that have none: those agents re-register). Reads archives of every layout (1, 2 and 3) alike.
+before that have none: those agents re-register). Reads layout 1 and layout 2 archives alike.
 Runs only while no daemon serves the root.
 """
 
@@ -33,10 +33,10 @@ log = logging.getLogger(__name__)
 PROJECT_FILE = re.compile(r"^projects/[^/]+/project\.json$")
 PROFILE_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/profile\.json$")
 PROFILE_HISTORY_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/profiles/\d+\.json$")
-# Every layout (layouts 2 and 3 add shard folders; see formats): a rebuild must read an older archive too.
+# Both layouts (layout 2 adds shard folders; see formats): a rebuild must read an older archive too.
 RESERVATION_FILE = re.compile(
-    rf"^projects/(?P<slug>[^/]+)/file_reservations/(?:by-id/{formats.SHARD_FOLDERS})?(?P<by_id>id-)?[0-9a-f]+\.json$")
-RECEIPT_FILE = re.compile(rf"^projects/[^/]+/agents/[^/]+/receipts/{formats.SHARD_FOLDERS}\d+\.json$")
+    r"^projects/(?P<slug>[^/]+)/file_reservations/(?:by-id/\d+xxx/)?(?P<by_id>id-)?[0-9a-f]+\.json$")
+RECEIPT_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/receipts/(?:\d+xxx/)?\d+\.json$")
 CONTACT_FILE = re.compile(r"^projects/[^/]+/agents/[^/]+/contacts/\d+\.json$")
 TOMBSTONE_FILE = re.compile(r"^projects/[^/]+/deleted_agents/\d+\.json$")
 BUILD_SLOT_FILE = re.compile(r"^projects/(?P<slug>[^/]+)/build_slots/[^/]+/[^/]+__[^/]+\.json$")

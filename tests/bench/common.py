@@ -49,6 +49,24 @@ def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
 
 
+def host_cpu_jiffies() -> tuple[int, int] | None:
+    """(steal, total) CPU time of the whole machine so far, from /proc/stat; None off Linux. Steal is
+    time the hypervisor gave this VM's CPUs to someone else: latencies of runs with much of it do
+    not compare with runs without."""
+    try:
+        fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return fields[7], sum(fields)
+
+
+def steal_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU time the host stole between two `host_cpu_jiffies` readings."""
+    if start is None or end is None or end[1] <= start[1]:
+        return None
+    return round((end[0] - start[0]) / (end[1] - start[1]), 4)
+
+
 def write_report(name: str, figures: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     report = {

@@ -35,7 +35,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from shared.client import DaemonClient, ensure_started
 from shared.paths import MailboxPaths, read_status
 from tests.bench.bench_search import QUERIES, TextMaker, build
-from tests.bench.common import RESULTS, machine, stop, summarise, temp_mailbox
+from tests.bench.common import RESULTS, host_cpu_jiffies, machine, steal_share, stop, summarise, temp_mailbox
 from tests.bench.soak import (
     archive_checks,
     archive_ratio,
@@ -376,7 +376,7 @@ async def workload(paths: MailboxPaths, plan: Plan, sample_every: float) -> dict
     solo_figures = await solo(agents[0], names[-1], plan.solo_rounds, plan.seed)
 
     samples: list[dict[str, Any]] = []
-    cpu_start = cpu_seconds(daemon_pid)
+    cpu_start, host_start = cpu_seconds(daemon_pid), host_cpu_jiffies()
     started = time.monotonic()
     async with anyio.create_task_group() as tg:
         tg.start_soon(sample_forever, paths, daemon_pid, agents, recorder, sample_every, samples)
@@ -385,7 +385,7 @@ async def workload(paths: MailboxPaths, plan: Plan, sample_every: float) -> dict
                 load.start_soon(run_agent, agent, names, plan, started + plan.duration, i)
         elapsed = time.monotonic() - started
         tg.cancel_scope.cancel()
-    cpu_end = cpu_seconds(daemon_pid)
+    cpu_end, host_end = cpu_seconds(daemon_pid), host_cpu_jiffies()
     health = await wait_archive_drained(agents[0])
     shim_rss_end = [r for a in agents if (r := rss_mb(a.process.pid)) is not None]
     daemon_rss_end = rss_mb(daemon_pid)
@@ -408,6 +408,7 @@ async def workload(paths: MailboxPaths, plan: Plan, sample_every: float) -> dict
                    "git_cpu_ms_per_send": round((cpu_end[1] - cpu_start[1]) * 1000 / max(recorder.sends, 1), 3),
                    "cpu_cores": round((cpu_end[0] - cpu_start[0]) / elapsed, 3),
                    "git_cpu_cores": round((cpu_end[1] - cpu_start[1]) / elapsed, 3)},
+        "host": {"steal_share": steal_share(host_start, host_end)},
         "archive": {"queue_depth_end": health["archive"]["queue_depth"],
                     "messages_archived": health["archive"].get("messages_archived"),
                     "packs_end": health["archive"].get("packs"),
@@ -418,6 +419,10 @@ async def workload(paths: MailboxPaths, plan: Plan, sample_every: float) -> dict
         "llm": health.get("llm"),
         "samples": samples,
     }
+
+
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{share * 100:.1f} %"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -449,6 +454,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"| daemon RSS start / max / end | {d['rss_mb_start']} / {d['rss_mb_max']} / {d['rss_mb_end']} MB |",
         f"| daemon CPU during the load (itself / its git children) | {d.get('cpu_cores')} / "
         f"{d.get('git_cpu_cores')} cores; {d.get('cpu_ms_per_send')} / {d.get('git_cpu_ms_per_send')} ms a send |",
+        f"| host steal during the load (CPU the hypervisor gave away: compare runs with little) | "
+        f"{_percent(report.get('host', {}).get('steal_share'))} |",
         f"| archive lag p99 / drain after load | {a['lag_p99_seconds']} s / {a['drain_after_load_seconds']} s |",
         f"| DB / WAL / archive | {s['db_mb']} / {s['wal_mb']} / {s['archive_mb']} MB |",
         f"| `tools/list` tokens core / extended | {report['tools_list']['core']['tokens_estimate']} / "
