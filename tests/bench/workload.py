@@ -455,7 +455,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"| daemon CPU during the load (itself / its git children) | {d.get('cpu_cores')} / "
         f"{d.get('git_cpu_cores')} cores; {d.get('cpu_ms_per_send')} / {d.get('git_cpu_ms_per_send')} ms a send |",
         f"| host steal during the load (CPU the hypervisor gave away: compare runs with little) | "
-        f"{_percent(report.get('host', {}).get('steal_share'))} |",
+        f"{_percent(report['host']['steal_share'])} |",
         f"| archive lag p99 / drain after load | {a['lag_p99_seconds']} s / {a['drain_after_load_seconds']} s |",
         f"| DB / WAL / archive | {s['db_mb']} / {s['wal_mb']} / {s['archive_mb']} MB |",
         f"| `tools/list` tokens core / extended | {report['tools_list']['core']['tokens_estimate']} / "
