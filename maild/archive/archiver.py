@@ -26,7 +26,7 @@ from anyio.abc import TaskGroup
 
 from maild.archive import formats, layout
 from maild.archive.blobs import BlobStore, attachment_files
-from maild.archive.committer import ArchiveError, FastImportCommitter
+from maild.archive.committer import PACK_CEILING, ArchiveError, FastImportCommitter
 from maild.store import Connection, Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ IDLE_POLL_SECONDS = 0.05
 PACKING_CACHE_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
 REPACK_IDLE_SECONDS = 10.0  # quiet time before the archiver folds fast-import's small packs together
+# The longest a commit waits for a repack at PACK_CEILING: a repack stuck past this (its own timeout
+# is 30 minutes) must not stop the archive; the packs it let pile up are folded by the next one.
+CEILING_WAIT_SECONDS = 60.0
 RECENT_LAG_ROWS = 1000  # the soak plots lag over time from the p99 of the newest rows
 LAG_WINDOW = 50_000  # outbox rows whose lag statistics() reports (the last ~30 s at 1,500 sends/s)
 
@@ -233,6 +236,8 @@ class Archiver:
         self._packing_cache: tuple[float, dict[str, int]] | None = None
         self._layout: int | None = -1  # -1: not looked at yet; None: empty archive
         self._maintaining = False
+        self._repacked: anyio.Event | None = None  # set when the running repack ends (one per repack)
+        self.ceiling_waits = 0  # commits that waited for a repack at PACK_CEILING packs
         self._busy = False  # the last round committed something: the next one keeps the cadence
         self._full = False  # ... and it was a full batch (a backlog): no pause at all
         self.after_commit: Callable[[], None] | None = None  # the mirror's push trigger (maild/archive/mirror.py)
@@ -247,6 +252,7 @@ class Archiver:
                 "messages_archived": self.messages_archived,
                 "repacks": self.repacks,
                 "maintaining": self._maintaining,
+                "ceiling_waits": self.ceiling_waits,
                 **self._packing(),
                 "last_commit_ts": self.last_commit_ts,
                 "last_error": self.last_error,
@@ -287,11 +293,23 @@ class Archiver:
             log.warning("%s", exc)
         finally:
             self._maintaining = False
+            if self._repacked is not None:
+                self._repacked.set()
 
     def _maybe_repack(self, tg: TaskGroup, *, idle: bool) -> None:
         if not self._maintaining and self._committer.maintenance_due(idle=idle):
-            self._maintaining = True
+            self._maintaining, self._repacked = True, anyio.Event()
             tg.start_soon(functools.partial(self._repack, idle=idle))
+
+    async def _wait_below_ceiling(self) -> None:
+        """Hold the next commit while a repack runs and PACK_CEILING packs are waiting for it."""
+        if self._repacked is None or not self._maintaining:
+            return
+        if self._committer.unsettled_packs() >= PACK_CEILING:
+            self.ceiling_waits += 1
+            log.info("archive at %d packs: the next commit waits for the repack", PACK_CEILING)
+            with anyio.move_on_after(CEILING_WAIT_SECONDS):
+                await self._repacked.wait()
 
     async def run(self) -> None:
         try:
@@ -380,6 +398,7 @@ class Archiver:
                 return 0
             if waiting < MAX_BATCH:
                 await anyio.sleep(GATHER_SECONDS)  # let a burst of sends join this commit
+        await self._wait_below_ceiling()
         self._round_started = anyio.current_time()
         batch = await self._store.read(_batch, MAX_BATCH)
         self._busy, self._full = bool(batch.items), len(batch.items) >= MAX_BATCH

@@ -86,6 +86,10 @@ def branch_head(repo: Path) -> str | None:
 
 
 LOAD_PACK_THRESHOLD = 12  # packs that make a busy archiver roll the small ones up (geometric)
+# Commits go on beside a repack, one pack each, so a repack slower than usual (a loaded machine, a
+# long roll-up) let batch packs pile up past the threshold. At this many, the next commit waits for
+# the repack to finish (its batch grows meanwhile, as with a longer cadence): a hard bound.
+PACK_CEILING = 2 * LOAD_PACK_THRESHOLD
 IDLE_PACK_THRESHOLD = 2  # after a quiet spell, anything to fold is folded
 LOOSE_DIR_THRESHOLD = 128  # objects/xx fan-out folders in use (of 256): many loose objects
 IDLE_LOOSE_DIR_THRESHOLD = 16
@@ -295,6 +299,11 @@ class FastImportCommitter:
         except OSError:  # no archive yet (nothing committed): nothing to pack
             return {"packs": 0, "settled_packs": 0, "loose_dirs": 0}
         return {"packs": packs, "settled_packs": settled, "loose_dirs": loose}
+
+    def unsettled_packs(self) -> int:
+        """The packs a repack would fold (those it leaves alone are settled)."""
+        now = self.packing()
+        return now["packs"] - now["settled_packs"]
 
     def maintenance_due(self, *, idle: bool) -> bool:
         """Whether a repack would pay now. Busy: once LOAD_PACK_THRESHOLD batch packs piled up (each
