@@ -794,7 +794,7 @@ def test_thousands_of_messages_under_load_keep_packs_and_bytes_per_message_bound
     assert not errors, errors[0]
     report = wait_drained(mailbox, timeout=120)["archive"]
     assert report["messages_archived"] == len(names) * per_writer
-    assert report["commits"] >= 2 * PACK_CEILING, "many more group commits than packs allowed (else this tests nothing)"
+    assert report["commits"] >= 20, "the load came in many group commits (else this tests nothing)"
     assert report["repacks"] >= 1, "the archiver repacked while mail was flowing"
     assert most_packs <= PACK_CEILING + 1, "+1: a repack's new pack is written before the ones it folds go"
     size = dir_bytes(mailbox.paths.archive)
@@ -805,12 +805,14 @@ def test_a_slow_repack_holds_commits_at_the_pack_ceiling_and_loses_nothing(
         mailbox: Mailbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Issue 22 (a CI run: 17 packs where the load test allowed 16): commits go on beside a repack,
     # one pack each, so on a slow machine packs piled up for as long as the repack took. A git whose
-    # repacks start 4 s late stands in for that machine: the archive must stop at PACK_CEILING packs
-    # (the next commit waits for the repack, its batch growing meanwhile), then archive everything.
-    real_git = shutil.which("git")
+    # repacks wait until the test lets them go stands in for that machine: the archive must stop at
+    # PACK_CEILING packs (the next commit waits for the repack, its batch growing meanwhile), then
+    # archive everything once the repack is done.
+    real_git, release = shutil.which("git"), tmp_path / "release-repacks"
     wrapper = tmp_path / "slowgit" / "git"
     wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" repack "*) sleep 4;; esac\nexec {real_git} "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" repack "*) while [ ! -e {release} ]; do sleep 0.05; done;; esac\n'
+                       f'exec {real_git} "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("ARCHIVE_COMMIT_INTERVAL_SECONDS", "0.02")
@@ -822,21 +824,27 @@ def test_a_slow_repack_holds_commits_at_the_pack_ceiling_and_loses_nothing(
     agent(mailbox, "GreenCastle").close()
     pack_dir = mailbox.paths.archive / "objects" / "pack"
     most_packs, sent, deadline = 0, 0, time.monotonic() + 120
-    while most_packs <= PACK_CEILING + 1 and not mailbox.call("health_check")["archive"]["ceiling_waits"]:
-        assert time.monotonic() < deadline, f"never reached the ceiling: {mailbox.call('health_check')['archive']}"
-        for _ in range(5):
-            send(writer, "GreenCastle", subject=f"load {sent}", thread_id=f"t-{sent // 20}")
+    try:
+        while most_packs <= PACK_CEILING + 1 and not mailbox.call("health_check")["archive"]["ceiling_waits"]:
+            assert time.monotonic() < deadline, f"never reached the ceiling: {mailbox.call('health_check')['archive']}"
+            for _ in range(5):
+                send(writer, "GreenCastle", subject=f"load {sent}", thread_id=f"t-{sent // 20}")
+                sent += 1
+            most_packs = max(most_packs, len(list(pack_dir.glob("*.pack"))))
+        for _ in range(50):  # mail keeps coming while the commit waits
+            send(writer, "GreenCastle", subject=f"load {sent}")
             sent += 1
-        most_packs = max(most_packs, len(list(pack_dir.glob("*.pack"))))
-    for _ in range(50):  # mail keeps coming while the commit waits: none of it is lost
-        send(writer, "GreenCastle", subject=f"load {sent}")
-        sent += 1
-        most_packs = max(most_packs, len(list(pack_dir.glob("*.pack"))))
+            most_packs = max(most_packs, len(list(pack_dir.glob("*.pack"))))
+        held = mailbox.call("health_check")["archive"]
+        assert held["maintaining"], held
+        assert held["queue_depth"] >= 50, f"commits wait for the repack: {held}"
+    finally:
+        release.touch()
     writer.close()
     report = wait_drained(mailbox, timeout=120)["archive"]
-    assert report["messages_archived"] == sent
+    assert report["messages_archived"] == sent, "nothing sent while commits waited is lost"
     assert report["settled_packs"] == 0, "a small archive has no settled packs: every pack on disk counts"
-    assert most_packs <= PACK_CEILING + 1, "+1: a repack's new pack is written before the ones it folds go"
+    assert most_packs <= PACK_CEILING, f"{most_packs} packs"
     assert len(git(mailbox, "ls-tree", "-r", "--name-only", "HEAD", "--", "projects").split()) >= sent
     fsck = subprocess.run(["git", "--git-dir", str(mailbox.paths.archive), "fsck", "--strict"],
                           capture_output=True, text=True, check=False)

@@ -86,10 +86,12 @@ def branch_head(repo: Path) -> str | None:
 
 
 LOAD_PACK_THRESHOLD = 12  # packs that make a busy archiver roll the small ones up (geometric)
-# Commits go on beside a repack, one pack each, so a repack slower than usual (a loaded machine, a
-# long roll-up) let batch packs pile up past the threshold. At this many, the next commit waits for
-# the repack to finish (its batch grows meanwhile, as with a longer cadence): a hard bound.
-PACK_CEILING = 2 * LOAD_PACK_THRESHOLD
+# Commits go on beside a repack, one pack each, so a slow repack (a loaded machine, a long roll-up)
+# lets batch packs pile up past the threshold. At this many, the next commit waits for the repack to
+# finish (its batch grows meanwhile): a hard bound, well above what roll-ups reach under heavy load,
+# since every wait is archive lag (a 16-agent soak with the ceiling at 24 waited 16 times, up to 16 s
+# each, and missed the lag target; with 64 the same soak reached 58 packs and never waited).
+PACK_CEILING = 64
 IDLE_PACK_THRESHOLD = 2  # after a quiet spell, anything to fold is folded
 LOOSE_DIR_THRESHOLD = 128  # objects/xx fan-out folders in use (of 256): many loose objects
 IDLE_LOOSE_DIR_THRESHOLD = 16
