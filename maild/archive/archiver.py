@@ -235,8 +235,7 @@ class Archiver:
         self._lag_summary: dict[str, Any] | None = None
         self._packing_cache: tuple[float, dict[str, int]] | None = None
         self._layout: int | None = -1  # -1: not looked at yet; None: empty archive
-        self._maintaining = False
-        self._repacked: anyio.Event | None = None  # set when the running repack ends (one per repack)
+        self._repack_done: anyio.Event | None = None  # one per repack, set when it ends
         self.ceiling_waits = 0  # commits that waited for a repack at PACK_CEILING packs
         self._busy = False  # the last round committed something: the next one keeps the cadence
         self._full = False  # ... and it was a full batch (a backlog): no pause at all
@@ -282,7 +281,12 @@ class Archiver:
             }
         return self._lag_summary
 
-    async def _repack(self, *, idle: bool) -> None:
+    @property
+    def _maintaining(self) -> bool:
+        """Whether a repack runs now."""
+        return self._repack_done is not None and not self._repack_done.is_set()
+
+    async def _repack(self, done: anyio.Event, *, idle: bool) -> None:
         """One maintenance pass beside the commit path (see FastImportCommitter.maintain)."""
         try:
             if await anyio.to_thread.run_sync(functools.partial(self._committer.maintain, idle=idle)):
@@ -292,24 +296,24 @@ class Archiver:
         except ArchiveError as exc:  # a bigger archive, not a lost one: log it, try after the next work
             log.warning("%s", exc)
         finally:
-            self._maintaining = False
-            if self._repacked is not None:
-                self._repacked.set()
+            done.set()
 
     def _maybe_repack(self, tg: TaskGroup, *, idle: bool) -> None:
         if not self._maintaining and self._committer.maintenance_due(idle=idle):
-            self._maintaining, self._repacked = True, anyio.Event()
-            tg.start_soon(functools.partial(self._repack, idle=idle))
+            self._repack_done = anyio.Event()
+            tg.start_soon(functools.partial(self._repack, self._repack_done, idle=idle))
 
     async def _wait_below_ceiling(self) -> None:
         """Hold the next commit while a repack runs and PACK_CEILING packs are waiting for it."""
-        if self._repacked is None or not self._maintaining:
+        done = self._repack_done
+        if done is None or done.is_set():
             return
-        if self._committer.unsettled_packs() >= PACK_CEILING:
+        packing = self._packing()  # fresh enough: a commit clears the cache, and only commits add packs
+        if packing["packs"] - packing["settled_packs"] >= PACK_CEILING:
             self.ceiling_waits += 1
             log.info("archive at %d packs: the next commit waits for the repack", PACK_CEILING)
             with anyio.move_on_after(CEILING_WAIT_SECONDS):
-                await self._repacked.wait()
+                await done.wait()
 
     async def run(self) -> None:
         try:

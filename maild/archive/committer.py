@@ -302,11 +302,6 @@ class FastImportCommitter:
             return {"packs": 0, "settled_packs": 0, "loose_dirs": 0}
         return {"packs": packs, "settled_packs": settled, "loose_dirs": loose}
 
-    def unsettled_packs(self) -> int:
-        """The packs a repack would fold (those it leaves alone are settled)."""
-        now = self.packing()
-        return now["packs"] - now["settled_packs"]
-
     def maintenance_due(self, *, idle: bool) -> bool:
         """Whether a repack would pay now. Busy: once LOAD_PACK_THRESHOLD batch packs piled up (each
         batch is a pack with no deltas to the others). Idle: whenever there is anything to fold.
