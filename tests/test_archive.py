@@ -590,15 +590,20 @@ def test_a_repack_under_load_leaves_the_big_pack_alone(tmp_path: Path) -> None:
     assert len(head_files(repo)) == 15 * 120
 
 
+def wrap_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: str) -> None:
+    """Put a `git` on PATH (the daemon's git too) that runs the shell line `before`, then the real git."""
+    wrapper = tmp_path / "bin" / "git"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\n{before}\nexec {shutil.which("git")} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+
+
 def logging_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str) -> Path:
     """Put a `git` on PATH that logs `what` (shell-expanded) and its arguments, a line per run,
     before running the real git; returns the log."""
-    real_git, log = shutil.which("git"), tmp_path / "git.log"
-    wrapper = tmp_path / "bin" / "git"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\necho "{what} $*" >> {log}\nexec {real_git} "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    log = tmp_path / "git.log"
+    wrap_git(tmp_path, monkeypatch, f'echo "{what} $*" >> {log}')
     return log
 
 
@@ -808,13 +813,9 @@ def test_a_slow_repack_holds_commits_at_the_pack_ceiling_and_loses_nothing(
     # repacks wait until the test lets them go stands in for that machine: the archive must stop at
     # PACK_CEILING packs (the next commit waits for the repack, its batch growing meanwhile), then
     # archive everything once the repack is done.
-    real_git, release = shutil.which("git"), tmp_path / "release-repacks"
-    wrapper = tmp_path / "slowgit" / "git"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" repack "*) while [ ! -e {release} ]; do sleep 0.05; done;; esac\n'
-                       f'exec {real_git} "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    release = tmp_path / "release-repacks"
+    wrap_git(tmp_path, monkeypatch,
+             f'case " $* " in *" repack "*) while [ ! -e {release} ]; do sleep 0.05; done;; esac')
     monkeypatch.setenv("ARCHIVE_COMMIT_INTERVAL_SECONDS", "0.02")
     # A commit of fewer than 100 objects is unpacked into loose ones; under real load each is a pack.
     for key, value in {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "fastimport.unpackLimit",
